@@ -1,0 +1,1 @@
+//! Benchmark support for keymux (benches live in `benches/`).

@@ -1,0 +1,1 @@
+//! keymux client.

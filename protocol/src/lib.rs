@@ -1,0 +1,56 @@
+//! keymux wire protocol v1, sans IO.
+//!
+//! This crate turns bytes into typed frames and back; it owns no sockets, no clock and
+//! no runtime. The proxy and the client SDK drive it from their own I/O loops, and the
+//! optional `codec` feature adapts it to `tokio_util::codec`.
+//!
+//! A stream carries length-prefixed frames (see `DESIGN.md`, *Wire protocol v1*):
+//!
+//! ```text
+//! frame    := length:u32 body            length = bytes in body, 12 ..= max_frame
+//! body     := version:u8 (=1) opcode:u8 flags:u16 request_id:u64 payload
+//! ```
+//!
+//! Decoding is split in two steps so that faults land at the right level:
+//! [`FrameSplitter`] cuts whole frames off a buffer and reports [`FrameError`]s, which
+//! end the connection; [`RequestFrame::decode`] and [`ResponseFrame::decode`] parse one
+//! frame's payload and report [`Rejected`], which is answered with a status while the
+//! connection stays up.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use keymux_protocol::{FrameSplitter, Limits, Request, RequestFrame};
+//!
+//! let limits = Limits::default();
+//! let request = RequestFrame::new(7, Request::Ping);
+//! let mut wire = BytesMut::new();
+//! request.encode(&mut wire, &limits).unwrap();
+//!
+//! let mut splitter = FrameSplitter::new(limits.max_frame);
+//! let body = splitter.split(&mut wire).unwrap().expect("a whole frame");
+//! let decoded = RequestFrame::decode(&body, &limits).unwrap();
+//! assert_eq!(decoded.request_id, 7);
+//! ```
+#![forbid(unsafe_code)]
+
+mod blob;
+#[cfg(feature = "codec")]
+mod codec;
+mod coding;
+mod decoder;
+mod error;
+mod frame;
+mod limits;
+mod secret;
+
+pub use blob::{BLOB_FORMAT_V1, BLOB_MAGIC, BlobHeader, BlobMode};
+#[cfg(feature = "codec")]
+pub use codec::{ClientCodec, CodecError, ServerCodec};
+pub use decoder::FrameSplitter;
+pub use error::{BlobError, EncodeError, Field, FrameError, PayloadError, Rejected};
+pub use frame::{
+    Failure, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Reply, Request, RequestFrame,
+    ResponseFrame, Status,
+};
+pub use limits::Limits;
+pub use secret::SecretBytes;

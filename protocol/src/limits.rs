@@ -1,0 +1,78 @@
+//! Explicit, configurable bounds on what a peer may send.
+
+use crate::frame::HEADER_LEN;
+
+/// Bounds enforced while decoding. Every one is configurable; the defaults suit data
+/// keys and short contexts. Values over these limits are answered BAD_REQUEST, never
+/// buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted, in bytes (the `length` prefix). A longer frame
+    /// closes the connection before its body is read.
+    pub max_frame: u32,
+    /// Largest additional authenticated data (AAD) accepted, in bytes.
+    pub max_aad: usize,
+    /// Largest plaintext key accepted for WRAP, and largest GENERATE_DATA_KEY length.
+    pub max_plaintext: usize,
+    /// Largest wrapped blob accepted for UNWRAP and REWRAP.
+    pub max_blob: usize,
+}
+
+impl Limits {
+    /// The smallest legal `max_frame`: a frame header and nothing else.
+    pub const MIN_FRAME: u32 = HEADER_LEN as u32;
+    /// The largest `max_frame` keymux accepts (16 MiB).
+    pub const MAX_FRAME_CEILING: u32 = 16 * 1024 * 1024;
+    /// The largest value a `bytes16` field can carry.
+    pub const BYTES16_MAX: usize = u16::MAX as usize;
+
+    /// Checks that the limits are usable, naming the first one that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(Self::MIN_FRAME..=Self::MAX_FRAME_CEILING).contains(&self.max_frame) {
+            return Err(format!(
+                "max_frame must be between {} and {} bytes, got {}",
+                Self::MIN_FRAME,
+                Self::MAX_FRAME_CEILING,
+                self.max_frame
+            ));
+        }
+        for (name, value) in
+            [("max_aad", self.max_aad), ("max_plaintext", self.max_plaintext), ("max_blob", self.max_blob)]
+        {
+            if value > Self::BYTES16_MAX {
+                return Err(format!(
+                    "{name} must be at most {} bytes (a bytes16 field), got {value}",
+                    Self::BYTES16_MAX
+                ));
+            }
+        }
+        if self.max_plaintext == 0 || self.max_blob == 0 {
+            return Err("max_plaintext and max_blob must be at least 1 byte".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_frame: 64 * 1024, max_aad: 8 * 1024, max_plaintext: 4 * 1024, max_blob: 16 * 1024 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Limits::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_names_the_bad_limit() {
+        let limits = Limits { max_aad: 70_000, ..Limits::default() };
+        assert!(limits.validate().unwrap_err().contains("max_aad"));
+        let limits = Limits { max_frame: 4, ..Limits::default() };
+        assert!(limits.validate().unwrap_err().contains("max_frame"));
+    }
+}
