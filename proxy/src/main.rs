@@ -1,1 +1,54 @@
-fn main() {}
+//! The `keymux` binary: parses the command line and hands over to the library.
+
+use anyhow::Context;
+use clap::Parser;
+use keymux_proxy::admin::{self, Cli, Command};
+use keymux_proxy::{server, telemetry};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            let config = keymux_proxy::config::Config::load(&file)?;
+            println!("{}", admin::summary(&config));
+            Ok(())
+        }
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
+    }
+}
+
+fn serve(args: &admin::ServeArgs) -> anyhow::Result<()> {
+    telemetry::init_tracing();
+    let config = args.resolve()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async {
+        let running = server::start(&config).await?;
+        println!("{}", admin::banner(&config, &running));
+        let token = running.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            token.cancel();
+        });
+        running.wait().await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

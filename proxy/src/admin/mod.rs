@@ -1,0 +1,105 @@
+//! The `keymux` command line: serving, and checking configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{BackendConfig, Config, ConfigError};
+use crate::server::RunningServer;
+
+/// keymux: a batching crypto proxy in front of HSMs and cloud KMS.
+///
+/// With no arguments, serves on 127.0.0.1:7450 from the development soft keystore in
+/// ./keymux-data, creating it (with a key named "default") on first start.
+#[derive(Debug, Parser)]
+#[command(name = "keymux", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serve options, when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// A `keymux` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the binary protocol (the default).
+    Serve(ServeArgs),
+    /// Parse and validate a config file, then print a summary.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// Options of `keymux serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; without it, the development default.
+    #[arg(long, short = 'c', env = "KEYMUX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override `server.listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// The config these arguments describe: the file (or the development default) with
+    /// command-line overrides applied.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::development(),
+        };
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The start-up banner: where keymux listens and what it serves from.
+pub fn banner(config: &Config, running: &RunningServer) -> String {
+    let mut lines =
+        vec![format!("keymux {} listening on tcp://{}", env!("CARGO_PKG_VERSION"), running.tcp_addr())];
+    if let Some(path) = running.unix_socket() {
+        lines.push(format!("  also on unix://{}", path.display()));
+    }
+    if let Some(admin) = running.admin_addr() {
+        lines.push(format!("  metrics at http://{admin}/metrics, health at http://{admin}/healthz"));
+    }
+    match &config.backend {
+        BackendConfig::Soft(soft) => {
+            lines.push(format!("  backend: soft keystore {}", soft.keystore_path().display()));
+            lines.push(
+                "  WARNING: the soft keystore is for development only; use an HSM or KMS in production"
+                    .into(),
+            );
+        }
+    }
+    lines.join("\n")
+}
+
+/// A one-screen summary of a valid config, for `check-config`.
+pub fn summary(config: &Config) -> String {
+    let backend = match &config.backend {
+        BackendConfig::Soft(soft) => format!("soft keystore in {}", soft.data_dir.display()),
+    };
+    format!(
+        "config OK\n  listen {}\n  backend {}\n  batch max_batch={} max_delay={:?} queue_capacity={}\n  cache {}",
+        config.server.listen,
+        backend,
+        config.batch.max_batch,
+        config.batch.max_delay,
+        config.batch.queue_capacity,
+        if config.cache.enabled {
+            format!("{} entries, ttl {:?}", config.cache.max_entries, config.cache.ttl)
+        } else {
+            "off".into()
+        },
+    )
+}

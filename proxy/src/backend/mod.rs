@@ -1,0 +1,118 @@
+//! Backends hold the key-encryption keys and run batches of operations on them.
+//!
+//! A backend is a factory of [`BackendWorker`]s. Each executor thread opens one worker
+//! and owns it for its life: for PKCS#11 that is one pinned, logged-in session; for
+//! the soft keystore it is a handle on the shared key material. Workers take whole
+//! batches, so a backend with a high per-call cost can pack them.
+
+pub mod soft;
+
+use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
+
+use crate::error::OpError;
+use crate::keys::KeyInfo;
+
+/// One operation in a batch. All operations of a batch name the same key.
+#[derive(Debug)]
+pub enum Op {
+    /// Wrap `plaintext` under the key's current version.
+    Wrap {
+        /// Client AAD.
+        aad: Vec<u8>,
+        /// The key to wrap.
+        plaintext: SecretBytes,
+    },
+    /// Generate a `length`-byte data key and wrap it.
+    GenerateDataKey {
+        /// Client AAD.
+        aad: Vec<u8>,
+        /// Bytes of key to generate.
+        length: u16,
+    },
+    /// Unwrap a blob.
+    Unwrap {
+        /// Client AAD.
+        aad: Vec<u8>,
+        /// The blob, its header already parsed.
+        blob: ParsedBlob,
+    },
+    /// Unwrap a blob and wrap its key again under the key's current version.
+    Rewrap {
+        /// Client AAD.
+        aad: Vec<u8>,
+        /// The blob, its header already parsed.
+        blob: ParsedBlob,
+    },
+}
+
+impl Op {
+    /// A short name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Wrap { .. } => "wrap",
+            Op::GenerateDataKey { .. } => "generate_data_key",
+            Op::Unwrap { .. } => "unwrap",
+            Op::Rewrap { .. } => "rewrap",
+        }
+    }
+}
+
+/// A blob whose header has been parsed, keeping the original bytes.
+#[derive(Debug, Clone)]
+pub struct ParsedBlob {
+    bytes: Vec<u8>,
+    header_len: usize,
+    /// The parsed header.
+    pub header: BlobHeader,
+}
+
+impl ParsedBlob {
+    /// Parses `bytes`; a blob that does not parse cannot verify, so it is INTEGRITY.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, OpError> {
+        let (header, body) = BlobHeader::parse(&bytes).map_err(|_| OpError::Integrity)?;
+        let header_len = bytes.len() - body.len();
+        Ok(Self { bytes, header_len, header })
+    }
+
+    /// The header bytes, which the AEAD binds.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.bytes[..self.header_len]
+    }
+
+    /// The backend-specific body.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[self.header_len..]
+    }
+
+    /// The whole blob.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether the body is in direct mode.
+    pub fn is_direct(&self) -> bool {
+        self.header.mode == BlobMode::Direct
+    }
+}
+
+/// The outcome of one operation.
+pub type OpResult = Result<Reply, OpError>;
+
+/// A source of key-encryption keys.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for metrics and logs (`soft`, `pkcs11`, `kms`).
+    fn kind(&self) -> &'static str;
+
+    /// Every key and version the backend holds: the source of truth for the registry.
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError>;
+
+    /// Opens the per-thread state an executor needs (a session, a connection).
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError>;
+}
+
+/// Per-executor-thread state that runs batches. Owned by one thread for its life.
+pub trait BackendWorker: Send {
+    /// Runs `ops` (all on `key`), pushing exactly one result per op onto `out`, in
+    /// order. Must not panic on any input.
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>);
+}

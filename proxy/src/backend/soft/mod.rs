@@ -1,0 +1,361 @@
+//! The embedded soft keystore: the default backend, so that a first run needs nothing
+//! installed. **For development only**: the KEKs live in this process's memory and in
+//! a local file sealed under a passphrase, not in an HSM.
+//!
+//! Blobs are direct mode; the body is `nonce:[12] ciphertext+tag` from AES-256-GCM
+//! under the key version's KEK, with the blob header followed by the client AAD as the
+//! associated data. Nonces are 96 random bits from the OS CSPRNG: safe up to about
+//! 2^32 wraps per key version, far beyond a development keystore's use; rotate sooner.
+
+mod keystore;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
+
+use keystore::{Contents, Keystore, Material, StoredKey, StoredVersion, fill_random};
+pub use keystore::{KdfParams, KeystoreError};
+
+use crate::backend::{Backend, BackendWorker, Op, OpResult, ParsedBlob};
+use crate::config::SoftConfig;
+use crate::error::OpError;
+use crate::keys::{KeyInfo, VersionState};
+
+const NONCE_LEN: usize = 12;
+
+/// The key created in a new keystore.
+pub const DEFAULT_KEY: &str = "default";
+
+struct SoftState {
+    keystore: Keystore,
+    contents: Contents,
+    ciphers: HashMap<(String, u32), Arc<Aes256Gcm>>,
+}
+
+impl SoftState {
+    fn new(keystore: Keystore, contents: Contents) -> Self {
+        let mut state = Self { keystore, contents, ciphers: HashMap::new() };
+        state.rebuild_ciphers();
+        state
+    }
+
+    /// Expands every version's key schedule once, so batches only look them up.
+    fn rebuild_ciphers(&mut self) {
+        self.ciphers = self
+            .contents
+            .keys
+            .iter()
+            .flat_map(|key| {
+                key.versions.iter().map(|v| {
+                    let cipher = Aes256Gcm::new_from_slice(&v.material.0).expect("32-byte key");
+                    ((key.name.clone(), v.version), Arc::new(cipher))
+                })
+            })
+            .collect();
+    }
+
+    fn key_mut(&mut self, name: &str) -> Result<&mut StoredKey, OpError> {
+        self.contents.keys.iter_mut().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
+    }
+
+    fn persist(&mut self) -> Result<(), OpError> {
+        self.rebuild_ciphers();
+        self.keystore.save(&self.contents).map_err(|e| OpError::Internal(e.to_string()))
+    }
+}
+
+/// The soft keystore backend.
+#[derive(Clone)]
+pub struct SoftBackend {
+    state: Arc<RwLock<SoftState>>,
+    path: PathBuf,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn new_version(version: u32) -> StoredVersion {
+    let mut material = Material([0; 32]);
+    fill_random(&mut material.0);
+    StoredVersion { version, state: VersionState::Enabled, created_at: now_secs(), material }
+}
+
+fn valid_key_name(name: &str) -> Result<(), OpError> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+        return Err(OpError::BadRequest("key names are 1 to 255 bytes with no control characters".into()));
+    }
+    Ok(())
+}
+
+impl SoftBackend {
+    /// Opens the keystore named by `config`, creating it with a key named `default`
+    /// when it is missing and `create_if_missing` is set.
+    pub fn open(config: &SoftConfig) -> Result<Self, KeystoreError> {
+        let source = config
+            .passphrase
+            .as_ref()
+            .ok_or_else(|| KeystoreError::Passphrase("no passphrase source configured".into()))?;
+        let passphrase = source.resolve()?;
+        let path = config.keystore_path();
+        let (keystore, contents) = if path.exists() {
+            Keystore::open(&path, &passphrase)?
+        } else if config.create_if_missing {
+            let params = KdfParams { memory_kib: config.kdf_memory_kib, passes: config.kdf_passes, lanes: 1 };
+            let keystore = Keystore::create(&path, &passphrase, params)?;
+            let contents = Contents {
+                keys: vec![StoredKey {
+                    name: DEFAULT_KEY.into(),
+                    min_decryption_version: 1,
+                    versions: vec![new_version(1)],
+                }],
+            };
+            keystore.save(&contents)?;
+            tracing::info!(path = %path.display(), "created soft keystore with key \"default\"");
+            (keystore, contents)
+        } else {
+            return Err(KeystoreError::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "keystore not found (set create_if_missing = true to create it)",
+                ),
+            });
+        };
+        Ok(Self { state: Arc::new(RwLock::new(SoftState::new(keystore, contents))), path })
+    }
+
+    /// The keystore file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn write<T>(&self, change: impl FnOnce(&mut SoftState) -> Result<T, OpError>) -> Result<T, OpError> {
+        let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let backup = state.contents.clone();
+        let result = change(&mut state).and_then(|value| state.persist().map(|()| value));
+        if result.is_err() {
+            state.contents = backup;
+            state.rebuild_ciphers();
+        }
+        result
+    }
+
+    /// Creates a key with version 1.
+    pub fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
+        valid_key_name(name)?;
+        self.write(|state| {
+            if state.contents.keys.iter().any(|k| k.name == name) {
+                return Err(OpError::BadRequest(format!("key {name:?} already exists")));
+            }
+            let key =
+                StoredKey { name: name.into(), min_decryption_version: 1, versions: vec![new_version(1)] };
+            let info = key.info();
+            state.contents.keys.push(key);
+            Ok(info)
+        })
+    }
+
+    /// Adds a new version, which becomes current; returns its number.
+    pub fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+        self.write(|state| {
+            let key = state.key_mut(name)?;
+            let version = key.versions.last().map_or(1, |v| v.version + 1);
+            key.versions.push(new_version(version));
+            Ok(version)
+        })
+    }
+
+    /// Enables or disables one version.
+    pub fn set_version_state(
+        &self,
+        name: &str,
+        version: u32,
+        new_state: VersionState,
+    ) -> Result<(), OpError> {
+        self.write(|state| {
+            let key = state.key_mut(name)?;
+            let stored = key
+                .versions
+                .iter_mut()
+                .find(|v| v.version == version)
+                .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })?;
+            stored.state = new_state;
+            Ok(())
+        })
+    }
+}
+
+impl Backend for SoftBackend {
+    fn kind(&self) -> &'static str {
+        "soft"
+    }
+
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
+        let state = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(state.contents.keys.iter().map(StoredKey::info).collect())
+    }
+
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
+        Ok(Box::new(SoftWorker { state: Arc::clone(&self.state) }))
+    }
+}
+
+/// An executor thread's handle on the soft keystore.
+struct SoftWorker {
+    state: Arc<RwLock<SoftState>>,
+}
+
+impl SoftWorker {
+    fn cipher(state: &SoftState, key: &str, version: u32) -> Result<Arc<Aes256Gcm>, OpError> {
+        state
+            .ciphers
+            .get(&(key.to_owned(), version))
+            .cloned()
+            .ok_or_else(|| OpError::UnknownVersion { key: key.into(), version })
+    }
+
+    /// Wraps `plaintext` under `key`'s current version.
+    fn seal(state: &SoftState, key: &KeyInfo, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, OpError> {
+        let version = key.current_version()?;
+        let cipher = Self::cipher(state, &key.name, version)?;
+        let header = BlobHeader { key: key.name.clone(), version, mode: BlobMode::Direct };
+        let mut blob = header.to_bytes().map_err(|e| OpError::Internal(e.to_string()))?;
+        let associated = BlobHeader::associated_data(&blob, aad);
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let sealed = cipher
+            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: &associated })
+            .map_err(|_| OpError::Internal("AES-GCM encryption failed".into()))?;
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&sealed);
+        Ok(blob)
+    }
+
+    /// Unwraps a direct-mode blob of `key`.
+    fn open(state: &SoftState, key: &KeyInfo, aad: &[u8], blob: &ParsedBlob) -> Result<SecretBytes, OpError> {
+        if !blob.is_direct() {
+            return Err(OpError::Integrity);
+        }
+        key.check_decryptable(blob.header.version)?;
+        let cipher = Self::cipher(state, &key.name, blob.header.version)?;
+        let body = blob.body();
+        if body.len() < NONCE_LEN + 16 {
+            return Err(OpError::Integrity);
+        }
+        let (nonce, sealed) = body.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpError::Integrity)?;
+        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
+        cipher
+            .decrypt(&nonce.into(), Payload { msg: sealed, aad: &associated })
+            .map(SecretBytes::new)
+            .map_err(|_| OpError::Integrity)
+    }
+
+    fn run(state: &SoftState, key: &KeyInfo, op: &Op) -> OpResult {
+        match op {
+            Op::Wrap { aad, plaintext } => {
+                Ok(Reply::Wrap { blob: Self::seal(state, key, aad, plaintext.expose())? })
+            }
+            Op::GenerateDataKey { aad, length } => {
+                let mut plaintext = SecretBytes::zeroed(usize::from(*length));
+                fill_random(plaintext.expose_mut());
+                let blob = Self::seal(state, key, aad, plaintext.expose())?;
+                Ok(Reply::GenerateDataKey { plaintext, blob })
+            }
+            Op::Unwrap { aad, blob } => Ok(Reply::Unwrap { plaintext: Self::open(state, key, aad, blob)? }),
+            Op::Rewrap { aad, blob } => {
+                let plaintext = Self::open(state, key, aad, blob)?;
+                Ok(Reply::Rewrap { blob: Self::seal(state, key, aad, plaintext.expose())? })
+            }
+        }
+    }
+}
+
+impl BackendWorker for SoftWorker {
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
+        let state = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        out.extend(ops.iter().map(|op| Self::run(&state, key, op)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PassphraseSource;
+
+    fn open(dir: &std::path::Path) -> SoftBackend {
+        let config = SoftConfig {
+            data_dir: dir.to_owned(),
+            passphrase: Some(PassphraseSource::GeneratedFile(dir.join("passphrase"))),
+            create_if_missing: true,
+            kdf_memory_kib: 8 * 1024,
+            kdf_passes: 1,
+        };
+        SoftBackend::open(&config).unwrap()
+    }
+
+    fn run(backend: &SoftBackend, op: Op) -> OpResult {
+        let key = backend.list_keys().unwrap().into_iter().find(|k| k.name == DEFAULT_KEY).unwrap();
+        let mut out = Vec::new();
+        backend.open_worker().unwrap().run_batch(&key, &[op], &mut out);
+        out.pop().unwrap()
+    }
+
+    fn wrap(backend: &SoftBackend, aad: &[u8], dek: &[u8]) -> Vec<u8> {
+        let op = Op::Wrap { aad: aad.to_vec(), plaintext: SecretBytes::copy_from(dek) };
+        match run(backend, op).unwrap() {
+            Reply::Wrap { blob } => blob,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn unwrap(backend: &SoftBackend, aad: &[u8], blob: Vec<u8>) -> Result<Vec<u8>, OpError> {
+        let op = Op::Unwrap { aad: aad.to_vec(), blob: ParsedBlob::parse(blob)? };
+        run(backend, op).map(|reply| match reply {
+            Reply::Unwrap { plaintext } => plaintext.expose().to_vec(),
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    #[test]
+    fn wrap_unwrap_and_integrity() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path());
+        let blob = wrap(&backend, b"ctx", &[9; 32]);
+        assert_eq!(unwrap(&backend, b"ctx", blob.clone()).unwrap(), vec![9; 32]);
+        assert_eq!(unwrap(&backend, b"other", blob.clone()), Err(OpError::Integrity));
+        let mut tampered = blob;
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x40;
+        assert_eq!(unwrap(&backend, b"ctx", tampered), Err(OpError::Integrity));
+    }
+
+    #[test]
+    fn rotation_persists_and_old_blobs_still_unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path());
+        let old = wrap(&backend, b"", &[1; 16]);
+        assert_eq!(backend.rotate_key(DEFAULT_KEY).unwrap(), 2);
+        let new = wrap(&backend, b"", &[1; 16]);
+        assert_eq!(BlobHeader::parse(&new).unwrap().0.version, 2);
+        let reopened = open(dir.path());
+        assert_eq!(unwrap(&reopened, b"", old).unwrap(), vec![1; 16]);
+        assert_eq!(unwrap(&reopened, b"", new).unwrap(), vec![1; 16]);
+    }
+
+    #[test]
+    fn disabled_versions_refuse_unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path());
+        let blob = wrap(&backend, b"", &[1; 16]);
+        backend.rotate_key(DEFAULT_KEY).unwrap();
+        backend.set_version_state(DEFAULT_KEY, 1, VersionState::Disabled).unwrap();
+        assert!(matches!(unwrap(&backend, b"", blob), Err(OpError::KeyDisabled { version: 1, .. })));
+    }
+}

@@ -1,0 +1,170 @@
+//! Executor threads: each owns one backend worker for its life and runs batches on it,
+//! never on a tokio worker thread.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::queue::{KeyQueue, Ready};
+use super::{Dispatcher, Job};
+use crate::backend::{Backend, BackendWorker, Op, OpResult};
+use crate::error::OpError;
+use crate::keys::KeyRegistry;
+
+/// Batching settings an executor needs.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Most jobs per batch.
+    pub max_batch: usize,
+    /// How long to linger for a partial batch to fill.
+    pub max_delay: Duration,
+}
+
+/// The running executor threads.
+pub struct Executors {
+    threads: Vec<JoinHandle<()>>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Executors {
+    /// Starts `count` threads, each opening its own worker on `backend`.
+    pub fn start(
+        count: usize,
+        backend: Arc<dyn Backend>,
+        dispatcher: Arc<Dispatcher>,
+        registry: Arc<KeyRegistry>,
+        settings: BatchSettings,
+    ) -> std::io::Result<Self> {
+        let threads = (0..count)
+            .map(|index| {
+                let executor = Executor {
+                    backend: Arc::clone(&backend),
+                    dispatcher: Arc::clone(&dispatcher),
+                    registry: Arc::clone(&registry),
+                    settings,
+                };
+                std::thread::Builder::new()
+                    .name(format!("keymux-{}-{index}", backend.kind()))
+                    .spawn(move || executor.run())
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { threads, dispatcher })
+    }
+
+    /// Stops every thread once it finishes its current batch, and waits for them.
+    pub fn stop(self) {
+        self.dispatcher.stop_executors(self.threads.len());
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Executor {
+    backend: Arc<dyn Backend>,
+    dispatcher: Arc<Dispatcher>,
+    registry: Arc<KeyRegistry>,
+    settings: BatchSettings,
+}
+
+impl Executor {
+    fn open_worker(&self) -> Box<dyn BackendWorker> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.backend.open_worker() {
+                Ok(worker) => return worker,
+                Err(error) => {
+                    tracing::warn!(backend = self.backend.kind(), %error, "cannot open a backend worker; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn run(self) {
+        let mut worker = self.open_worker();
+        let mut jobs = Vec::with_capacity(self.settings.max_batch);
+        while let Ok(Ready::Key(queue)) = self.dispatcher.ready().recv() {
+            self.take_batch(&queue, &mut jobs);
+            self.dispatcher.release(&queue);
+            if jobs.is_empty() {
+                continue;
+            }
+            self.dispatcher.metrics().queue_depth_add(-(jobs.len() as i64));
+            self.dispatcher.metrics().record_batch_size(jobs.len());
+            if !self.run_batch(&mut *worker, &queue, &mut jobs) {
+                tracing::error!(backend = self.backend.kind(), "backend worker panicked; reopening it");
+                worker = self.open_worker();
+            }
+        }
+    }
+
+    /// Drains up to `max_batch` jobs, lingering up to `max_delay` for a partial batch.
+    fn take_batch(&self, queue: &KeyQueue, jobs: &mut Vec<Job>) {
+        let max = self.settings.max_batch;
+        queue.drain_into(jobs, max);
+        if self.settings.max_delay.is_zero() || jobs.len() >= max {
+            return;
+        }
+        let until = Instant::now() + self.settings.max_delay;
+        while jobs.len() < max {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(Duration::from_micros(50)));
+            queue.drain_into(jobs, max - jobs.len());
+        }
+    }
+
+    /// Runs one batch; returns false if the worker panicked (every job is still answered).
+    fn run_batch(&self, worker: &mut dyn BackendWorker, queue: &KeyQueue, jobs: &mut Vec<Job>) -> bool {
+        let now = Instant::now();
+        let mut ops = Vec::with_capacity(jobs.len());
+        let mut completions = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            if job.deadline.is_some_and(|deadline| deadline <= now) {
+                job.completion.complete(Err(OpError::Timeout));
+            } else {
+                ops.push(job.op);
+                completions.push(job.completion);
+            }
+        }
+        if ops.is_empty() {
+            return true;
+        }
+        let key = match self.registry.get(&queue.name) {
+            Ok(key) => key,
+            Err(error) => {
+                completions.into_iter().for_each(|c| c.complete(Err(error.clone())));
+                return true;
+            }
+        };
+        let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
+        let healthy = catch_unwind(AssertUnwindSafe(|| worker.run_batch(&key, &ops, &mut results))).is_ok();
+        self.record(&ops);
+        let mut results = results.into_iter();
+        for completion in completions {
+            let result =
+                results.next().unwrap_or_else(|| Err(OpError::Internal("backend gave no result".into())));
+            completion.complete(result);
+        }
+        healthy
+    }
+
+    /// Counts the batch's operations per kind, for the backend metrics.
+    fn record(&self, ops: &[Op]) {
+        let mut counts: Vec<(&'static str, usize)> = Vec::with_capacity(4);
+        for op in ops {
+            match counts.iter_mut().find(|(name, _)| *name == op.name()) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((op.name(), 1)),
+            }
+        }
+        for (name, count) in counts {
+            self.dispatcher.metrics().record_batch(self.backend.kind(), name, count);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The per-key queues and the ready channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use crossbeam_queue::ArrayQueue;
+
+use super::Job;
+use crate::error::OpError;
+use crate::telemetry::Metrics;
+
+/// One key's bounded queue.
+pub(crate) struct KeyQueue {
+    pub(crate) name: Arc<str>,
+    jobs: ArrayQueue<Job>,
+    /// True while the key is on the ready channel or being drained.
+    scheduled: AtomicBool,
+}
+
+impl KeyQueue {
+    /// Moves up to `max` jobs into `out`; returns how many.
+    pub(crate) fn drain_into(&self, out: &mut Vec<Job>, max: usize) -> usize {
+        let before = out.len();
+        while out.len() - before < max {
+            match self.jobs.pop() {
+                Some(job) => out.push(job),
+                None => break,
+            }
+        }
+        out.len() - before
+    }
+}
+
+/// A message on the ready channel.
+pub(crate) enum Ready {
+    /// This key has queued jobs.
+    Key(Arc<KeyQueue>),
+    /// An executor should exit.
+    Stop,
+}
+
+/// Routes jobs into per-key queues and schedules keys onto the ready channel.
+pub struct Dispatcher {
+    queues: RwLock<HashMap<Arc<str>, Arc<KeyQueue>>>,
+    ready_tx: Sender<Ready>,
+    ready_rx: Receiver<Ready>,
+    capacity: usize,
+    busy_retry_after: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose per-key queues hold `capacity` jobs each.
+    pub fn new(capacity: usize, busy_retry_after: Duration, metrics: Arc<Metrics>) -> Self {
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        Self { queues: RwLock::default(), ready_tx, ready_rx, capacity, busy_retry_after, metrics }
+    }
+
+    fn queue(&self, key: &str) -> Arc<KeyQueue> {
+        if let Some(queue) = self.queues.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+            return Arc::clone(queue);
+        }
+        let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(queues.entry(Arc::from(key)).or_insert_with(|| {
+            Arc::new(KeyQueue {
+                name: Arc::from(key),
+                jobs: ArrayQueue::new(self.capacity),
+                scheduled: AtomicBool::new(false),
+            })
+        }))
+    }
+
+    /// Queues `job` on `key` (a key the registry knows), or answers BUSY at once if
+    /// the key's queue is full.
+    pub fn submit(&self, key: &str, job: Job) {
+        let queue = self.queue(key);
+        match queue.jobs.push(job) {
+            Ok(()) => {
+                self.metrics.queue_depth_add(1);
+                self.schedule(&queue);
+            }
+            Err(job) => job
+                .completion
+                .complete(Err(OpError::Busy { key: key.to_owned(), retry_after: self.busy_retry_after })),
+        }
+    }
+
+    fn schedule(&self, queue: &Arc<KeyQueue>) {
+        if !queue.scheduled.swap(true, Ordering::AcqRel) {
+            // The receiver lives in `self`, so the channel cannot be disconnected.
+            let _ = self.ready_tx.send(Ready::Key(Arc::clone(queue)));
+        }
+    }
+
+    /// Called by an executor after draining `queue`: unmarks it, and puts it back on
+    /// the ready channel if jobs arrived meanwhile (or are left over).
+    pub(crate) fn release(&self, queue: &Arc<KeyQueue>) {
+        queue.scheduled.store(false, Ordering::Release);
+        if !queue.jobs.is_empty() {
+            self.schedule(queue);
+        }
+    }
+
+    pub(crate) fn ready(&self) -> &Receiver<Ready> {
+        &self.ready_rx
+    }
+
+    pub(crate) fn stop_executors(&self, count: usize) {
+        for _ in 0..count {
+            let _ = self.ready_tx.send(Ready::Stop);
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

@@ -1,0 +1,145 @@
+//! The unwrap cache: repeated unwraps of the same blob under the same AAD are answered
+//! without a backend call.
+//!
+//! Entries are keyed by a keyed BLAKE3 hash of (blob, aad) under a random per-process
+//! key, so the cache's keys reveal nothing and cannot be precomputed. Values are the
+//! DEKs, zeroized when evicted. The router checks the ACL and the key version's state
+//! *before* looking here, so a cached DEK is never served to a caller or for a version
+//! that may no longer be unwrapped.
+//!
+//! Concurrent misses on the same entry share one backend call: the first miss becomes
+//! the leader and queues the unwrap; later ones wait on the leader's entry in
+//! `pending` and are answered with its outcome.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use keymux_protocol::{Reply, SecretBytes};
+use moka::notification::RemovalCause;
+use zeroize::Zeroizing;
+
+use crate::backend::OpResult;
+use crate::config::CacheConfig;
+use crate::reply::Responder;
+use crate::telemetry::Metrics;
+
+/// A cache entry's identity: a keyed hash of (blob, aad).
+pub type CacheKey = [u8; 32];
+
+struct CachedDek {
+    key: Arc<str>,
+    version: u32,
+    dek: SecretBytes,
+}
+
+/// What a caller of [`UnwrapCache::join`] must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Join {
+    /// Queue the unwrap; its completion fills the cache and answers every waiter.
+    Lead,
+    /// Another request is already unwrapping this blob; the answer will come.
+    Wait,
+}
+
+/// The unwrap cache and its single-flight table.
+pub struct UnwrapCache {
+    entries: moka::sync::Cache<CacheKey, Arc<CachedDek>>,
+    hash_key: Zeroizing<[u8; 32]>,
+    pending: Mutex<HashMap<CacheKey, Pending>>,
+    metrics: Arc<Metrics>,
+}
+
+struct Pending {
+    key: Arc<str>,
+    version: u32,
+    waiters: Vec<Responder>,
+}
+
+impl UnwrapCache {
+    /// A cache bounded as `config` says.
+    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Self {
+        let evictions = Arc::clone(&metrics);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.ttl)
+            .time_to_idle(config.tti)
+            .support_invalidation_closures()
+            .eviction_listener(move |_, _, cause: RemovalCause| {
+                if cause.was_evicted() {
+                    evictions.cache_eviction();
+                }
+            })
+            .build();
+        let mut hash_key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(hash_key.as_mut()).expect("the operating system's random number generator failed");
+        Self { entries, hash_key, pending: Mutex::default(), metrics }
+    }
+
+    /// The entry key for `blob` under `aad`.
+    pub fn key_for(&self, blob: &[u8], aad: &[u8]) -> CacheKey {
+        let mut hasher = blake3::Hasher::new_keyed(&self.hash_key);
+        hasher.update(&(blob.len() as u64).to_be_bytes());
+        hasher.update(blob);
+        hasher.update(aad);
+        *hasher.finalize().as_bytes()
+    }
+
+    /// The cached DEK, if present; counts a hit or a miss.
+    pub fn get(&self, key: &CacheKey) -> Option<SecretBytes> {
+        match self.entries.get(key) {
+            Some(entry) => {
+                self.metrics.cache_hit();
+                Some(entry.dek.clone())
+            }
+            None => {
+                self.metrics.cache_miss();
+                None
+            }
+        }
+    }
+
+    /// Registers `responder` as waiting for entry `key` of blob key `name`, `version`.
+    pub fn join(&self, key: CacheKey, name: &str, version: u32, responder: Responder) -> Join {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get_mut(&key) {
+            Some(entry) => {
+                entry.waiters.push(responder);
+                Join::Wait
+            }
+            None => {
+                pending.insert(key, Pending { key: Arc::from(name), version, waiters: vec![responder] });
+                Join::Lead
+            }
+        }
+    }
+
+    /// Delivers the leader's outcome: caches a successful unwrap and answers every
+    /// waiter.
+    pub fn complete(&self, key: &CacheKey, result: OpResult) {
+        let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(key) else {
+            return;
+        };
+        if let Ok(Reply::Unwrap { plaintext }) = &result {
+            let entry = CachedDek { key: pending.key, version: pending.version, dek: plaintext.clone() };
+            self.entries.insert(*key, Arc::new(entry));
+        }
+        for responder in pending.waiters {
+            responder.send(result.clone());
+        }
+    }
+
+    /// Drops every entry of `key` at `version` (a version was disabled or destroyed).
+    pub fn invalidate_version(&self, key: &str, version: u32) {
+        let key: Arc<str> = Arc::from(key);
+        // Only fails if closures were not enabled at build time, which `new` does.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |_, entry| *entry.key == *key && entry.version == version);
+    }
+
+    /// Entries currently held (approximate, as moka counts lazily).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}

@@ -1,0 +1,119 @@
+//! The router: turns a decoded request into an answer, inline when it can (PING,
+//! HELLO, cache hits, requests that fail validation) and through a per-key queue
+//! otherwise.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keymux_protocol::{Reply, Request, RequestFrame};
+
+use crate::backend::{Op, ParsedBlob};
+use crate::batch::{Completion, Dispatcher, Job};
+use crate::cache::{Join, UnwrapCache};
+use crate::error::OpError;
+use crate::keys::KeyRegistry;
+use crate::reply::Responder;
+
+/// What HELLO tells clients.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The largest frame accepted.
+    pub max_frame: u32,
+    /// Requests read ahead per connection.
+    pub max_in_flight: u32,
+}
+
+/// Routes requests to the cache or the key queues.
+pub struct Router {
+    registry: Arc<KeyRegistry>,
+    dispatcher: Arc<Dispatcher>,
+    cache: Option<Arc<UnwrapCache>>,
+    info: ServerInfo,
+}
+
+impl Router {
+    /// A router over these parts; `cache` is `None` when caching is disabled.
+    pub fn new(
+        registry: Arc<KeyRegistry>,
+        dispatcher: Arc<Dispatcher>,
+        cache: Option<Arc<UnwrapCache>>,
+        info: ServerInfo,
+    ) -> Self {
+        Self { registry, dispatcher, cache, info }
+    }
+
+    /// Handles one request; `responder` is answered exactly once, now or later.
+    pub fn dispatch(&self, frame: RequestFrame, responder: Responder, received: Instant) {
+        let deadline = frame.timeout_ms.map(|ms| received + Duration::from_millis(u64::from(ms)));
+        if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+            return responder.send(Err(OpError::Timeout));
+        }
+        let job = |op, responder| Job { op, deadline, completion: Completion::Respond(responder) };
+        match frame.request {
+            Request::Ping => responder.send(Ok(Reply::Pong)),
+            Request::Hello { .. } => responder.send(Ok(Reply::Hello {
+                max_frame: self.info.max_frame,
+                max_in_flight: self.info.max_in_flight,
+                server_version: env!("CARGO_PKG_VERSION").into(),
+            })),
+            Request::Wrap { key, aad, plaintext } => {
+                self.submit(&key, responder, |r| job(Op::Wrap { aad, plaintext }, r));
+            }
+            Request::GenerateDataKey { key, aad, length } => {
+                self.submit(&key, responder, |r| job(Op::GenerateDataKey { aad, length }, r));
+            }
+            Request::Rewrap { aad, blob } => match self.check_blob(blob) {
+                Ok(blob) => {
+                    let key = blob.header.key.clone();
+                    self.submit(&key, responder, |r| job(Op::Rewrap { aad, blob }, r));
+                }
+                Err(error) => responder.send(Err(error)),
+            },
+            Request::Unwrap { aad, blob } => match self.check_blob(blob) {
+                Ok(blob) => self.unwrap(blob, aad, frame.bypass_cache, deadline, responder),
+                Err(error) => responder.send(Err(error)),
+            },
+            _ => responder.send(Err(OpError::BadRequest("operation not supported".into()))),
+        }
+    }
+
+    /// Parses a blob and checks that its key exists and its version may be unwrapped.
+    fn check_blob(&self, blob: Vec<u8>) -> Result<ParsedBlob, OpError> {
+        let blob = ParsedBlob::parse(blob)?;
+        self.registry.get(&blob.header.key)?.check_decryptable(blob.header.version)?;
+        Ok(blob)
+    }
+
+    /// Queues a job for a key the registry knows; unknown keys are answered at once.
+    fn submit(&self, key: &str, responder: Responder, job: impl FnOnce(Responder) -> Job) {
+        match self.registry.get(key) {
+            Ok(_) => self.dispatcher.submit(key, job(responder)),
+            Err(error) => responder.send(Err(error)),
+        }
+    }
+
+    fn unwrap(
+        &self,
+        blob: ParsedBlob,
+        aad: Vec<u8>,
+        bypass_cache: bool,
+        deadline: Option<Instant>,
+        responder: Responder,
+    ) {
+        let key = blob.header.key.clone();
+        let cache = self.cache.as_ref().filter(|_| !bypass_cache);
+        let Some(cache) = cache else {
+            let job =
+                Job { op: Op::Unwrap { aad, blob }, deadline, completion: Completion::Respond(responder) };
+            return self.dispatcher.submit(&key, job);
+        };
+        let entry = cache.key_for(blob.bytes(), &aad);
+        if let Some(plaintext) = cache.get(&entry) {
+            return responder.send(Ok(Reply::Unwrap { plaintext }));
+        }
+        if cache.join(entry, &key, blob.header.version, responder) == Join::Lead {
+            let completion = Completion::FillCache { cache: Arc::clone(cache), key: entry };
+            self.dispatcher.submit(&key, Job { op: Op::Unwrap { aad, blob }, deadline, completion });
+        }
+    }
+}

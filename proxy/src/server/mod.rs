@@ -1,0 +1,258 @@
+//! Starting, running and stopping the proxy.
+//!
+//! Shutdown is broadcast then drain: a cancellation token stops every listener and
+//! every connection's reader; connections then wait (up to `shutdown_grace`) for their
+//! in-flight requests to be answered; the executors stop last.
+
+mod admin_http;
+mod connection;
+mod listener;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use connection::{ConnectionContext, serve};
+
+use crate::backend::Backend;
+use crate::backend::soft::{KeystoreError, SoftBackend};
+use crate::batch::{BatchSettings, Dispatcher, Executors};
+use crate::cache::UnwrapCache;
+use crate::config::{BackendConfig, Config};
+use crate::error::OpError;
+use crate::keys::KeyRegistry;
+use crate::router::{Router, ServerInfo};
+use crate::telemetry::Metrics;
+use crate::transport::tcp::TcpAcceptor;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {what} {address}: {source}")]
+    Bind {
+        /// Which listener (`tcp`, `unix`, `admin`).
+        what: &'static str,
+        /// Where.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The soft keystore could not be opened.
+    #[error("soft keystore: {0}")]
+    Keystore(#[from] KeystoreError),
+    /// The backend could not list its keys.
+    #[error("backend: {0}")]
+    Backend(#[from] OpError),
+    /// Executor threads could not be started.
+    #[error("cannot start executor threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// Opens the backend a config names.
+pub fn open_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, StartError> {
+    match config {
+        BackendConfig::Soft(soft) => Ok(Arc::new(SoftBackend::open(soft)?)),
+    }
+}
+
+/// A started proxy.
+pub struct RunningServer {
+    tcp_addr: SocketAddr,
+    unix_socket: Option<PathBuf>,
+    admin_addr: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    registry: Arc<KeyRegistry>,
+    backend: Arc<dyn Backend>,
+    cache: Option<Arc<UnwrapCache>>,
+    shutdown: CancellationToken,
+    admin_shutdown: CancellationToken,
+    serving: Arc<AtomicBool>,
+    tasks: TaskTracker,
+    executors: Executors,
+}
+
+/// Starts the proxy described by `config`, opening its backend.
+pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let backend = open_backend(&config.backend)?;
+    start_with_backend(config, backend).await
+}
+
+/// Starts the proxy on an already opened backend.
+pub async fn start_with_backend(
+    config: &Config,
+    backend: Arc<dyn Backend>,
+) -> Result<RunningServer, StartError> {
+    let metrics = Metrics::new();
+    let registry = Arc::new(KeyRegistry::new(backend.list_keys()?));
+    let limits = config.limits.to_limits();
+    let dispatcher = Arc::new(Dispatcher::new(
+        config.batch.queue_capacity,
+        config.batch.busy_retry_after,
+        Arc::clone(&metrics),
+    ));
+    let cache = config.cache.enabled.then(|| Arc::new(UnwrapCache::new(&config.cache, Arc::clone(&metrics))));
+    let info =
+        ServerInfo { max_frame: limits.max_frame, max_in_flight: config.server.max_in_flight_per_connection };
+    let router = Arc::new(Router::new(Arc::clone(&registry), Arc::clone(&dispatcher), cache.clone(), info));
+    let ctx = Arc::new(ConnectionContext {
+        router,
+        limits,
+        max_in_flight: config.server.max_in_flight_per_connection,
+        shutdown_grace: config.server.shutdown_grace,
+        metrics: Arc::clone(&metrics),
+    });
+
+    let bind_error = |what, address: String| move |source| StartError::Bind { what, address, source };
+    let tcp = TcpAcceptor::bind(config.server.listen)
+        .await
+        .map_err(bind_error("tcp", config.server.listen.to_string()))?;
+    let tcp_addr = tcp.local_addr().map_err(bind_error("tcp", config.server.listen.to_string()))?;
+    let admin = if config.admin.enabled {
+        let listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(bind_error("admin", config.admin.listen.to_string()))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let admin_addr = admin.as_ref().and_then(|listener| listener.local_addr().ok());
+
+    let settings = BatchSettings { max_batch: config.batch.max_batch, max_delay: config.batch.max_delay };
+    let executors = Executors::start(
+        config.batch.threads(),
+        Arc::clone(&backend),
+        Arc::clone(&dispatcher),
+        Arc::clone(&registry),
+        settings,
+    )
+    .map_err(StartError::Threads)?;
+
+    let shutdown = CancellationToken::new();
+    let admin_shutdown = CancellationToken::new();
+    let serving = Arc::new(AtomicBool::new(true));
+    let tasks = TaskTracker::new();
+    let connections = Arc::new(Semaphore::new(config.server.max_connections));
+    tasks.spawn(listener::accept_loop(
+        tcp,
+        Arc::clone(&ctx),
+        Arc::clone(&connections),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
+    #[cfg(unix)]
+    if let Some(path) = &config.server.unix_socket {
+        let unix = crate::transport::uds::UnixAcceptor::bind(path)
+            .map_err(bind_error("unix", path.display().to_string()))?;
+        tasks.spawn(listener::accept_loop(
+            unix,
+            Arc::clone(&ctx),
+            connections,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = admin {
+        tokio::spawn(admin_http::serve_admin(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&serving),
+            admin_shutdown.clone(),
+        ));
+    }
+
+    Ok(RunningServer {
+        tcp_addr,
+        unix_socket: config.server.unix_socket.clone(),
+        admin_addr,
+        metrics,
+        registry,
+        backend,
+        cache,
+        shutdown,
+        admin_shutdown,
+        serving,
+        tasks,
+        executors,
+    })
+}
+
+impl RunningServer {
+    /// The TCP address the proxy serves on.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The Unix socket the proxy serves on, if any.
+    pub fn unix_socket(&self) -> Option<&std::path::Path> {
+        self.unix_socket.as_deref()
+    }
+
+    /// The admin HTTP address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The unwrap cache, if enabled.
+    pub fn cache(&self) -> Option<&Arc<UnwrapCache>> {
+        self.cache.as_ref()
+    }
+
+    /// The backend serving the keys.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Re-reads keys and versions from the backend, so new and disabled versions take
+    /// effect; cached DEKs of versions that may no longer be unwrapped are dropped.
+    pub fn refresh_keys(&self) -> Result<(), OpError> {
+        let keys = self.backend.list_keys()?;
+        if let Some(cache) = &self.cache {
+            for key in &keys {
+                for version in &key.versions {
+                    if key.check_decryptable(version.version).is_err() {
+                        cache.invalidate_version(&key.name, version.version);
+                    }
+                }
+            }
+        }
+        self.registry.replace(keys);
+        Ok(())
+    }
+
+    /// A token that starts the shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), then
+    /// stops the executors.
+    pub async fn shutdown(self) {
+        self.serving.store(false, Ordering::Relaxed);
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the shutdown token is cancelled (by [`RunningServer::shutdown`] or
+    /// anyone holding [`RunningServer::shutdown_token`]) and everything has drained.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.serving.store(false, Ordering::Relaxed);
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.admin_shutdown.cancel();
+        let executors = self.executors;
+        let _ = tokio::task::spawn_blocking(move || executors.stop()).await;
+    }
+}

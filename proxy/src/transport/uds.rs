@@ -1,0 +1,59 @@
+//! Unix domain sockets.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::net::{UnixListener, UnixStream};
+
+use super::Acceptor;
+
+/// A Unix socket listener. The socket file is removed when the acceptor is dropped.
+pub struct UnixAcceptor {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl UnixAcceptor {
+    /// Binds `path`, replacing a stale socket file left by an earlier run (but never a
+    /// socket some other process is still serving).
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another process", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(Self { listener: UnixListener::bind(path)?, path: path.to_owned() })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for UnixAcceptor {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Acceptor for UnixAcceptor {
+    type Stream = UnixStream;
+
+    async fn accept(&mut self) -> io::Result<(UnixStream, String)> {
+        let (stream, _) = self.listener.accept().await?;
+        let peer = match stream.peer_cred() {
+            Ok(cred) => format!("uid {}", cred.uid()),
+            Err(_) => "unix peer".to_owned(),
+        };
+        Ok((stream, peer))
+    }
+
+    fn name(&self) -> &'static str {
+        "unix"
+    }
+}
