@@ -434,6 +434,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/soft.toml");
+        let config = Config::load(&path).unwrap();
+        let BackendConfig::Soft(soft) = &config.backend;
+        assert_eq!(soft.passphrase, Some(PassphraseSource::Env("KEYMUX_SOFT_PASSPHRASE".into())));
+        assert!(soft.create_if_missing);
+        assert_eq!(config.batch.max_batch, 64);
+    }
+
+    #[test]
     fn development_default_is_valid() {
         Config::development().validate().unwrap();
     }

@@ -1,0 +1,62 @@
+//! Unix sockets, the admin endpoints, and graceful shutdown.
+
+use keymux_protocol::{Reply, RequestFrame, Status};
+
+use crate::common::{TestProxy, http_get, wrap_request};
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keymux.sock");
+    let socket = path.clone();
+    let proxy = TestProxy::start(move |config| config.server.unix_socket = Some(socket)).await;
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let mut framed =
+        tokio_util::codec::Framed::new(stream, keymux_protocol::ClientCodec::new(Default::default()));
+    use futures_util::{SinkExt, StreamExt};
+    framed.send(&RequestFrame::new(3, wrap_request("default", b"", &[1; 32]))).await.unwrap();
+    let response = framed.next().await.unwrap().unwrap();
+    assert!(matches!(response.result, Ok(Reply::Wrap { .. })));
+    proxy.server.shutdown().await;
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let admin = proxy.server.admin_addr().unwrap();
+    assert_eq!(http_get(admin, "/healthz").await, (200, "ok\n".to_owned()));
+    let mut client = proxy.connect().await;
+    client.wrap("default", b"", &[1; 32]).await.unwrap();
+    let (status, page) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("keymux_requests_total{op=\"wrap\",status=\"OK\"} 1"), "{page}");
+    assert!(page.contains("keymux_request_duration_seconds_bucket"));
+    assert!(page.contains("keymux_backend_ops_total{backend=\"soft\",op=\"wrap\"} 1"));
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let proxy = TestProxy::start(|config| config.batch.executor_threads = 1).await;
+    let mut client = proxy.connect().await;
+    proxy.gate.close();
+    for id in 0..10 {
+        client.send(&RequestFrame::new(id, wrap_request("default", b"", &[1; 32]))).await;
+    }
+    proxy.gate.wait_for_blocked(1).await;
+    client.ping().await;
+    let gate = proxy.gate.clone();
+    let shutdown = tokio::spawn(proxy.server.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(tokio::net::TcpStream::connect(client_addr(&client)).await.is_err(), "no new connections");
+    gate.open();
+    for _ in 0..10 {
+        assert_eq!(client.recv().await.expect("answered before closing").status(), Status::Ok);
+    }
+    assert!(client.recv().await.is_none(), "then the connection closes");
+    shutdown.await.unwrap();
+}
+
+fn client_addr(client: &crate::common::RawClient) -> std::net::SocketAddr {
+    client.writer.get_ref().peer_addr().unwrap()
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: a real proxy on ephemeral ports, driven over real sockets.
+#![allow(unreachable_pub, missing_docs)]
+
+mod bad_input;
+mod batching;
+mod cache;
+mod common;
+mod lifecycle;
+mod overload;
+mod pipelining;
+mod roundtrip;

@@ -1,0 +1,96 @@
+//! Overload answers BUSY and deadlines answer TIMEOUT, without growing memory or
+//! calling the backend.
+
+use std::time::Duration;
+
+use keymux_protocol::{Request, RequestFrame, Status};
+
+use crate::common::{TestProxy, metric, wrap_request};
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_with_retry_after() {
+    let proxy = TestProxy::start(|config| {
+        config.batch.executor_threads = 1;
+        config.batch.queue_capacity = 4;
+        config.batch.max_batch = 1;
+    })
+    .await;
+    let mut client = proxy.connect().await;
+    proxy.gate.close();
+    client.send(&RequestFrame::new(0, wrap_request("default", b"", &[0; 32]))).await;
+    proxy.gate.wait_for_blocked(1).await;
+    for id in 1..=100 {
+        client.send(&RequestFrame::new(id, wrap_request("default", b"", &[0; 32]))).await;
+    }
+    let mut busy = 0;
+    for _ in 0..96 {
+        let response = client.recv().await.unwrap();
+        let failure = response.result.expect_err("only BUSY can come back while the backend is held");
+        assert_eq!(failure.status, Status::Busy);
+        assert!(failure.retry_after_ms > 0);
+        busy += 1;
+    }
+    let page = proxy.scrape().await;
+    assert!(metric(&page, "keymux_queue_depth") <= 4.0, "the queue never grows past its capacity");
+    proxy.gate.open();
+    let mut ok = 0;
+    for _ in 0..5 {
+        ok += usize::from(client.recv().await.unwrap().status() == Status::Ok);
+    }
+    assert_eq!((busy, ok), (96, 5));
+}
+
+#[tokio::test]
+async fn an_expired_deadline_times_out_before_the_backend() {
+    let proxy = TestProxy::start(|config| config.batch.executor_threads = 1).await;
+    let mut client = proxy.connect().await;
+    let before = proxy.backend_ops("wrap");
+
+    let mut expired = RequestFrame::new(1, wrap_request("default", b"", &[0; 32]));
+    expired.timeout_ms = Some(0);
+    assert_eq!(client.call(expired).await.status(), Status::Timeout);
+
+    proxy.gate.close();
+    client.send(&RequestFrame::new(2, wrap_request("default", b"", &[0; 32]))).await;
+    proxy.gate.wait_for_blocked(1).await;
+    let mut short = RequestFrame::new(3, wrap_request("default", b"", &[0; 32]));
+    short.timeout_ms = Some(20);
+    client.send(&short).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    proxy.gate.open();
+    let mut statuses = [client.recv().await.unwrap(), client.recv().await.unwrap()];
+    statuses.sort_by_key(|r| r.request_id);
+    assert_eq!(statuses[0].status(), Status::Ok);
+    assert_eq!(statuses[1].status(), Status::Timeout, "expired while queued");
+    let failure = statuses[1].result.as_ref().unwrap_err();
+    assert!(failure.retry_after_ms == 0 || failure.status.is_retryable());
+    assert_eq!(proxy.backend_ops("wrap") - before, 1, "only the live request reached the backend");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_stops_being_read() {
+    let proxy = TestProxy::start(|config| config.server.max_in_flight_per_connection = 8).await;
+    let mut client = proxy.connect().await;
+    // Pipeline far more than the in-flight limit without reading: once the socket
+    // buffers are full the proxy stops reading this connection, and serves others
+    // meanwhile. Large requests and responses fill the buffers quickly.
+    let request = Request::GenerateDataKey { key: "default".into(), aad: vec![7; 8 * 1024], length: 4096 };
+    let writer = tokio::spawn(async move {
+        for id in 0..50_000u64 {
+            let frame = RequestFrame::new(id, request.clone());
+            if tokio::time::timeout(Duration::from_millis(500), client.send(&frame)).await.is_err() {
+                return (id, client);
+            }
+        }
+        panic!("the proxy kept reading a client that never reads its responses");
+    });
+    let (sent, mut client) = writer.await.unwrap();
+    assert!(sent < 50_000);
+    let mut other = proxy.connect().await;
+    other.ping().await;
+    let mut received = 0;
+    while received < sent {
+        client.recv().await.unwrap();
+        received += 1;
+    }
+}

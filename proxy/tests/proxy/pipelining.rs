@@ -1,0 +1,80 @@
+//! Many requests in flight on one connection, answered out of order.
+
+use std::collections::HashMap;
+
+use futures_util::{SinkExt, StreamExt};
+use keymux_protocol::{Reply, Request, RequestFrame};
+
+use crate::common::{TestProxy, unwrap_request, wrap_request};
+
+#[tokio::test]
+async fn responses_overtake_slower_requests() {
+    let proxy = TestProxy::start(|config| config.batch.executor_threads = 1).await;
+    let mut client = proxy.connect().await;
+    proxy.gate.close();
+    client.send(&RequestFrame::new(1, wrap_request("default", b"", &[1; 32]))).await;
+    proxy.gate.wait_for_blocked(1).await;
+    client.send(&RequestFrame::new(2, Request::Ping)).await;
+    let first = client.recv().await.unwrap();
+    assert_eq!(first.request_id, 2, "the PING overtakes the WRAP held at the backend");
+    proxy.gate.open();
+    let second = client.recv().await.unwrap();
+    assert_eq!(second.request_id, 1);
+    assert!(matches!(second.result, Ok(Reply::Wrap { .. })));
+}
+
+#[tokio::test]
+async fn ten_thousand_concurrent_calls_on_one_connection() {
+    const CALLS: u64 = 10_000;
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut setup = proxy.connect().await;
+    let blobs: Vec<Vec<u8>> = futures_util::future::join_all((0..4u8).map(|i| {
+        let addr = proxy.addr();
+        async move {
+            crate::common::RawClient::connect(addr).await.wrap("default", b"aad", &[i; 32]).await.unwrap()
+        }
+    }))
+    .await;
+    setup.ping().await;
+
+    let client = proxy.connect().await;
+    let (mut writer, mut reader) = (client.writer, client.reader);
+    let sender = tokio::spawn({
+        let blobs = blobs.clone();
+        async move {
+            for id in 0..CALLS {
+                let request = match id % 4 {
+                    0 => wrap_request("default", b"aad", &id.to_be_bytes()),
+                    1 => unwrap_request(b"aad", &blobs[(id / 4 % 4) as usize]),
+                    2 => Request::Ping,
+                    _ => Request::GenerateDataKey { key: "default".into(), aad: vec![], length: 16 },
+                };
+                writer.feed(&RequestFrame::new(id, request)).await.unwrap();
+            }
+            writer.flush().await.unwrap();
+            writer
+        }
+    });
+
+    let mut seen = HashMap::new();
+    let mut out_of_order = 0;
+    let mut last = None;
+    while (seen.len() as u64) < CALLS {
+        let response = reader.next().await.expect("connection open").expect("valid response");
+        let id = response.request_id;
+        if last.is_some_and(|last| id < last) {
+            out_of_order += 1;
+        }
+        last = Some(id);
+        let ok = match (id % 4, response.result) {
+            (0, Ok(Reply::Wrap { .. })) | (2, Ok(Reply::Pong)) => true,
+            (1, Ok(Reply::Unwrap { plaintext })) => plaintext.expose() == [(id / 4 % 4) as u8; 32],
+            (3, Ok(Reply::GenerateDataKey { plaintext, .. })) => plaintext.len() == 16,
+            _ => false,
+        };
+        assert!(ok, "request {id} got the wrong answer");
+        assert!(seen.insert(id, ()).is_none(), "request {id} answered twice");
+    }
+    let _writer = sender.await.unwrap();
+    assert!(out_of_order > 0, "pings and cache hits overtake queued work");
+}

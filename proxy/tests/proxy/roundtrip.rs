@@ -1,0 +1,73 @@
+//! The four operations, end to end.
+
+use keymux_protocol::{BlobHeader, Reply, Request, RequestFrame, Status};
+
+use crate::common::TestProxy;
+
+#[tokio::test]
+async fn wrap_then_unwrap_returns_the_key() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut client = proxy.connect().await;
+    let blob = client.wrap("default", b"tenant=7", &[0x42; 32]).await.unwrap();
+    let (header, _) = BlobHeader::parse(&blob).unwrap();
+    assert_eq!((header.key.as_str(), header.version), ("default", 1));
+    assert_eq!(client.unwrap(b"tenant=7", &blob).await.unwrap(), vec![0x42; 32]);
+}
+
+#[tokio::test]
+async fn generate_data_key_returns_a_key_and_its_blob() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut client = proxy.connect().await;
+    let request = Request::GenerateDataKey { key: "default".into(), aad: b"ctx".to_vec(), length: 32 };
+    let Ok(Reply::GenerateDataKey { plaintext, blob }) =
+        client.call(RequestFrame::new(5, request)).await.result
+    else {
+        panic!("generate_data_key failed");
+    };
+    assert_eq!(plaintext.len(), 32);
+    assert_ne!(plaintext.expose(), &[0u8; 32]);
+    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap(), plaintext.expose());
+}
+
+#[tokio::test]
+async fn rewrap_moves_a_blob_to_the_current_version() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut client = proxy.connect().await;
+    let old = client.wrap("default", b"ctx", &[7; 16]).await.unwrap();
+    assert_eq!(proxy.soft.rotate_key("default").unwrap(), 2);
+    proxy.server.refresh_keys().unwrap();
+
+    let request = Request::Rewrap { aad: b"ctx".to_vec(), blob: old.clone() };
+    let Ok(Reply::Rewrap { blob: new }) = client.call(RequestFrame::new(6, request)).await.result else {
+        panic!("rewrap failed");
+    };
+    assert_eq!(BlobHeader::parse(&new).unwrap().0.version, 2);
+    assert_eq!(client.unwrap(b"ctx", &new).await.unwrap(), vec![7; 16]);
+    assert_eq!(client.unwrap(b"ctx", &old).await.unwrap(), vec![7; 16], "old blobs still unwrap");
+    let fresh = client.wrap("default", b"ctx", &[1; 16]).await.unwrap();
+    assert_eq!(BlobHeader::parse(&fresh).unwrap().0.version, 2, "new wraps use the new version");
+}
+
+#[tokio::test]
+async fn disabled_version_is_refused_even_when_cached() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut client = proxy.connect().await;
+    let blob = client.wrap("default", b"", &[3; 32]).await.unwrap();
+    assert!(client.unwrap(b"", &blob).await.is_ok(), "now cached");
+    proxy.soft.rotate_key("default").unwrap();
+    proxy.soft.set_version_state("default", 1, keymux_proxy::keys::VersionState::Disabled).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    assert_eq!(client.unwrap(b"", &blob).await, Err(Status::KeyDisabled));
+}
+
+#[tokio::test]
+async fn hello_reports_the_server_limits() {
+    let proxy = TestProxy::start(|config| config.server.max_in_flight_per_connection = 77).await;
+    let mut client = proxy.connect().await;
+    let response = client.call(RequestFrame::new(1, Request::Hello { client_name: "test".into() })).await;
+    let Ok(Reply::Hello { max_frame, max_in_flight, server_version }) = response.result else {
+        panic!("hello failed: {response:?}");
+    };
+    assert_eq!((max_frame, max_in_flight), (64 * 1024, 77));
+    assert!(!server_version.is_empty());
+}
