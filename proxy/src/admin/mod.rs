@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Override `server.listen`.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Override `admin.listen`.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -56,6 +59,9 @@ impl ServeArgs {
         };
         if let Some(listen) = self.listen {
             config.server.listen = listen;
+        }
+        if let Some(listen) = self.admin_listen {
+            config.admin.listen = listen;
         }
         config.validate()?;
         Ok(config)
