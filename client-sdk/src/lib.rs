@@ -1,1 +1,70 @@
-//! keymux client.
+//! Async client for keymux, the batching crypto proxy.
+//!
+//! A [`Client`] keeps a few connections to one or several proxies and multiplexes many
+//! requests over each: requests are pipelined with ids, answers may come back in any
+//! order, and queued requests go out in one write. Every call has a deadline that is
+//! sent to the proxy and enforced locally, and retryable failures (BUSY,
+//! BACKEND_UNAVAILABLE, TIMEOUT, a lost connection) are retried with jittered backoff
+//! within it. Errors are typed: match on [`Error`] variants, never on messages.
+//!
+//! The operations are those of the wire protocol (see `DESIGN.md`): [`Client::wrap`],
+//! [`Client::unwrap`], [`Client::generate_data_key`], [`Client::rewrap`] and
+//! [`Client::ping`], each with a `_with` form taking [`CallOptions`]. On top of them,
+//! [`Client::seal`] and [`Client::open`] do envelope encryption: data is encrypted
+//! locally with AES-256-GCM under a fresh data key, and only the wrapped data key is
+//! kept (format in [`envelope`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use keymux_client::{CallOptions, Client, ClientConfig, Error};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let mut config = ClientConfig::new(vec![
+//!     "tcp://10.0.0.1:7450".parse()?,
+//!     "tcp://10.0.0.2:7450".parse()?,
+//! ]);
+//! config.default_timeout = Duration::from_millis(500);
+//! let client = Client::connect(config).await?;
+//!
+//! // Wrap and unwrap a data key bound to a context.
+//! let blob = client.wrap("payments", b"tenant=42", &[0u8; 32]).await?;
+//! let key = client.unwrap(b"tenant=42", &blob).await?;
+//! assert_eq!(key.expose(), &[0u8; 32]);
+//!
+//! // Envelope encryption: the proxy never sees the data.
+//! let envelope = client.seal("payments", b"tenant=42", b"card 4111...").await?;
+//! let data = client.open(b"tenant=42", &envelope).await?;
+//!
+//! // Per-call options, and errors to match on.
+//! let fresh = CallOptions::new().with_timeout(Duration::from_millis(50)).with_bypass_cache(true);
+//! match client.unwrap_with(b"tenant=7", &blob, &fresh).await {
+//!     Err(Error::Integrity { .. }) => { /* wrong context */ }
+//!     Err(error) if error.is_retryable() => { /* out of retries or time */ }
+//!     other => { other?; }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Transports: plain TCP (`tcp://host:port`) and Unix sockets (`unix:///path`). The
+//! connection machinery works over any `AsyncRead + AsyncWrite` stream, so TLS and QUIC
+//! endpoints will slot in beside them.
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+pub mod envelope;
+mod error;
+mod pipeline;
+mod pool;
+mod retry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+mod transport;
+
+pub use client::{Client, DataKey};
+pub use config::{CallOptions, ClientConfig, Endpoint};
+pub use envelope::Envelope;
+pub use error::{ConfigError, EnvelopeError, Error, InvalidEndpoint, ProtocolError, Result};
+pub use keymux_protocol::{SecretBytes, Status};
+pub use pipeline::ServerInfo;

@@ -1,0 +1,160 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use keymux_client::Endpoint;
+
+use crate::scenario::{Op, Scenario};
+
+/// Closed-loop load generator for keymux: keeps `connections × pipeline` requests in
+/// flight and reports throughput and HDR latency percentiles.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "keymux-loadgen", version, about)]
+pub struct Cli {
+    /// Proxy to load: tcp://host:port or unix:///path.
+    #[arg(long, default_value = "tcp://127.0.0.1:7450")]
+    pub target: Endpoint,
+    /// Connections (one client each).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+    /// Concurrent requests per connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pipeline: u32,
+    /// How long to measure, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Operation to perform.
+    #[arg(long, value_enum, default_value_t = Op::Wrap)]
+    pub op: Op,
+    /// Key name.
+    #[arg(long, default_value = "default")]
+    pub key: String,
+    /// Data key size in bytes (wrap, generate-data-key, and the blobs for unwrap/rewrap).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub dek_size: u16,
+    /// For unwrap/rewrap: distinct blobs to make first and cycle through.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub blobs: u32,
+    /// For unwrap/rewrap: ask the proxy to bypass its unwrap cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Deadline of each request.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Client retries on retryable failures (0: count every BUSY/TIMEOUT as an error).
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The scenario these arguments describe.
+    pub fn scenario(&self) -> Scenario {
+        Scenario {
+            target: self.target.clone(),
+            connections: self.connections as usize,
+            pipeline: self.pipeline as usize,
+            duration: self.duration,
+            warmup: self.warmup,
+            op: self.op,
+            key: self.key.clone(),
+            dek_size: self.dek_size,
+            blobs: self.blobs as usize,
+            no_cache: self.no_cache,
+            timeout: self.timeout,
+            retries: self.retries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("keymux-loadgen").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_scenario_defaults() {
+        let cli = parse(&[]).unwrap();
+        let scenario = cli.scenario();
+        let expected = Scenario::new("tcp://127.0.0.1:7450".parse().unwrap());
+        assert_eq!(serde_json::to_value(&scenario).unwrap(), serde_json::to_value(&expected).unwrap());
+        assert!(cli.json.is_none());
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let cli = parse(&[
+            "--target",
+            "unix:///run/keymux.sock",
+            "--connections",
+            "8",
+            "--pipeline",
+            "64",
+            "--duration",
+            "1m 30s",
+            "--warmup",
+            "500ms",
+            "--op",
+            "generate-data-key",
+            "--key",
+            "payments",
+            "--dek-size",
+            "16",
+            "--blobs",
+            "10",
+            "--no-cache",
+            "--timeout",
+            "250ms",
+            "--retries",
+            "2",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        let scenario = cli.scenario();
+        assert_eq!(scenario.target, Endpoint::unix("/run/keymux.sock"));
+        assert_eq!((scenario.connections, scenario.pipeline), (8, 64));
+        assert_eq!(scenario.duration, Duration::from_secs(90));
+        assert_eq!(scenario.warmup, Duration::from_millis(500));
+        assert_eq!(scenario.op, Op::GenerateDataKey);
+        assert_eq!((scenario.key.as_str(), scenario.dek_size, scenario.blobs), ("payments", 16, 10));
+        assert!(scenario.no_cache);
+        assert_eq!((scenario.timeout, scenario.retries), (Duration::from_millis(250), 2));
+        assert_eq!(cli.json, Some(PathBuf::from("out.json")));
+        for (name, op) in [("wrap", Op::Wrap), ("unwrap", Op::Unwrap), ("rewrap", Op::Rewrap)] {
+            assert_eq!(parse(&["--op", name]).unwrap().op, op);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for args in [
+            &["--target", "127.0.0.1:7450"][..],
+            &["--connections", "0"],
+            &["--pipeline", "0"],
+            &["--duration", "ten seconds"],
+            &["--op", "encrypt"],
+            &["--dek-size", "0"],
+            &["--dek-size", "70000"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should not parse");
+        }
+    }
+}

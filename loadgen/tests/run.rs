@@ -1,0 +1,103 @@
+//! Short load runs against the scripted test server (a test double, not the proxy).
+
+use std::time::Duration;
+
+use keymux_client::Status;
+use keymux_client::testing::{Action, ScriptedServer, toy_keystore};
+use keymux_loadgen::{Op, Scenario, run};
+use keymux_protocol::{Request, RequestFrame};
+
+fn scenario(server: &ScriptedServer, op: Op) -> Scenario {
+    let mut scenario = Scenario::new(server.endpoint());
+    scenario.connections = 2;
+    scenario.pipeline = 4;
+    scenario.duration = Duration::from_secs(1);
+    scenario.warmup = Duration::from_millis(200);
+    scenario.op = op;
+    scenario
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_wrap_run_measures_throughput_and_latency() {
+    let server = ScriptedServer::builder().start_tcp(toy_keystore).await.unwrap();
+    let report = run(scenario(&server, Op::Wrap)).await.unwrap();
+
+    assert!(report.ops > 0, "{report}");
+    assert!(report.errors.is_empty(), "{report}");
+    assert_eq!(report.throughput_ops_per_s, report.ops as f64);
+    let latency = report.latency_us;
+    assert!(latency.p50 > 0 && latency.p50 <= latency.p99 && latency.p99 <= latency.max, "{latency:?}");
+    assert_eq!(server.accepted(), 2, "one connection per --connections");
+    // Warm-up operations ran but were not counted.
+    assert!(server.received() as u64 > report.ops);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwrap_makes_its_blobs_first_and_cycles_through_them() {
+    let server = ScriptedServer::builder().start_tcp(toy_keystore).await.unwrap();
+    let mut scenario = scenario(&server, Op::Unwrap);
+    scenario.blobs = 20;
+    scenario.no_cache = true;
+    scenario.warmup = Duration::ZERO;
+    scenario.duration = Duration::from_millis(300);
+    let report = run(scenario).await.unwrap();
+    assert!(report.ops > 0 && report.errors.is_empty(), "{report}");
+
+    let requests = server.requests();
+    let (setup, load) = requests.split_at(20);
+    assert!(setup.iter().all(|r| matches!(r.request, Request::GenerateDataKey { length: 32, .. })));
+    assert!(load.iter().all(|r| matches!(r.request, Request::Unwrap { .. }) && r.bypass_cache));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_counted_by_status() {
+    let server = ScriptedServer::builder()
+        .start_tcp(|request: &RequestFrame| match request.request {
+            Request::GenerateDataKey { .. } => Action::fail(Status::Busy, "queue full", 0),
+            _ => toy_keystore(request),
+        })
+        .await
+        .unwrap();
+    let mut scenario = scenario(&server, Op::GenerateDataKey);
+    scenario.duration = Duration::from_millis(300);
+    let report = run(scenario).await.unwrap();
+    assert_eq!(report.ops, 0);
+    assert!(report.errors["BUSY"] > 0, "{report}");
+    assert_eq!(report.errors.len(), 1, "{report}");
+}
+
+#[tokio::test]
+async fn an_unreachable_target_fails_the_run() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().into();
+    drop(listener);
+    let error = run(Scenario::new(target)).await.unwrap_err();
+    assert!(format!("{error:#}").contains("cannot connect"), "{error:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_a_table_and_writes_json() {
+    let server = ScriptedServer::builder().start_tcp(toy_keystore).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keymux-loadgen"));
+    command
+        .args(["--target", &server.endpoint().to_string()])
+        .args(["--connections", "1", "--pipeline", "2", "--duration", "1s", "--warmup", "100ms"])
+        .args(["--op", "rewrap", "--blobs", "5", "--json"])
+        .arg(&json_path);
+    // The scripted server runs on this test's runtime, so wait for the binary elsewhere.
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("ops/s") && stdout.contains("p99.9"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["throughput_ops_per_s"].as_f64().unwrap() > 0.0);
+    assert!(json["latency_us"]["p999"].is_u64());
+    assert_eq!(json["errors"], serde_json::json!({}));
+    assert_eq!(json["config"]["op"], "rewrap");
+    assert_eq!(json["config"]["blobs"], 5);
+}
