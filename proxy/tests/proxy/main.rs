@@ -9,3 +9,4 @@ mod lifecycle;
 mod overload;
 mod pipelining;
 mod roundtrip;
+mod sdk;
