@@ -69,12 +69,13 @@ impl Flags {
     /// The payload starts with `timeout_ms:u32`, the client's deadline.
     pub const DEADLINE: u16 = 1 << 1;
 
-    /// The flag bits allowed on a request with this opcode.
+    /// The flag bits allowed on a request with this opcode. The deadline is allowed on
+    /// every request (DESIGN.md defines bit 1 for all opcodes); cache bypass only where
+    /// there is a cache to bypass.
     pub fn allowed(opcode: Opcode) -> u16 {
         match opcode {
             Opcode::Unwrap | Opcode::Rewrap => Self::BYPASS_CACHE | Self::DEADLINE,
-            Opcode::Wrap | Opcode::GenerateDataKey => Self::DEADLINE,
-            Opcode::Ping | Opcode::Hello => 0,
+            Opcode::Wrap | Opcode::GenerateDataKey | Opcode::Ping | Opcode::Hello => Self::DEADLINE,
         }
     }
 }

@@ -1,0 +1,11 @@
+//! Bytes from a client: split into frames and decoded as requests. Whatever decodes must
+//! re-encode to the same bytes and decode again to an equal request.
+#![no_main]
+
+use keymux_protocol_fuzz::{check_request_body, for_each_frame, limits};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let limits = limits();
+    for_each_frame(data, &limits, |body| check_request_body(body, &limits));
+});
