@@ -68,12 +68,9 @@ impl FrameSplitter {
         self.state = State::Head;
         let mut body = buf.split_to(len);
         if body[0] != PROTOCOL_VERSION {
-            let header = Header::read(&body);
-            let error = FrameError::BadVersion {
-                version: body[0],
-                opcode: header.opcode,
-                request_id: header.request_id,
-            };
+            // The length check above guarantees a whole header.
+            let (opcode, request_id) = Header::read(&body).map_or((0, 0), |h| (h.opcode, h.request_id));
+            let error = FrameError::BadVersion { version: body[0], opcode, request_id };
             Self::wipe(&mut body);
             return Err(error);
         }

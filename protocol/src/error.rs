@@ -114,9 +114,13 @@ pub enum PayloadError {
     /// A string field is not valid UTF-8.
     #[error("field {0} is not valid UTF-8")]
     InvalidUtf8(Field),
-    /// A str8 field is empty (str8 is 1..=255 bytes).
+    /// A str8 field is empty (str8 is 1..=255 bytes), or a length is zero.
     #[error("field {0} is empty")]
     Empty(Field),
+    /// The body is shorter than the 12-byte frame header (only possible when a caller
+    /// bypasses [`crate::FrameSplitter`], which refuses such frames).
+    #[error("frame body of {0} bytes is shorter than the 12-byte header")]
+    ShortBody(usize),
     /// A field exceeds its configured limit.
     #[error("field {field} is {len} bytes, over the limit of {max}")]
     TooLarge {

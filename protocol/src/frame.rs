@@ -286,7 +286,7 @@ impl RequestFrame {
 
     /// Parses one frame body (as returned by [`crate::FrameSplitter`]) as a request.
     pub fn decode(body: &[u8], limits: &Limits) -> Result<Self, Rejected> {
-        let header = Header::read(body);
+        let header = Header::read(body)?;
         Self::decode_payload(&header, &body[HEADER_LEN..], limits).map_err(|error| Rejected {
             request_id: header.request_id,
             opcode: header.opcode,
@@ -322,7 +322,10 @@ impl RequestFrame {
                 let aad = reader.bytes16(Field::Aad, limits.max_aad)?;
                 let length = reader.u16(Field::Length)?;
                 let len = usize::from(length);
-                if len == 0 || len > limits.max_plaintext {
+                if len == 0 {
+                    return Err(PayloadError::Empty(Field::Length));
+                }
+                if len > limits.max_plaintext {
                     return Err(PayloadError::TooLarge {
                         field: Field::Length,
                         len,
@@ -503,7 +506,7 @@ impl ResponseFrame {
     /// Parses one frame body (as returned by [`crate::FrameSplitter`]) as a response.
     /// Field sizes are bounded only by the frame, whose size the splitter limits.
     pub fn decode(body: &[u8]) -> Result<Self, Rejected> {
-        let header = Header::read(body);
+        let header = Header::read(body)?;
         let opcode = header.opcode & !Opcode::RESPONSE_BIT;
         Self::decode_payload(&header, &body[HEADER_LEN..]).map_err(|error| Rejected {
             request_id: header.request_id,
@@ -554,8 +557,7 @@ impl ResponseFrame {
     }
 }
 
-/// The fixed 12-byte body header. Callers guarantee `body.len() >= HEADER_LEN`, which
-/// [`crate::FrameSplitter`] checks.
+/// The fixed 12-byte body header.
 pub(crate) struct Header {
     pub(crate) opcode: u8,
     pub(crate) flags: u16,
@@ -563,14 +565,19 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    pub(crate) fn read(body: &[u8]) -> Self {
+    /// Reads the header, refusing a body too short to hold one.
+    pub(crate) fn read(body: &[u8]) -> Result<Self, Rejected> {
+        let Some(header) = body.get(..HEADER_LEN) else {
+            let opcode = body.get(1).copied().unwrap_or(0);
+            return Err(Rejected { request_id: 0, opcode, error: PayloadError::ShortBody(body.len()) });
+        };
         let mut id = [0u8; 8];
-        id.copy_from_slice(&body[4..12]);
-        Self {
-            opcode: body[1],
-            flags: u16::from_be_bytes([body[2], body[3]]),
+        id.copy_from_slice(&header[4..12]);
+        Ok(Self {
+            opcode: header[1],
+            flags: u16::from_be_bytes([header[2], header[3]]),
             request_id: u64::from_be_bytes(id),
-        }
+        })
     }
 }
 
@@ -619,4 +626,19 @@ fn truncate_utf8(text: &str, max: usize) -> &[u8] {
         end -= 1;
     }
     &text.as_bytes()[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_bodies_are_rejected_not_panicked_on() {
+        for len in 0..HEADER_LEN {
+            let body = vec![1u8; len];
+            let rejected = RequestFrame::decode(&body, &Limits::default()).unwrap_err();
+            assert_eq!(rejected.error, PayloadError::ShortBody(len));
+            assert_eq!(ResponseFrame::decode(&body).unwrap_err().error, PayloadError::ShortBody(len));
+        }
+    }
 }
