@@ -11,6 +11,8 @@ use bytesize::ByteSize;
 use keymux_protocol::Limits;
 use serde::Deserialize;
 
+pub use crate::secrets::SecretSource;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -211,7 +213,7 @@ pub struct SoftConfig {
     /// Where the passphrase comes from. Required in a config file; only the
     /// no-argument development default generates one.
     #[serde(default)]
-    pub passphrase: Option<PassphraseSource>,
+    pub passphrase: Option<SecretSource>,
     /// Create the keystore, with a key named `default`, if it does not exist.
     /// Default false.
     #[serde(default)]
@@ -255,20 +257,6 @@ impl Default for SoftConfig {
     }
 }
 
-/// Where a secret comes from: never the config file itself.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PassphraseSource {
-    /// An environment variable's value.
-    Env(String),
-    /// A file's contents (trailing newline removed).
-    File(PathBuf),
-    /// A file created with a random passphrase if missing: the development default
-    /// only, never accepted from a config file.
-    #[serde(skip)]
-    GeneratedFile(PathBuf),
-}
-
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -304,7 +292,7 @@ impl Config {
     /// `./keymux-data`, created on first start with a generated passphrase file.
     pub fn development() -> Self {
         let soft = SoftConfig::default();
-        let passphrase = PassphraseSource::GeneratedFile(soft.data_dir.join("passphrase"));
+        let passphrase = SecretSource::GeneratedFile(soft.data_dir.join("passphrase"));
         Self {
             backend: BackendConfig::Soft(SoftConfig {
                 passphrase: Some(passphrase),
@@ -375,7 +363,7 @@ impl Config {
                                 .into(),
                         );
                     }
-                    Some(PassphraseSource::Env(name)) if name.is_empty() => {
+                    Some(SecretSource::Env(name)) if name.is_empty() => {
                         return invalid("backend.passphrase", "env variable name is empty".into());
                     }
                     Some(_) => {}
@@ -438,7 +426,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/soft.toml");
         let config = Config::load(&path).unwrap();
         let BackendConfig::Soft(soft) = &config.backend;
-        assert_eq!(soft.passphrase, Some(PassphraseSource::Env("KEYMUX_SOFT_PASSPHRASE".into())));
+        assert_eq!(soft.passphrase, Some(SecretSource::Env("KEYMUX_SOFT_PASSPHRASE".into())));
         assert!(soft.create_if_missing);
         assert_eq!(config.batch.max_batch, 64);
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod reply;
 pub mod router;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod transport;

@@ -12,7 +12,7 @@ use keymux_protocol::{
 };
 use keymux_proxy::backend::soft::SoftBackend;
 use keymux_proxy::backend::{Backend, BackendWorker, Op, OpResult};
-use keymux_proxy::config::{BackendConfig, Config, PassphraseSource, SoftConfig};
+use keymux_proxy::config::{BackendConfig, Config, SecretSource, SoftConfig};
 use keymux_proxy::error::OpError;
 use keymux_proxy::keys::KeyInfo;
 use keymux_proxy::server::{self, RunningServer};
@@ -38,7 +38,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.server.shutdown_grace = Duration::from_secs(5);
     config.backend = BackendConfig::Soft(SoftConfig {
         data_dir: dir.to_owned(),
-        passphrase: Some(PassphraseSource::GeneratedFile(dir.join("passphrase"))),
+        passphrase: Some(SecretSource::GeneratedFile(dir.join("passphrase"))),
         create_if_missing: true,
         kdf_memory_kib: 8 * 1024,
         kdf_passes: 1,

@@ -9,7 +9,6 @@
 //! the costs cannot be tampered with. Writes go to a temporary file that is renamed
 //! over the old one, so a crash never leaves a half-written keystore.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -17,8 +16,8 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::config::PassphraseSource;
 use crate::keys::{KeyInfo, VersionInfo, VersionState};
+use crate::secrets::{SecretError, write_private};
 
 const MAGIC: &[u8; 5] = b"KMXKS";
 const FORMAT: u8 = 1;
@@ -40,7 +39,7 @@ pub enum KeystoreError {
     },
     /// The passphrase source gave nothing usable.
     #[error("passphrase: {0}")]
-    Passphrase(String),
+    Passphrase(#[from] SecretError),
     /// The file is not a keystore, or is damaged.
     #[error("{0}: not a keymux keystore, or damaged")]
     Format(PathBuf),
@@ -119,47 +118,6 @@ pub(crate) struct Keystore {
     seal_key: Zeroizing<[u8; 32]>,
 }
 
-impl PassphraseSource {
-    /// Reads the passphrase. A generated file is created with a random passphrase
-    /// (owner-only permissions) if it does not exist.
-    pub fn resolve(&self) -> Result<Zeroizing<String>, KeystoreError> {
-        let passphrase =
-            match self {
-                PassphraseSource::Env(name) => Zeroizing::new(std::env::var(name).map_err(|_| {
-                    KeystoreError::Passphrase(format!("environment variable {name} is not set"))
-                })?),
-                PassphraseSource::File(path) => read_passphrase_file(path)?,
-                PassphraseSource::GeneratedFile(path) => {
-                    if !path.exists() {
-                        let mut random = Zeroizing::new([0u8; 32]);
-                        fill_random(random.as_mut());
-                        let text = Zeroizing::new(hex_encode(random.as_ref()));
-                        write_private(path, text.as_bytes())?;
-                    }
-                    read_passphrase_file(path)?
-                }
-            };
-        if passphrase.is_empty() {
-            return Err(KeystoreError::Passphrase("the passphrase is empty".into()));
-        }
-        Ok(passphrase)
-    }
-}
-
-fn read_passphrase_file(path: &Path) -> Result<Zeroizing<String>, KeystoreError> {
-    let mut text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|source| KeystoreError::Io { path: path.to_owned(), source })?,
-    );
-    let trimmed = text.trim_end_matches(['\n', '\r']).len();
-    text.truncate(trimmed);
-    Ok(text)
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Fills `out` from the operating system's CSPRNG.
 pub(crate) fn fill_random(out: &mut [u8]) {
     // The OS RNG failing is unrecoverable: continuing would risk weak keys or nonces.
@@ -175,24 +133,6 @@ fn derive(passphrase: &str, salt: &[u8], params: KdfParams) -> Result<Zeroizing<
         .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
         .map_err(|e| KeystoreError::Kdf(e.to_string()))?;
     Ok(key)
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename), readable by the
-/// owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-    let io = |source| KeystoreError::Io { path: path.to_owned(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 impl Keystore {
@@ -252,6 +192,7 @@ impl Keystore {
             .map_err(|_| KeystoreError::Format(self.path.clone()))?;
         out.extend_from_slice(&sealed);
         write_private(&self.path, &out)
+            .map_err(|source| KeystoreError::Io { path: self.path.clone(), source })
     }
 }
 
@@ -300,17 +241,5 @@ mod tests {
         assert!(matches!(Keystore::open(&path, "pass"), Err(KeystoreError::Unseal(_))));
         std::fs::write(&path, b"not a keystore").unwrap();
         assert!(matches!(Keystore::open(&path, "pass"), Err(KeystoreError::Format(_))));
-    }
-
-    #[test]
-    fn generated_passphrase_is_created_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = PassphraseSource::GeneratedFile(dir.path().join("passphrase"));
-        let first = source.resolve().unwrap();
-        assert_eq!(first.len(), 64);
-        assert_eq!(*source.resolve().unwrap(), *first);
-        let missing = PassphraseSource::Env("KEYMUX_TEST_SURELY_UNSET".into());
-        let error = missing.resolve().unwrap_err().to_string();
-        assert!(error.contains("KEYMUX_TEST_SURELY_UNSET"));
     }
 }

@@ -100,7 +100,7 @@ impl SoftBackend {
         let source = config
             .passphrase
             .as_ref()
-            .ok_or_else(|| KeystoreError::Passphrase("no passphrase source configured".into()))?;
+            .ok_or(KeystoreError::Passphrase(crate::secrets::SecretError::Empty))?;
         let passphrase = source.resolve()?;
         let path = config.keystore_path();
         let (keystore, contents) = if path.exists() {
@@ -287,12 +287,12 @@ impl BackendWorker for SoftWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PassphraseSource;
+    use crate::secrets::SecretSource;
 
     fn open(dir: &std::path::Path) -> SoftBackend {
         let config = SoftConfig {
             data_dir: dir.to_owned(),
-            passphrase: Some(PassphraseSource::GeneratedFile(dir.join("passphrase"))),
+            passphrase: Some(SecretSource::GeneratedFile(dir.join("passphrase"))),
             create_if_missing: true,
             kdf_memory_kib: 8 * 1024,
             kdf_passes: 1,
