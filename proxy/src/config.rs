@@ -27,8 +27,26 @@ pub struct Config {
     pub batch: BatchConfig,
     /// The unwrap cache.
     pub cache: CacheConfig,
+    /// Key registry settings.
+    pub keys: KeysConfig,
     /// Where the key-encryption keys live.
     pub backend: BackendConfig,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// How often running proxies re-read keys and versions from the backend, so new
+    /// and disabled versions take effect without a restart. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { refresh_interval: Duration::from_secs(2) }
+    }
 }
 
 /// `[server]`
@@ -195,6 +213,41 @@ impl Default for CacheConfig {
 pub enum BackendConfig {
     /// The embedded soft keystore (development only).
     Soft(SoftConfig),
+    /// An HSM through PKCS#11.
+    Pkcs11(Pkcs11Config),
+}
+
+/// `[backend] type = "pkcs11"`: KEKs as non-extractable AES-256 keys on an HSM token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The vendor's PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// The token, by label. Give this or `slot`.
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// The token, by slot id. Give this or `token_label`.
+    #[serde(default)]
+    pub slot: Option<u64>,
+    /// Where the user PIN comes from (never the config file itself).
+    pub pin: SecretSource,
+    /// Sessions to open, each pinned to its own executor thread. Default 2.
+    #[serde(default = "Pkcs11Config::default_sessions")]
+    pub sessions: usize,
+    /// While the token is unavailable, how often a session tries to reopen; requests
+    /// in between fail fast with BACKEND_UNAVAILABLE. Default 250 ms.
+    #[serde(default = "Pkcs11Config::default_probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+}
+
+impl Pkcs11Config {
+    fn default_sessions() -> usize {
+        2
+    }
+
+    fn default_probe_interval() -> Duration {
+        Duration::from_millis(250)
+    }
 }
 
 impl Default for BackendConfig {
@@ -375,6 +428,20 @@ impl Config {
                     return invalid("backend.kdf_passes", "must be at least 1".into());
                 }
             }
+            BackendConfig::Pkcs11(hsm) => {
+                if hsm.token_label.is_some() == hsm.slot.is_some() {
+                    return invalid("backend.token_label", "give exactly one of token_label and slot".into());
+                }
+                if !(1..=256).contains(&hsm.sessions) {
+                    return invalid("backend.sessions", format!("must be 1..=256, got {}", hsm.sessions));
+                }
+                if matches!(&hsm.pin, SecretSource::Env(name) if name.is_empty()) {
+                    return invalid("backend.pin", "env variable name is empty".into());
+                }
+            }
+        }
+        if self.keys.refresh_interval < Duration::from_millis(100) {
+            return invalid("keys.refresh_interval", "must be at least 100ms".into());
         }
         Ok(())
     }
@@ -425,10 +492,22 @@ mod tests {
     fn the_example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/soft.toml");
         let config = Config::load(&path).unwrap();
-        let BackendConfig::Soft(soft) = &config.backend;
+        let BackendConfig::Soft(soft) = &config.backend else { panic!("a soft backend") };
         assert_eq!(soft.passphrase, Some(SecretSource::Env("KEYMUX_SOFT_PASSPHRASE".into())));
         assert!(soft.create_if_missing);
         assert_eq!(config.batch.max_batch, 64);
+    }
+
+    #[test]
+    fn the_softhsm_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/softhsm.toml");
+        let config = Config::load(&path).unwrap();
+        let BackendConfig::Pkcs11(hsm) = &config.backend else { panic!("a pkcs11 backend") };
+        assert_eq!(hsm.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(hsm.token_label.as_deref(), Some("keymux"));
+        assert_eq!(hsm.pin, SecretSource::Env("KEYMUX_PKCS11_PIN".into()));
+        let both = format!("{}\nslot = 0\n", std::fs::read_to_string(&path).unwrap());
+        assert!(Config::parse(&both).unwrap_err().to_string().starts_with("backend.token_label"));
     }
 
     #[test]

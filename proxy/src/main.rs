@@ -14,6 +14,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Key(args)) => {
+            println!("{}", admin::keys::run(&args)?);
+            Ok(())
+        }
         None => serve(&cli.serve),
     }
 }

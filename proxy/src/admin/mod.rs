@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod keys;
+
 use crate::config::{BackendConfig, Config, ConfigError};
 use crate::server::RunningServer;
 
@@ -33,6 +35,8 @@ pub enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Manage keys and their versions, on whatever backend the config names.
+    Key(keys::KeyArgs),
 }
 
 /// Options of `keymux serve`.
@@ -78,23 +82,32 @@ pub fn banner(config: &Config, running: &RunningServer) -> String {
     if let Some(admin) = running.admin_addr() {
         lines.push(format!("  metrics at http://{admin}/metrics, health at http://{admin}/healthz"));
     }
-    match &config.backend {
-        BackendConfig::Soft(soft) => {
-            lines.push(format!("  backend: soft keystore {}", soft.keystore_path().display()));
-            lines.push(
-                "  WARNING: the soft keystore is for development only; use an HSM or KMS in production"
-                    .into(),
-            );
-        }
+    lines.push(format!("  backend: {}", describe_backend(config)));
+    if let BackendConfig::Soft(_) = &config.backend {
+        lines.push(
+            "  WARNING: the soft keystore is for development only; use an HSM or KMS in production".into(),
+        );
     }
     lines.join("\n")
 }
 
+/// One line saying where the keys live.
+fn describe_backend(config: &Config) -> String {
+    match &config.backend {
+        BackendConfig::Soft(soft) => format!("soft keystore {}", soft.keystore_path().display()),
+        BackendConfig::Pkcs11(hsm) => {
+            let token = match (&hsm.token_label, hsm.slot) {
+                (Some(label), _) => format!("token {label:?}"),
+                (None, slot) => format!("slot {}", slot.unwrap_or_default()),
+            };
+            format!("PKCS#11 {} {token}, {} sessions", hsm.module.display(), hsm.sessions)
+        }
+    }
+}
+
 /// A one-screen summary of a valid config, for `check-config`.
 pub fn summary(config: &Config) -> String {
-    let backend = match &config.backend {
-        BackendConfig::Soft(soft) => format!("soft keystore in {}", soft.data_dir.display()),
-    };
+    let backend = describe_backend(config);
     format!(
         "config OK\n  listen {}\n  backend {}\n  batch max_batch={} max_delay={:?} queue_capacity={}\n  cache {}",
         config.server.listen,

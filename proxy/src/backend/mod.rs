@@ -5,12 +5,13 @@
 //! the soft keystore it is a handle on the shared key material. Workers take whole
 //! batches, so a backend with a high per-call cost can pack them.
 
+pub mod pkcs11;
 pub mod soft;
 
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
 use crate::error::OpError;
-use crate::keys::KeyInfo;
+use crate::keys::{KeyInfo, VersionState};
 
 /// One operation in a batch. All operations of a batch name the same key.
 #[derive(Debug)]
@@ -108,6 +109,35 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens the per-thread state an executor needs (a session, a connection).
     fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError>;
+
+    /// How many executor threads this backend wants (PKCS#11: one per session); `None`
+    /// leaves it to `batch.executor_threads`.
+    fn preferred_workers(&self) -> Option<usize> {
+        None
+    }
+
+    /// Creates key `name` with version 1.
+    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError>;
+
+    /// Adds a version to `name`, which becomes current; returns its number.
+    fn rotate_key(&self, name: &str) -> Result<u32, OpError>;
+
+    /// Enables or disables one version.
+    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError>;
+
+    /// Refuses unwraps of blobs from versions below `version`.
+    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError>;
+
+    /// Destroys one version's key material for good.
+    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError>;
+}
+
+/// Checks a key name: 1 to 255 bytes of UTF-8 (a str8), no control characters.
+pub fn validate_key_name(name: &str) -> Result<(), OpError> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(OpError::BadRequest("key names are 1 to 255 bytes with no control characters".into()));
+    }
+    Ok(())
 }
 
 /// Per-executor-thread state that runs batches. Owned by one thread for its life.

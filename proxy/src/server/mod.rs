@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 pub use connection::{ConnectionContext, serve};
 
 use crate::backend::Backend;
+use crate::backend::pkcs11::{Pkcs11Backend, Pkcs11Error};
 use crate::backend::soft::{KeystoreError, SoftBackend};
 use crate::batch::{BatchSettings, Dispatcher, Executors};
 use crate::cache::UnwrapCache;
@@ -47,6 +49,9 @@ pub enum StartError {
     /// The soft keystore could not be opened.
     #[error("soft keystore: {0}")]
     Keystore(#[from] KeystoreError),
+    /// The PKCS#11 token could not be opened.
+    #[error("pkcs11: {0}")]
+    Pkcs11(#[from] Pkcs11Error),
     /// The backend could not list its keys.
     #[error("backend: {0}")]
     Backend(#[from] OpError),
@@ -59,6 +64,55 @@ pub enum StartError {
 pub fn open_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, StartError> {
     match config {
         BackendConfig::Soft(soft) => Ok(Arc::new(SoftBackend::open(soft)?)),
+        BackendConfig::Pkcs11(hsm) => Ok(Arc::new(Pkcs11Backend::open(hsm)?)),
+    }
+}
+
+/// Re-reads keys and versions from the backend, so new and disabled versions take
+/// effect; cached DEKs of versions that may no longer be unwrapped are dropped.
+fn refresh_keys(
+    backend: &dyn Backend,
+    registry: &KeyRegistry,
+    cache: Option<&UnwrapCache>,
+) -> Result<(), OpError> {
+    let keys = backend.list_keys()?;
+    if let Some(cache) = cache {
+        for key in &keys {
+            for version in &key.versions {
+                if key.check_decryptable(version.version).is_err() {
+                    cache.invalidate_version(&key.name, version.version);
+                }
+            }
+        }
+    }
+    registry.replace(keys);
+    Ok(())
+}
+
+/// Refreshes the registry every `interval` until `shutdown`, on a blocking thread (a
+/// backend's listing may be slow HSM calls).
+async fn refresh_periodically(
+    backend: Arc<dyn Backend>,
+    registry: Arc<KeyRegistry>,
+    cache: Option<Arc<UnwrapCache>>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let (backend, registry, cache) = (Arc::clone(&backend), Arc::clone(&registry), cache.clone());
+        let refreshed =
+            tokio::task::spawn_blocking(move || refresh_keys(backend.as_ref(), &registry, cache.as_deref()))
+                .await;
+        if let Ok(Err(error)) = refreshed {
+            tracing::warn!(%error, "key refresh failed; keeping the last known keys");
+        }
     }
 }
 
@@ -126,7 +180,7 @@ pub async fn start_with_backend(
 
     let settings = BatchSettings { max_batch: config.batch.max_batch, max_delay: config.batch.max_delay };
     let executors = Executors::start(
-        config.batch.threads(),
+        backend.preferred_workers().unwrap_or_else(|| config.batch.threads()),
         Arc::clone(&backend),
         Arc::clone(&dispatcher),
         Arc::clone(&registry),
@@ -158,6 +212,13 @@ pub async fn start_with_backend(
             shutdown.clone(),
         ));
     }
+    tokio::spawn(refresh_periodically(
+        Arc::clone(&backend),
+        Arc::clone(&registry),
+        cache.clone(),
+        config.keys.refresh_interval,
+        shutdown.clone(),
+    ));
     if let Some(listener) = admin {
         tokio::spawn(admin_http::serve_admin(
             listener,
@@ -214,21 +275,10 @@ impl RunningServer {
         &self.backend
     }
 
-    /// Re-reads keys and versions from the backend, so new and disabled versions take
-    /// effect; cached DEKs of versions that may no longer be unwrapped are dropped.
+    /// Re-reads keys and versions from the backend now (it also happens every
+    /// `keys.refresh_interval`).
     pub fn refresh_keys(&self) -> Result<(), OpError> {
-        let keys = self.backend.list_keys()?;
-        if let Some(cache) = &self.cache {
-            for key in &keys {
-                for version in &key.versions {
-                    if key.check_decryptable(version.version).is_err() {
-                        cache.invalidate_version(&key.name, version.version);
-                    }
-                }
-            }
-        }
-        self.registry.replace(keys);
-        Ok(())
+        refresh_keys(self.backend.as_ref(), &self.registry, self.cache.as_deref())
     }
 
     /// A token that starts the shutdown when cancelled.

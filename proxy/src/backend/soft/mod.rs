@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use zeroize::Zeroizing;
+
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
@@ -21,7 +23,7 @@ use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 use keystore::{Contents, Keystore, Material, StoredKey, StoredVersion, fill_random};
 pub use keystore::{KdfParams, KeystoreError};
 
-use crate::backend::{Backend, BackendWorker, Op, OpResult, ParsedBlob};
+use crate::backend::{Backend, BackendWorker, Op, OpResult, ParsedBlob, validate_key_name};
 use crate::config::SoftConfig;
 use crate::error::OpError;
 use crate::keys::{KeyInfo, VersionState};
@@ -35,13 +37,44 @@ struct SoftState {
     keystore: Keystore,
     contents: Contents,
     ciphers: HashMap<(String, u32), Arc<Aes256Gcm>>,
+    passphrase: Zeroizing<String>,
+    /// The file's modification time and size when last read or written, to notice
+    /// changes made by `keymux key ...` from another process.
+    stamp: Option<(SystemTime, u64)>,
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 impl SoftState {
-    fn new(keystore: Keystore, contents: Contents) -> Self {
-        let mut state = Self { keystore, contents, ciphers: HashMap::new() };
+    fn new(
+        keystore: Keystore,
+        contents: Contents,
+        passphrase: Zeroizing<String>,
+        path: &std::path::Path,
+    ) -> Self {
+        let mut state =
+            Self { keystore, contents, ciphers: HashMap::new(), passphrase, stamp: file_stamp(path) };
         state.rebuild_ciphers();
         state
+    }
+
+    /// Re-reads the keystore if another process changed it.
+    fn reload_if_changed(&mut self, path: &std::path::Path) -> Result<(), OpError> {
+        let stamp = file_stamp(path);
+        if stamp == self.stamp {
+            return Ok(());
+        }
+        let (keystore, contents) =
+            Keystore::open(path, &self.passphrase).map_err(|e| OpError::Internal(e.to_string()))?;
+        tracing::info!(path = %path.display(), "soft keystore changed on disk; reloaded");
+        self.keystore = keystore;
+        self.contents = contents;
+        self.stamp = stamp;
+        self.rebuild_ciphers();
+        Ok(())
     }
 
     /// Expands every version's key schedule once, so batches only look them up.
@@ -63,9 +96,11 @@ impl SoftState {
         self.contents.keys.iter_mut().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
     }
 
-    fn persist(&mut self) -> Result<(), OpError> {
+    fn persist(&mut self, path: &std::path::Path) -> Result<(), OpError> {
         self.rebuild_ciphers();
-        self.keystore.save(&self.contents).map_err(|e| OpError::Internal(e.to_string()))
+        self.keystore.save(&self.contents).map_err(|e| OpError::Internal(e.to_string()))?;
+        self.stamp = file_stamp(path);
+        Ok(())
     }
 }
 
@@ -84,13 +119,6 @@ fn new_version(version: u32) -> StoredVersion {
     let mut material = Material([0; 32]);
     fill_random(&mut material.0);
     StoredVersion { version, state: VersionState::Enabled, created_at: now_secs(), material }
-}
-
-fn valid_key_name(name: &str) -> Result<(), OpError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
-        return Err(OpError::BadRequest("key names are 1 to 255 bytes with no control characters".into()));
-    }
-    Ok(())
 }
 
 impl SoftBackend {
@@ -127,7 +155,8 @@ impl SoftBackend {
                 ),
             });
         };
-        Ok(Self { state: Arc::new(RwLock::new(SoftState::new(keystore, contents))), path })
+        let state = SoftState::new(keystore, contents, passphrase, &path);
+        Ok(Self { state: Arc::new(RwLock::new(state)), path })
     }
 
     /// The keystore file.
@@ -137,18 +166,34 @@ impl SoftBackend {
 
     fn write<T>(&self, change: impl FnOnce(&mut SoftState) -> Result<T, OpError>) -> Result<T, OpError> {
         let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.reload_if_changed(&self.path)?;
         let backup = state.contents.clone();
-        let result = change(&mut state).and_then(|value| state.persist().map(|()| value));
+        let result = change(&mut state).and_then(|value| state.persist(&self.path).map(|()| value));
         if result.is_err() {
             state.contents = backup;
             state.rebuild_ciphers();
         }
         result
     }
+}
 
-    /// Creates a key with version 1.
-    pub fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        valid_key_name(name)?;
+impl Backend for SoftBackend {
+    fn kind(&self) -> &'static str {
+        "soft"
+    }
+
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
+        let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.reload_if_changed(&self.path)?;
+        Ok(state.contents.keys.iter().map(StoredKey::info).collect())
+    }
+
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
+        Ok(Box::new(SoftWorker { state: Arc::clone(&self.state) }))
+    }
+
+    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
+        validate_key_name(name)?;
         self.write(|state| {
             if state.contents.keys.iter().any(|k| k.name == name) {
                 return Err(OpError::BadRequest(format!("key {name:?} already exists")));
@@ -161,8 +206,7 @@ impl SoftBackend {
         })
     }
 
-    /// Adds a new version, which becomes current; returns its number.
-    pub fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
         self.write(|state| {
             let key = state.key_mut(name)?;
             let version = key.versions.last().map_or(1, |v| v.version + 1);
@@ -171,13 +215,7 @@ impl SoftBackend {
         })
     }
 
-    /// Enables or disables one version.
-    pub fn set_version_state(
-        &self,
-        name: &str,
-        version: u32,
-        new_state: VersionState,
-    ) -> Result<(), OpError> {
+    fn set_version_state(&self, name: &str, version: u32, new_state: VersionState) -> Result<(), OpError> {
         self.write(|state| {
             let key = state.key_mut(name)?;
             let stored = key
@@ -189,20 +227,28 @@ impl SoftBackend {
             Ok(())
         })
     }
-}
 
-impl Backend for SoftBackend {
-    fn kind(&self) -> &'static str {
-        "soft"
+    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        self.write(|state| {
+            let key = state.key_mut(name)?;
+            if !key.versions.iter().any(|v| v.version == version) {
+                return Err(OpError::UnknownVersion { key: name.into(), version });
+            }
+            key.min_decryption_version = version;
+            Ok(())
+        })
     }
 
-    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
-        let state = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(state.contents.keys.iter().map(StoredKey::info).collect())
-    }
-
-    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
-        Ok(Box::new(SoftWorker { state: Arc::clone(&self.state) }))
+    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        self.write(|state| {
+            let key = state.key_mut(name)?;
+            let before = key.versions.len();
+            key.versions.retain(|v| v.version != version);
+            if key.versions.len() == before {
+                return Err(OpError::UnknownVersion { key: name.into(), version });
+            }
+            Ok(())
+        })
     }
 }
 

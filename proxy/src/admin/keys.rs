@@ -1,0 +1,226 @@
+//! `keymux key ...`: the one admin CLI for keys and versions, on every backend.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+
+use crate::backend::Backend;
+use crate::config::{Config, ConfigError};
+use crate::error::OpError;
+use crate::keys::{KeyInfo, VersionState};
+use crate::server::{StartError, open_backend};
+
+/// Options of `keymux key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KeyCommand,
+    /// TOML config naming the backend; without it, the development soft keystore.
+    #[arg(long, short = 'c', global = true, env = "KEYMUX_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// A `keymux key` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key with version 1.
+    Create {
+        /// Key name.
+        name: String,
+    },
+    /// Add a version, which becomes current for new wraps.
+    Rotate {
+        /// Key name.
+        name: String,
+    },
+    /// List keys, versions, states, creation times and the current version's age.
+    List,
+    /// Disable a version: its blobs no longer unwrap (KEY_DISABLED).
+    Disable {
+        /// Key name.
+        name: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Enable a disabled version again.
+    Enable {
+        /// Key name.
+        name: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Refuse unwraps of blobs from versions below N.
+    SetMinDecryptionVersion {
+        /// Key name.
+        name: String,
+        /// The lowest version that may still unwrap.
+        version: u32,
+    },
+    /// Destroy a version's key material for good (never the current version).
+    Destroy {
+        /// Key name.
+        name: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Why a key command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyCommandError {
+    /// The config is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend could not be opened.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The backend refused the operation.
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// The command refused to act.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Runs a key command and returns what to print.
+pub fn run(args: &KeyArgs) -> Result<String, KeyCommandError> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::development(),
+    };
+    let backend = open_backend(&config.backend)?;
+    execute(backend.as_ref(), &args.command, &mut std::io::stdin().lock())
+}
+
+/// Runs `command` on `backend`; `confirm` answers destroy's question.
+pub fn execute(
+    backend: &dyn Backend,
+    command: &KeyCommand,
+    confirm: &mut dyn BufRead,
+) -> Result<String, KeyCommandError> {
+    let find = |name: &str| -> Result<KeyInfo, KeyCommandError> {
+        let keys = backend.list_keys()?;
+        keys.into_iter().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()).into())
+    };
+    Ok(match command {
+        KeyCommand::Create { name } => {
+            backend.create_key(name)?;
+            format!("created key {name:?} version 1")
+        }
+        KeyCommand::Rotate { name } => {
+            let version = backend.rotate_key(name)?;
+            format!("key {name:?} rotated: version {version} is current")
+        }
+        KeyCommand::List => render_list(&backend.list_keys()?, now()),
+        KeyCommand::Disable { name, version } => {
+            backend.set_version_state(name, *version, VersionState::Disabled)?;
+            format!("key {name:?} version {version} disabled")
+        }
+        KeyCommand::Enable { name, version } => {
+            backend.set_version_state(name, *version, VersionState::Enabled)?;
+            format!("key {name:?} version {version} enabled")
+        }
+        KeyCommand::SetMinDecryptionVersion { name, version } => {
+            backend.set_min_decryption_version(name, *version)?;
+            format!("key {name:?}: blobs from versions below {version} no longer unwrap")
+        }
+        KeyCommand::Destroy { name, version, yes } => {
+            let key = find(name)?;
+            if key.current_version().ok() == Some(*version) {
+                return Err(KeyCommandError::Refused(format!(
+                    "version {version} is the current version of {name:?}: rotate first"
+                )));
+            }
+            if !yes && !confirmed(name, *version, confirm) {
+                return Err(KeyCommandError::Refused("not confirmed; nothing destroyed".into()));
+            }
+            backend.destroy_version(name, *version)?;
+            format!("key {name:?} version {version} destroyed")
+        }
+    })
+}
+
+/// Asks to type the key name; `false` unless it is typed exactly.
+fn confirmed(name: &str, version: u32, answer: &mut dyn BufRead) -> bool {
+    if std::io::stdin().is_terminal() {
+        eprint!(
+            "Blobs wrapped under {name:?} version {version} will never unwrap again. Type the key name to confirm: "
+        );
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    answer.read_line(&mut line).is_ok() && line.trim_end() == name
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// One row per version, the current one marked with its age.
+fn render_list(keys: &[KeyInfo], now: u64) -> String {
+    let mut out =
+        format!("{:<24} {:>7}  {:<9} {:<21} {}\n", "KEY", "VERSION", "STATE", "CREATED (UTC)", "NOTE");
+    for key in keys {
+        let current = key.current_version().ok();
+        for version in &key.versions {
+            let created =
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(version.created_at));
+            let state = match version.state {
+                VersionState::Enabled if version.version < key.min_decryption_version => "retired",
+                VersionState::Enabled => "enabled",
+                VersionState::Disabled => "disabled",
+            };
+            let note = if current == Some(version.version) {
+                let age = Duration::from_secs(now.saturating_sub(version.created_at));
+                format!("current, age {}", humantime::format_duration(age))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{:<24} {:>7}  {:<9} {:<21} {note}\n",
+                key.name,
+                version.version,
+                state,
+                created.to_string()
+            ));
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::VersionInfo;
+
+    #[test]
+    fn list_marks_the_current_version_and_its_age() {
+        let key = KeyInfo {
+            name: "payments".into(),
+            versions: vec![
+                VersionInfo { version: 1, state: VersionState::Enabled, created_at: 0 },
+                VersionInfo { version: 2, state: VersionState::Disabled, created_at: 100 },
+                VersionInfo { version: 3, state: VersionState::Enabled, created_at: 1000 },
+            ],
+            min_decryption_version: 2,
+        };
+        let text = render_list(&[key], 1000 + 3661);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[1].contains("retired"), "{text}");
+        assert!(lines[2].contains("disabled"));
+        assert!(lines[3].contains("current, age 1h 1m 1s"), "{text}");
+        assert!(lines[3].contains("1970-01-01T00:16:40Z"));
+    }
+}

@@ -1,0 +1,332 @@
+//! Keys on an HSM through PKCS#11 (Thales Luna, Entrust nShield, Utimaco, AWS
+//! CloudHSM; SoftHSM2 locally).
+//!
+//! Each executor thread owns one session, opened and logged in on that thread and
+//! pinned to it for its life (a cryptoki `Session` is `!Sync`; no session is ever shared
+//! behind a lock). Key versions are non-extractable, sensitive AES-256 keys named by
+//! the scheme in [`labels`]; wraps are AES-256-GCM on the token with IVs from [`iv`],
+//! and the blob header followed by the client AAD as the GCM associated data.
+//!
+//! Data keys for GENERATE_DATA_KEY come from the HSM's RNG (`C_GenerateRandom`), one
+//! call per batch: the token's RNG is the one its certification covers, the same one
+//! that made the KEKs, and batching makes its per-call cost negligible.
+
+mod iv;
+mod labels;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+use crate::backend::{Backend, BackendWorker, validate_key_name};
+use crate::config::Pkcs11Config;
+use crate::error::OpError;
+use crate::keys::{KeyInfo, VersionInfo, VersionState};
+use crate::secrets::SecretError;
+
+/// Why the PKCS#11 backend could not start. Never carries the PIN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Pkcs11Error {
+    /// The PIN source gave nothing usable.
+    #[error("pin: {0}")]
+    Pin(#[from] SecretError),
+    /// The module could not be loaded or initialised.
+    #[error("module {module}: {message}")]
+    Module {
+        /// The module path.
+        module: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// No token matches the configured label or slot.
+    #[error("no token {0} in this module")]
+    NoToken(String),
+    /// Logging in failed.
+    #[error("login to the token failed: {0}")]
+    Login(String),
+}
+
+/// What every session of this backend shares.
+pub(crate) struct Shared {
+    pub(crate) context: Pkcs11,
+    pub(crate) slot: Slot,
+    pin: AuthPin,
+    pub(crate) probe_interval: Duration,
+}
+
+impl Shared {
+    /// Opens a read-write session and logs the user in (login state is per
+    /// application, so a later session may find it already done).
+    pub(crate) fn open_session(&self) -> Result<Session, CkError> {
+        let session = self.context.open_rw_session(self.slot)?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The PKCS#11 backend.
+#[derive(Clone)]
+pub struct Pkcs11Backend {
+    shared: Arc<Shared>,
+    sessions: usize,
+}
+
+/// The process-wide context of each module: a module is initialised once per process,
+/// and several backends (two proxies in one test, the admin CLI) share it.
+fn module_context(module: &Path) -> Result<Pkcs11, Pkcs11Error> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut contexts = CONTEXTS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(context) = contexts.get(module) {
+        return Ok(context.clone());
+    }
+    let fail = |error: CkError| Pkcs11Error::Module { module: module.to_owned(), message: error.to_string() };
+    let context = Pkcs11::new(module).map_err(fail)?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(error) => return Err(fail(error)),
+    }
+    contexts.insert(module.to_owned(), context.clone());
+    Ok(context)
+}
+
+/// A short, secret-free description of a PKCS#11 failure: the function and the
+/// return value's name.
+pub(crate) fn describe(error: &CkError) -> String {
+    match error {
+        CkError::Pkcs11(rv, function) => format!("{function}: {rv:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn internal(error: CkError) -> OpError {
+    OpError::Internal(describe(&error))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Pkcs11Backend {
+    /// Loads the module, finds the token and checks that the PIN logs in.
+    pub fn open(config: &Pkcs11Config) -> Result<Self, Pkcs11Error> {
+        let pin = config.pin.resolve()?;
+        let context = module_context(&config.module)?;
+        let slot = find_slot(&context, config)?;
+        let shared = Arc::new(Shared {
+            context,
+            slot,
+            pin: AuthPin::from(pin.as_str()),
+            probe_interval: config.probe_interval,
+        });
+        shared.open_session().map_err(|e| Pkcs11Error::Login(describe(&e)))?;
+        Ok(Self { shared, sessions: config.sessions })
+    }
+
+    /// The module context (for tests that act on the token behind the proxy's back).
+    pub fn context(&self) -> &Pkcs11 {
+        &self.shared.context
+    }
+
+    /// The token's slot.
+    pub fn slot(&self) -> Slot {
+        self.shared.slot
+    }
+
+    fn session(&self) -> Result<Session, OpError> {
+        self.shared.open_session().map_err(|error| OpError::BackendUnavailable {
+            reason: describe(&error),
+            retry_after: self.shared.probe_interval,
+        })
+    }
+
+    /// The object labelled `label` of class `class`, if any.
+    fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, OpError> {
+        let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
+        Ok(session.find_objects(&template).map_err(internal)?.into_iter().next())
+    }
+
+    fn find_version(session: &Session, name: &str, version: u32) -> Result<ObjectHandle, OpError> {
+        Self::find(session, ObjectClass::SECRET_KEY, &labels::version_label(name, version))?
+            .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })
+    }
+
+    /// Generates version `version` of `name` on the token.
+    fn generate(session: &Session, name: &str, version: u32) -> Result<(), OpError> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(labels::version_label(name, version).into_bytes()),
+            Attribute::Id(now_secs().to_be_bytes().to_vec()),
+        ];
+        session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?;
+        Ok(())
+    }
+
+    fn key(&self, session: &Session, name: &str) -> Result<KeyInfo, OpError> {
+        list(session)?.into_iter().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
+    }
+}
+
+fn find_slot(context: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, Pkcs11Error> {
+    let slots = context
+        .get_slots_with_token()
+        .map_err(|e| Pkcs11Error::Module { module: config.module.clone(), message: describe(&e) })?;
+    let wanted = match (&config.token_label, config.slot) {
+        (Some(label), _) => format!("labelled {label:?}"),
+        (None, Some(id)) => format!("in slot {id}"),
+        (None, None) => "(none configured)".into(),
+    };
+    slots
+        .into_iter()
+        .find(|slot| match (&config.token_label, config.slot) {
+            (Some(label), _) => {
+                context.get_token_info(*slot).is_ok_and(|info| info.label().trim_end() == label)
+            }
+            (None, Some(id)) => slot.id() == id,
+            (None, None) => false,
+        })
+        .ok_or(Pkcs11Error::NoToken(wanted))
+}
+
+/// Every key on the token, read from the objects' labels and attributes.
+fn list(session: &Session) -> Result<Vec<KeyInfo>, OpError> {
+    let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
+    let secret_keys = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES)];
+    let wanted = [AttributeType::Label, AttributeType::Encrypt, AttributeType::Decrypt, AttributeType::Id];
+    for handle in session.find_objects(&secret_keys).map_err(internal)? {
+        let (mut label, mut enabled, mut created_at) = (None, true, 0);
+        for attribute in session.get_attributes(handle, &wanted).map_err(internal)? {
+            match attribute {
+                Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
+                Attribute::Encrypt(on) | Attribute::Decrypt(on) => enabled &= on,
+                Attribute::Id(bytes) => {
+                    created_at = <[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_be_bytes);
+                }
+                _ => {}
+            }
+        }
+        let Some((name, version)) = label.as_deref().and_then(labels::parse_version_label) else { continue };
+        let state = if enabled { VersionState::Enabled } else { VersionState::Disabled };
+        let key = keys.entry(name.to_owned()).or_insert_with(|| KeyInfo {
+            name: name.to_owned(),
+            versions: Vec::new(),
+            min_decryption_version: 1,
+        });
+        key.versions.push(VersionInfo { version, state, created_at });
+    }
+    let metadata =
+        [Attribute::Class(ObjectClass::DATA), Attribute::Application(labels::APPLICATION.to_vec())];
+    for handle in session.find_objects(&metadata).map_err(internal)? {
+        let attributes = session
+            .get_attributes(handle, &[AttributeType::Label, AttributeType::Value])
+            .map_err(internal)?;
+        let (mut label, mut value) = (None, None);
+        for attribute in attributes {
+            match attribute {
+                Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
+                Attribute::Value(bytes) => {
+                    value = String::from_utf8(bytes).ok().and_then(|v| v.parse::<u32>().ok())
+                }
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(min)) = (label.as_deref().and_then(labels::parse_meta_label), value)
+            && let Some(key) = keys.get_mut(name)
+        {
+            key.min_decryption_version = min;
+        }
+    }
+    let mut keys: Vec<KeyInfo> = keys.into_values().collect();
+    for key in &mut keys {
+        key.versions.sort_by_key(|v| v.version);
+    }
+    Ok(keys)
+}
+
+impl Backend for Pkcs11Backend {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
+        list(&self.session()?)
+    }
+
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
+        Ok(Box::new(worker::Pkcs11Worker::new(Arc::clone(&self.shared))))
+    }
+
+    fn preferred_workers(&self) -> Option<usize> {
+        Some(self.sessions)
+    }
+
+    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
+        validate_key_name(name)?;
+        let session = self.session()?;
+        if list(&session)?.iter().any(|k| k.name == name) {
+            return Err(OpError::BadRequest(format!("key {name:?} already exists")));
+        }
+        Self::generate(&session, name, 1)?;
+        self.key(&session, name)
+    }
+
+    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+        let session = self.session()?;
+        let key = self.key(&session, name)?;
+        let version = key.versions.last().map_or(1, |v| v.version + 1);
+        Self::generate(&session, name, version)?;
+        Ok(version)
+    }
+
+    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError> {
+        let session = self.session()?;
+        let handle = Self::find_version(&session, name, version)?;
+        let on = state == VersionState::Enabled;
+        session.update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)]).map_err(internal)
+    }
+
+    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        let session = self.session()?;
+        Self::find_version(&session, name, version)?;
+        let label = labels::meta_label(name);
+        if let Some(old) = Self::find(&session, ObjectClass::DATA, &label)? {
+            session.destroy_object(old).map_err(internal)?;
+        }
+        let template = [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Application(labels::APPLICATION.to_vec()),
+            Attribute::Label(label.into_bytes()),
+            Attribute::Value(version.to_string().into_bytes()),
+        ];
+        session.create_object(&template).map_err(internal)?;
+        Ok(())
+    }
+
+    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        let session = self.session()?;
+        let handle = Self::find_version(&session, name, version)?;
+        session.destroy_object(handle).map_err(internal)
+    }
+}

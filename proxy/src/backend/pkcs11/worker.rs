@@ -1,0 +1,289 @@
+//! One executor thread's session, and how a batch runs on it.
+//!
+//! Recovery: a session-level failure (the session closed or invalidated, the user
+//! logged out, the device removed or failing) marks the session lost. The batch's failed
+//! operations are retried once on a freshly opened, logged-in session; if none can be
+//! opened, they fail with BACKEND_UNAVAILABLE, and until `probe_interval` has passed
+//! later batches fail the same way at once, then the next batch probes again. Never a
+//! wrong answer, never a hung request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
+
+use super::iv::IvSequence;
+use super::{Shared, describe, labels};
+use crate::backend::{BackendWorker, Op, OpResult, ParsedBlob};
+use crate::error::OpError;
+use crate::keys::KeyInfo;
+
+const IV_LEN: usize = 12;
+const TAG_BITS: u64 = 128;
+
+/// Why one operation failed.
+enum Fault {
+    /// The session is unusable: reopen it and retry.
+    SessionLost(String),
+    /// The operation itself failed; retrying will not help.
+    Op(OpError),
+}
+
+impl From<OpError> for Fault {
+    fn from(error: OpError) -> Self {
+        Fault::Op(error)
+    }
+}
+
+/// Sorts a PKCS#11 failure into a lost session or an operation error.
+fn classify(error: CkError, key: &str, version: u32) -> Fault {
+    let CkError::Pkcs11(rv, _) = &error else { return Fault::Op(OpError::Internal(describe(&error))) };
+    match rv {
+        RvError::SessionHandleInvalid
+        | RvError::SessionClosed
+        | RvError::UserNotLoggedIn
+        | RvError::DeviceError
+        | RvError::DeviceRemoved
+        | RvError::DeviceMemory
+        | RvError::TokenNotPresent
+        | RvError::TokenNotRecognized
+        | RvError::CryptokiNotInitialized
+        | RvError::KeyHandleInvalid
+        | RvError::ObjectHandleInvalid => Fault::SessionLost(describe(&error)),
+        RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange => Fault::Op(OpError::Integrity),
+        RvError::KeyFunctionNotPermitted => Fault::Op(OpError::KeyDisabled { key: key.into(), version }),
+        _ => Fault::Op(OpError::Internal(describe(&error))),
+    }
+}
+
+/// A session and what is cached on it.
+struct OpenSession {
+    session: Session,
+    ivs: IvSequence,
+    handles: HashMap<(String, u32), ObjectHandle>,
+}
+
+impl OpenSession {
+    fn open(shared: &Shared) -> Result<Self, CkError> {
+        let session = shared.open_session()?;
+        let fixed = Self::fixed_field(&session)?;
+        Ok(Self { session, ivs: IvSequence::new(fixed), handles: HashMap::new() })
+    }
+
+    /// A fresh 64-bit IV fixed field: the HSM's RNG XOR the OS CSPRNG.
+    fn fixed_field(session: &Session) -> Result<[u8; 8], CkError> {
+        let mut from_hsm = [0u8; 8];
+        session.generate_random_slice(&mut from_hsm)?;
+        let mut from_os = [0u8; 8];
+        getrandom::fill(&mut from_os).expect("the operating system's random number generator failed");
+        Ok(std::array::from_fn(|i| from_hsm[i] ^ from_os[i]))
+    }
+
+    fn next_iv(&mut self) -> Result<[u8; IV_LEN], Fault> {
+        if let Some(iv) = self.ivs.next_iv() {
+            return Ok(iv);
+        }
+        let fixed = Self::fixed_field(&self.session).map_err(|e| classify(e, "", 0))?;
+        self.ivs = IvSequence::new(fixed);
+        self.ivs.next_iv().ok_or_else(|| Fault::Op(OpError::Internal("IV sequence exhausted".into())))
+    }
+
+    /// The handle of `name`'s `version`, resolved once per session.
+    fn handle(&mut self, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
+        if let Some(handle) = self.handles.get(&(name.to_owned(), version)) {
+            return Ok(*handle);
+        }
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(labels::version_label(name, version).into_bytes()),
+        ];
+        let found = self.session.find_objects(&template).map_err(|e| classify(e, name, version))?;
+        let handle = *found.first().ok_or(OpError::UnknownVersion { key: name.into(), version })?;
+        self.handles.insert((name.to_owned(), version), handle);
+        Ok(handle)
+    }
+
+    /// AES-256-GCM under the key's current version: `header || iv || ciphertext+tag`.
+    fn seal(&mut self, key: &KeyInfo, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Fault> {
+        let version = key.current_version()?;
+        let handle = self.handle(&key.name, version)?;
+        let header = BlobHeader { key: key.name.clone(), version, mode: BlobMode::Direct };
+        let mut blob = header.to_bytes().map_err(|e| OpError::Internal(e.to_string()))?;
+        let associated = BlobHeader::associated_data(&blob, aad);
+        let mut iv = self.next_iv()?;
+        blob.extend_from_slice(&iv);
+        let params = GcmParams::new(&mut iv, &associated, TAG_BITS.into())
+            .map_err(|e| OpError::Internal(describe(&e)))?;
+        let sealed = self
+            .session
+            .encrypt(&Mechanism::AesGcm(params), handle, plaintext)
+            .map_err(|e| classify(e, &key.name, version))?;
+        blob.extend_from_slice(&sealed);
+        Ok(blob)
+    }
+
+    fn open_blob(&mut self, key: &KeyInfo, aad: &[u8], blob: &ParsedBlob) -> Result<SecretBytes, Fault> {
+        if !blob.is_direct() {
+            return Err(OpError::Integrity.into());
+        }
+        let version = blob.header.version;
+        key.check_decryptable(version)?;
+        let handle = self.handle(&key.name, version)?;
+        let body = blob.body();
+        if body.len() < IV_LEN + 16 {
+            return Err(OpError::Integrity.into());
+        }
+        let (iv, sealed) = body.split_at(IV_LEN);
+        let mut iv: [u8; IV_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
+        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
+        let params = GcmParams::new(&mut iv, &associated, TAG_BITS.into())
+            .map_err(|e| OpError::Internal(describe(&e)))?;
+        match self.session.decrypt(&Mechanism::AesGcm(params), handle, sealed) {
+            Ok(plaintext) => Ok(SecretBytes::new(plaintext)),
+            // Modules differ in how they report a GCM tag mismatch: SoftHSM2 says
+            // CKR_GENERAL_ERROR, others CKR_FUNCTION_FAILED or CKR_ENCRYPTED_DATA_INVALID.
+            // If the session is still healthy, the failure was the tag: INTEGRITY.
+            Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, _))
+                if self.session.get_session_info().is_ok() =>
+            {
+                Err(OpError::Integrity.into())
+            }
+            Err(error) => Err(classify(error, &key.name, version)),
+        }
+    }
+
+    /// Random bytes for every GENERATE_DATA_KEY of the batch, in one HSM call.
+    fn data_keys(&self, ops: &[&Op]) -> Result<SecretBytes, Fault> {
+        let total: usize = ops
+            .iter()
+            .map(|op| if let Op::GenerateDataKey { length, .. } = op { usize::from(*length) } else { 0 })
+            .sum();
+        let mut pool = SecretBytes::zeroed(total);
+        if total > 0 {
+            self.session.generate_random_slice(pool.expose_mut()).map_err(|e| classify(e, "", 0))?;
+        }
+        Ok(pool)
+    }
+
+    fn run(&mut self, key: &KeyInfo, op: &Op, pool: &mut &[u8]) -> Result<Reply, Fault> {
+        match op {
+            Op::Wrap { aad, plaintext } => Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose())? }),
+            Op::GenerateDataKey { aad, length } => {
+                let (dek, rest) = pool.split_at(usize::from(*length));
+                *pool = rest;
+                let plaintext = SecretBytes::copy_from(dek);
+                let blob = self.seal(key, aad, plaintext.expose())?;
+                Ok(Reply::GenerateDataKey { plaintext, blob })
+            }
+            Op::Unwrap { aad, blob } => Ok(Reply::Unwrap { plaintext: self.open_blob(key, aad, blob)? }),
+            Op::Rewrap { aad, blob } => {
+                let plaintext = self.open_blob(key, aad, blob)?;
+                Ok(Reply::Rewrap { blob: self.seal(key, aad, plaintext.expose())? })
+            }
+        }
+    }
+
+    /// Runs `ops`, returning one outcome each.
+    fn run_all(&mut self, key: &KeyInfo, ops: &[&Op]) -> Vec<Result<Reply, Fault>> {
+        let pool = match self.data_keys(ops) {
+            Ok(pool) => pool,
+            Err(Fault::SessionLost(reason)) => {
+                return ops.iter().map(|_| Err(Fault::SessionLost(reason.clone()))).collect();
+            }
+            Err(Fault::Op(error)) => return ops.iter().map(|_| Err(Fault::Op(error.clone()))).collect(),
+        };
+        let mut rest = pool.expose();
+        ops.iter().map(|op| self.run(key, op, &mut rest)).collect()
+    }
+}
+
+/// An executor thread's state: its session, opened lazily and reopened on failure.
+pub(crate) struct Pkcs11Worker {
+    shared: Arc<Shared>,
+    session: Option<OpenSession>,
+    /// While the token is unavailable: when the next reopen may be tried.
+    next_probe: Option<Instant>,
+}
+
+impl Pkcs11Worker {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, session: None, next_probe: None }
+    }
+
+    fn unavailable(&self, reason: String) -> OpError {
+        OpError::BackendUnavailable { reason, retry_after: self.shared.probe_interval }
+    }
+
+    /// The open session, opening one if there is none and a probe is due.
+    fn session(&mut self) -> Result<&mut OpenSession, OpError> {
+        if self.session.is_none() {
+            if self.next_probe.is_some_and(|at| Instant::now() < at) {
+                return Err(self.unavailable("the token is unavailable; waiting to probe again".into()));
+            }
+            match OpenSession::open(&self.shared) {
+                Ok(session) => {
+                    if self.next_probe.take().is_some() {
+                        tracing::info!("PKCS#11 session reopened; token available again");
+                    }
+                    self.session = Some(session);
+                }
+                Err(error) => {
+                    self.next_probe = Some(Instant::now() + self.shared.probe_interval);
+                    tracing::warn!(error = %describe(&error), "cannot open a PKCS#11 session");
+                    return Err(self.unavailable(describe(&error)));
+                }
+            }
+        }
+        Ok(self.session.as_mut().expect("opened above"))
+    }
+}
+
+impl BackendWorker for Pkcs11Worker {
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
+        let mut pending: Vec<usize> = (0..ops.len()).collect();
+        let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
+        for attempt in 0..2 {
+            let session = match self.session() {
+                Ok(session) => session,
+                Err(error) => {
+                    pending.iter().for_each(|&i| results[i] = Some(Err(error.clone())));
+                    break;
+                }
+            };
+            let batch: Vec<&Op> = pending.iter().map(|&i| &ops[i]).collect();
+            let outcomes = session.run_all(key, &batch);
+            let mut lost = Vec::new();
+            let mut reason = String::new();
+            for (&index, outcome) in pending.iter().zip(outcomes) {
+                match outcome {
+                    Ok(reply) => results[index] = Some(Ok(reply)),
+                    Err(Fault::Op(error)) => results[index] = Some(Err(error)),
+                    Err(Fault::SessionLost(why)) => {
+                        reason = why;
+                        lost.push(index);
+                    }
+                }
+            }
+            if lost.is_empty() {
+                break;
+            }
+            tracing::warn!(%reason, failed = lost.len(), attempt, "PKCS#11 session lost; reopening");
+            self.session = None;
+            if attempt == 1 {
+                lost.iter().for_each(|&i| results[i] = Some(Err(self.unavailable(reason.clone()))));
+            }
+            pending = lost;
+        }
+        out.extend(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(OpError::Internal("operation was not run".into())))),
+        );
+    }
+}
