@@ -10,11 +10,10 @@ use futures_util::{SinkExt, StreamExt};
 use keymux_protocol::{
     ClientCodec, Limits, Reply, Request, RequestFrame, ResponseFrame, SecretBytes, Status,
 };
-use keymux_proxy::backend::soft::SoftBackend;
 use keymux_proxy::backend::{Backend, BackendWorker, Op, OpResult};
 use keymux_proxy::config::{BackendConfig, Config, SecretSource, SoftConfig};
 use keymux_proxy::error::OpError;
-use keymux_proxy::keys::KeyInfo;
+use keymux_proxy::keys::{KeyInfo, VersionState};
 use keymux_proxy::server::{self, RunningServer};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,10 +21,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-/// A proxy on ephemeral ports over a fresh soft keystore in a temporary directory.
+/// A proxy on ephemeral ports, its backend behind a [`Gate`].
 pub struct TestProxy {
     pub server: RunningServer,
-    pub soft: SoftBackend,
+    /// The backend itself, for admin operations behind the proxy's back.
+    pub backend: Arc<dyn Backend>,
     pub gate: Gate,
     _dir: TempDir,
 }
@@ -47,18 +47,28 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 impl TestProxy {
-    /// Starts a proxy with the test config, adjusted by `tweak`.
+    /// Starts a proxy on a fresh soft keystore, with the test config adjusted by `tweak`.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(|_| {}, tweak).await
+    }
+
+    /// Starts a proxy on the shared SoftHSM2 test token.
+    pub async fn start_hsm(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(|config| config.backend = crate::hsm_token::token().backend_config(), tweak).await
+    }
+
+    async fn start_on(backend: impl FnOnce(&mut Config), tweak: impl FnOnce(&mut Config)) -> Self {
+        keymux_proxy::telemetry::init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
+        backend(&mut config);
         tweak(&mut config);
         config.validate().unwrap();
-        let BackendConfig::Soft(soft_config) = &config.backend else { unreachable!() };
-        let soft = SoftBackend::open(soft_config).unwrap();
+        let backend = server::open_backend(&config.backend).unwrap();
         let gate = Gate::default();
-        let backend = Arc::new(GatedBackend { inner: soft.clone(), gate: gate.clone() });
-        let server = server::start_with_backend(&config, backend).await.unwrap();
-        Self { server, soft, gate, _dir: dir }
+        let gated = Arc::new(GatedBackend { inner: Arc::clone(&backend), gate: gate.clone() });
+        let server = server::start_with_backend(&config, gated).await.unwrap();
+        Self { server, backend, gate, _dir: dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -76,7 +86,7 @@ impl TestProxy {
 
     /// Operations of kind `op` the backend has run.
     pub fn backend_ops(&self, op: &'static str) -> u64 {
-        self.server.metrics().backend_ops("soft", op)
+        self.server.metrics().backend_ops(self.backend.kind(), op)
     }
 }
 
@@ -149,9 +159,9 @@ impl Gate {
     }
 }
 
-/// The real soft backend, with a [`Gate`] in front of every batch.
+/// A real backend, with a [`Gate`] in front of every batch.
 struct GatedBackend {
-    inner: SoftBackend,
+    inner: Arc<dyn Backend>,
     gate: Gate,
 }
 
@@ -166,6 +176,30 @@ impl Backend for GatedBackend {
 
     fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
         Ok(Box::new(GatedWorker { inner: self.inner.open_worker()?, gate: self.gate.clone() }))
+    }
+
+    fn preferred_workers(&self) -> Option<usize> {
+        self.inner.preferred_workers()
+    }
+
+    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
+        self.inner.create_key(name)
+    }
+
+    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+        self.inner.rotate_key(name)
+    }
+
+    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError> {
+        self.inner.set_version_state(name, version, state)
+    }
+
+    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        self.inner.set_min_decryption_version(name, version)
+    }
+
+    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        self.inner.destroy_version(name, version)
     }
 }
 

@@ -5,6 +5,8 @@ mod bad_input;
 mod batching;
 mod cache;
 mod common;
+mod hsm;
+mod hsm_token;
 mod lifecycle;
 mod overload;
 mod pipelining;

@@ -34,7 +34,7 @@ async fn rewrap_moves_a_blob_to_the_current_version() {
     let proxy = TestProxy::start(|_| {}).await;
     let mut client = proxy.connect().await;
     let old = client.wrap("default", b"ctx", &[7; 16]).await.unwrap();
-    assert_eq!(proxy.soft.rotate_key("default").unwrap(), 2);
+    assert_eq!(proxy.backend.rotate_key("default").unwrap(), 2);
     proxy.server.refresh_keys().unwrap();
 
     let request = Request::Rewrap { aad: b"ctx".to_vec(), blob: old.clone() };
@@ -54,8 +54,8 @@ async fn disabled_version_is_refused_even_when_cached() {
     let mut client = proxy.connect().await;
     let blob = client.wrap("default", b"", &[3; 32]).await.unwrap();
     assert!(client.unwrap(b"", &blob).await.is_ok(), "now cached");
-    proxy.soft.rotate_key("default").unwrap();
-    proxy.soft.set_version_state("default", 1, keymux_proxy::keys::VersionState::Disabled).unwrap();
+    proxy.backend.rotate_key("default").unwrap();
+    proxy.backend.set_version_state("default", 1, keymux_proxy::keys::VersionState::Disabled).unwrap();
     proxy.server.refresh_keys().unwrap();
     assert_eq!(client.unwrap(b"", &blob).await, Err(Status::KeyDisabled));
 }

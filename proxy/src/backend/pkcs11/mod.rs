@@ -17,6 +17,7 @@ mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +56,14 @@ pub enum Pkcs11Error {
     /// Logging in failed.
     #[error("login to the token failed: {0}")]
     Login(String),
+}
+
+/// Executor sessions opened in this process, first opens and reopens after a failure.
+static SESSION_OPENS: AtomicU64 = AtomicU64::new(0);
+
+/// Executor sessions opened so far in this process (first opens and reopens).
+pub fn session_opens() -> u64 {
+    SESSION_OPENS.load(Ordering::Relaxed)
 }
 
 /// What every session of this backend shares.
@@ -208,6 +217,19 @@ fn find_slot(context: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, Pkcs11Erro
         .ok_or(Pkcs11Error::NoToken(wanted))
 }
 
+/// An object's attributes, or `None` if another session destroyed it meanwhile.
+fn attributes_of(
+    session: &Session,
+    handle: ObjectHandle,
+    wanted: &[AttributeType],
+) -> Result<Option<Vec<Attribute>>, OpError> {
+    match session.get_attributes(handle, wanted) {
+        Ok(attributes) => Ok(Some(attributes)),
+        Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(None),
+        Err(error) => Err(internal(error)),
+    }
+}
+
 /// Every key on the token, read from the objects' labels and attributes.
 fn list(session: &Session) -> Result<Vec<KeyInfo>, OpError> {
     let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
@@ -215,7 +237,8 @@ fn list(session: &Session) -> Result<Vec<KeyInfo>, OpError> {
     let wanted = [AttributeType::Label, AttributeType::Encrypt, AttributeType::Decrypt, AttributeType::Id];
     for handle in session.find_objects(&secret_keys).map_err(internal)? {
         let (mut label, mut enabled, mut created_at) = (None, true, 0);
-        for attribute in session.get_attributes(handle, &wanted).map_err(internal)? {
+        let Some(attributes) = attributes_of(session, handle, &wanted)? else { continue };
+        for attribute in attributes {
             match attribute {
                 Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
                 Attribute::Encrypt(on) | Attribute::Decrypt(on) => enabled &= on,

@@ -228,6 +228,7 @@ impl Pkcs11Worker {
             }
             match OpenSession::open(&self.shared) {
                 Ok(session) => {
+                    super::SESSION_OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if self.next_probe.take().is_some() {
                         tracing::info!("PKCS#11 session reopened; token available again");
                     }

@@ -1,0 +1,103 @@
+//! PKCS#11 recovery: every session on the token is closed behind the proxy's back in
+//! the middle of load. Its own test binary, so its own process: `C_CloseAllSessions`
+//! reaches every session of the process on that slot, and SoftHSM2 also disturbs other
+//! slots' handles, so no other test may share the module with it.
+#![allow(missing_docs, unreachable_pub, dead_code)]
+
+#[path = "proxy/common.rs"]
+mod common;
+#[path = "proxy/hsm_token.rs"]
+mod hsm_token;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use keymux_client::{Client, ClientConfig, Endpoint};
+
+use common::TestProxy;
+use hsm_token::{token, unique_key};
+
+async fn client_for(proxy: &TestProxy) -> Client {
+    let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
+    config.max_retries = 0;
+    Client::connect(config).await.unwrap()
+}
+
+/// Calls `C_CloseAllSessions` through a second handle on the module, closing every
+/// session this process has on the token, as a token reset would.
+#[allow(unsafe_code)]
+fn close_all_sessions_behind_the_proxys_back(slot: u64) {
+    type CloseAll = unsafe extern "C" fn(std::os::raw::c_ulong) -> std::os::raw::c_ulong;
+    // SAFETY: the module is already loaded and initialised by the proxy; loading it
+    // again returns the same instance, and C_CloseAllSessions takes a slot id only.
+    unsafe {
+        let module = libloading::Library::new(&token().module).unwrap();
+        let close_all: libloading::Symbol<'_, CloseAll> = module.get(b"C_CloseAllSessions").unwrap();
+        assert_eq!(close_all(slot as std::os::raw::c_ulong), 0, "CKR_OK");
+    }
+}
+
+#[tokio::test]
+async fn sessions_closed_mid_load_recover_by_themselves() {
+    let proxy = TestProxy::start_hsm(|config| {
+        config.cache.enabled = false;
+        config.keys.refresh_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let key = unique_key("recover");
+    proxy.backend.create_key(&key).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    let client = Arc::new(client_for(&proxy).await);
+    let blob = client.wrap(&key, b"r", &[3; 32]).await.unwrap();
+    let slot = token_slot(&proxy);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, retryable) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for worker in 0..8u64 {
+        let (client, blob, key) = (Arc::clone(&client), blob.clone(), key.clone());
+        let (stop, ok, retryable) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&retryable));
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = if worker % 2 == 0 {
+                    client.unwrap(b"r", &blob).await.map(|dek| assert_eq!(dek.expose(), &[3; 32]))
+                } else {
+                    client.wrap(&key, b"w", &[4; 32]).await.map(drop)
+                };
+                match outcome {
+                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(error) if error.is_retryable() => retryable.fetch_add(1, Ordering::Relaxed),
+                    Err(error) => panic!("a request failed with a non-retryable error: {error}"),
+                };
+            }
+        }));
+    }
+    let opens_before = keymux_proxy::backend::pkcs11::session_opens();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // SoftHSM2 frees a session that C_CloseAllSessions closes even while another
+        // thread is inside a call on it (a real HSM fences this), so the executors are
+        // held at their batch boundary for the instant of the reset. Requests keep
+        // arriving and queueing meanwhile; the next batches find their sessions gone.
+        proxy.gate.close();
+        proxy.gate.wait_for_blocked(2).await;
+        close_all_sessions_behind_the_proxys_back(slot);
+        proxy.gate.open();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(ok.load(Ordering::Relaxed) > before, "service returned by itself");
+    assert!(keymux_proxy::backend::pkcs11::session_opens() >= opens_before + 2, "sessions were reopened");
+    assert_eq!(client.unwrap(b"r", &blob).await.unwrap().expose(), &[3; 32]);
+    eprintln!("recovery: {} ok, {} retryable", ok.load(Ordering::Relaxed), retryable.load(Ordering::Relaxed));
+}
+
+fn token_slot(_proxy: &TestProxy) -> u64 {
+    keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap().slot().id()
+}

@@ -1,0 +1,149 @@
+//! The proxy on a real SoftHSM2 token: operations, rotation, disabling, recovery.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use keymux_client::{Client, ClientConfig, Endpoint, Error};
+use keymux_protocol::BlobHeader;
+use keymux_proxy::backend::Backend;
+use keymux_proxy::keys::VersionState;
+
+use crate::common::TestProxy;
+use crate::hsm_token::{token, unique_key};
+
+async fn client_for(proxy: &TestProxy) -> Client {
+    let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
+    config.max_retries = 0;
+    Client::connect(config).await.unwrap()
+}
+
+fn version_of(blob: &[u8]) -> u32 {
+    BlobHeader::parse(blob).unwrap().0.version
+}
+
+#[tokio::test]
+async fn operations_on_the_token() {
+    let proxy = TestProxy::start_hsm(|_| {}).await;
+    let key = unique_key("ops");
+    proxy.backend.create_key(&key).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    let client = client_for(&proxy).await;
+
+    let blob = client.wrap(&key, b"ctx", &[0x5a; 32]).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[0x5a; 32]);
+    assert!(matches!(client.unwrap(b"other", &blob).await, Err(Error::Integrity { .. })));
+    let mut tampered = blob.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    assert!(matches!(client.unwrap(b"ctx", &tampered).await, Err(Error::Integrity { .. })));
+    assert!(matches!(client.wrap("no-such-key", b"", &[1; 32]).await, Err(Error::UnknownKey { .. })));
+
+    let data_key = client.generate_data_key(&key, b"gdk", 32).await.unwrap();
+    assert_eq!(client.unwrap(b"gdk", &data_key.blob).await.unwrap().expose(), data_key.plaintext.expose());
+
+    assert_eq!(proxy.backend.rotate_key(&key).unwrap(), 2);
+    proxy.server.refresh_keys().unwrap();
+    let rewrapped = client.rewrap(b"ctx", &blob).await.unwrap();
+    assert_eq!(version_of(&rewrapped), 2);
+    assert_eq!(client.unwrap(b"ctx", &rewrapped).await.unwrap().expose(), &[0x5a; 32]);
+    assert!(proxy.backend_ops("wrap") > 0, "the work ran on the pkcs11 backend");
+}
+
+#[tokio::test]
+async fn rotation_under_load_is_seen_by_two_proxies_sharing_the_token() {
+    let fast_refresh = |config: &mut keymux_proxy::config::Config| {
+        config.keys.refresh_interval = Duration::from_millis(200);
+        config.cache.enabled = false;
+    };
+    let first = TestProxy::start_hsm(fast_refresh).await;
+    let second = TestProxy::start_hsm(fast_refresh).await;
+    let key = unique_key("rotate");
+    first.backend.create_key(&key).unwrap();
+    first.server.refresh_keys().unwrap();
+    second.server.refresh_keys().unwrap();
+    let clients = [Arc::new(client_for(&first).await), Arc::new(client_for(&second).await)];
+    let mut old_blobs = Vec::new();
+    for i in 0..8u8 {
+        old_blobs.push(clients[0].wrap(&key, b"old", &[i; 32]).await.unwrap());
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let unwraps = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for worker in 0..16usize {
+        let (client, blobs) = (Arc::clone(&clients[worker % 2]), old_blobs.clone());
+        let (stop, failures, unwraps) = (Arc::clone(&stop), Arc::clone(&failures), Arc::clone(&unwraps));
+        load.push(tokio::spawn(async move {
+            let mut i = worker;
+            while !stop.load(Ordering::Relaxed) {
+                let blob = &blobs[i % blobs.len()];
+                match client.unwrap(b"old", blob).await {
+                    Ok(dek) if dek.expose() == [(i % blobs.len()) as u8; 32] => {
+                        unwraps.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failures.fetch_add(1, Ordering::Relaxed),
+                };
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Rotate through a third handle on the token, as `keymux key rotate` would.
+    let admin = keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap();
+    assert_eq!(admin.rotate_key(&key).unwrap(), 2);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for client in &clients {
+        loop {
+            let blob = client.wrap(&key, b"new", &[9; 32]).await.unwrap();
+            if version_of(&blob) == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a proxy never picked up the new version");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no unwrap of an old-version blob failed");
+    assert!(unwraps.load(Ordering::Relaxed) > 50);
+}
+
+#[tokio::test]
+async fn disabled_versions_and_the_minimum_decryption_version() {
+    let proxy = TestProxy::start_hsm(|_| {}).await;
+    let key = unique_key("disable");
+    proxy.backend.create_key(&key).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    let client = client_for(&proxy).await;
+    let v1 = client.wrap(&key, b"", &[1; 32]).await.unwrap();
+    client.unwrap(b"", &v1).await.unwrap();
+    assert!(proxy.server.metrics().cache_misses() >= 1, "now cached");
+
+    proxy.backend.rotate_key(&key).unwrap();
+    proxy.backend.set_version_state(&key, 1, VersionState::Disabled).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    let hits = proxy.server.metrics().cache_hits();
+    assert!(matches!(client.unwrap(b"", &v1).await, Err(Error::KeyDisabled { .. })));
+    assert_eq!(
+        proxy.server.metrics().cache_hits(),
+        hits,
+        "the cached DEK of a disabled version is not served"
+    );
+
+    proxy.backend.set_version_state(&key, 1, VersionState::Enabled).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    assert_eq!(client.unwrap(b"", &v1).await.unwrap().expose(), &[1; 32]);
+
+    proxy.backend.set_min_decryption_version(&key, 2).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    assert!(matches!(client.unwrap(b"", &v1).await, Err(Error::KeyDisabled { .. })));
+    let v2 = client.wrap(&key, b"", &[2; 32]).await.unwrap();
+    assert_eq!(client.unwrap(b"", &v2).await.unwrap().expose(), &[2; 32]);
+    let listed = proxy.backend.list_keys().unwrap().into_iter().find(|k| k.name == key).unwrap();
+    assert_eq!(listed.min_decryption_version, 2);
+}

@@ -1,0 +1,99 @@
+//! The one place tests make a real SoftHSM2 token.
+//!
+//! SoftHSM reads `SOFTHSM2_CONF` once per process (`.cargo/config.toml` points it at
+//! `target/softhsm/softhsm2.conf` unless the environment already sets it), so one token
+//! serves every test of a run, and tests keep apart by using their own key names.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use keymux_proxy::config::{BackendConfig, Pkcs11Config, SecretSource};
+
+/// The SoftHSM2 module Debian installs; `KEYMUX_TEST_PKCS11_MODULE` overrides it.
+const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "4321";
+
+/// The test token.
+pub struct SoftHsmToken {
+    pub module: PathBuf,
+    pub label: String,
+    pin_file: PathBuf,
+}
+
+impl SoftHsmToken {
+    /// A backend config for this token.
+    pub fn backend_config(&self) -> BackendConfig {
+        BackendConfig::Pkcs11(self.config(2))
+    }
+
+    /// A PKCS#11 config for this token with `sessions` sessions.
+    pub fn config(&self, sessions: usize) -> Pkcs11Config {
+        Pkcs11Config {
+            module: self.module.clone(),
+            token_label: Some(self.label.clone()),
+            slot: None,
+            pin: SecretSource::File(self.pin_file.clone()),
+            sessions,
+            probe_interval: std::time::Duration::from_millis(50),
+        }
+    }
+}
+
+/// A key name no other test of this run uses.
+pub fn unique_key(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The test process's token, made on first use (before the module is loaded: SoftHSM
+/// only sees tokens that exist when it is initialised).
+pub fn token() -> &'static SoftHsmToken {
+    static TOKEN: OnceLock<SoftHsmToken> = OnceLock::new();
+    TOKEN.get_or_init(|| make_token(&scratch_config()))
+}
+
+fn module() -> PathBuf {
+    let module = std::env::var_os("KEYMUX_TEST_PKCS11_MODULE")
+        .map_or_else(|| PathBuf::from(DEFAULT_MODULE), PathBuf::from);
+    assert!(module.exists(), "{} is missing: install softhsm2 (./scripts/test does)", module.display());
+    module
+}
+
+fn scratch_config() -> PathBuf {
+    let conf =
+        PathBuf::from(std::env::var_os("SOFTHSM2_CONF").expect("SOFTHSM2_CONF is set by .cargo/config.toml"));
+    let dir = conf.parent().unwrap().to_owned();
+    let tokens = dir.join("tokens");
+    if conf.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()) {
+        // Our own scratch directory. Test binaries run one at a time: each starts clean.
+        let _ = std::fs::remove_dir_all(&tokens);
+        std::fs::create_dir_all(&tokens).unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+    }
+    conf
+}
+
+fn make_token(conf: &Path) -> SoftHsmToken {
+    let module = module();
+    let dir = conf.parent().unwrap();
+    let label = format!("keymux-test-{}", std::process::id());
+    let status = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label, "--so-pin", "123456", "--pin", PIN])
+        .env("SOFTHSM2_CONF", conf)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("softhsm2-util runs (install softhsm2)");
+    assert!(status.success(), "softhsm2-util --init-token failed");
+    let pin_file = dir.join(format!("pin-{}", std::process::id()));
+    std::fs::write(&pin_file, PIN).unwrap();
+    SoftHsmToken { module, label, pin_file }
+}
