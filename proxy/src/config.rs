@@ -238,6 +238,23 @@ pub struct Pkcs11Config {
     /// in between fail fast with BACKEND_UNAVAILABLE. Default 250 ms.
     #[serde(default = "Pkcs11Config::default_probe_interval", with = "humantime_serde")]
     pub probe_interval: Duration,
+    /// How new blobs are sealed on the token. Default `auto`: AES-GCM where the token
+    /// offers it, else AES-CBC with HMAC-SHA256. Unwraps accept either.
+    #[serde(default)]
+    pub mechanism: Pkcs11Mechanism,
+}
+
+/// The sealing scheme for new PKCS#11 blobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pkcs11Mechanism {
+    /// `aes-gcm` if the token offers `CKM_AES_GCM`, else `aes-cbc-hmac-sha256`.
+    #[default]
+    Auto,
+    /// `CKM_AES_GCM`, 96-bit IVs, 128-bit tags.
+    AesGcm,
+    /// `CKM_AES_CBC_PAD` then `CKM_SHA256_HMAC`, encrypt-then-MAC, for tokens without GCM.
+    AesCbcHmacSha256,
 }
 
 impl Pkcs11Config {

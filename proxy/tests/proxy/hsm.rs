@@ -7,10 +7,20 @@ use std::time::{Duration, Instant};
 use keymux_client::{Client, ClientConfig, Endpoint, Error};
 use keymux_protocol::BlobHeader;
 use keymux_proxy::backend::Backend;
+use keymux_proxy::config::Pkcs11Mechanism;
 use keymux_proxy::keys::VersionState;
 
 use crate::common::TestProxy;
 use crate::hsm_token::{token, unique_key};
+
+/// HSM tests take turns: SoftHSM2 2.6 occasionally fails `C_GenerateKey` with
+/// CKR_GENERAL_ERROR while other sessions of the same process are busy encrypting (in
+/// production the admin CLI is its own process). Within a test, load and rotation still
+/// run concurrently.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
 
 async fn client_for(proxy: &TestProxy) -> Client {
     let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
@@ -24,7 +34,23 @@ fn version_of(blob: &[u8]) -> u32 {
 
 #[tokio::test]
 async fn operations_on_the_token() {
-    let proxy = TestProxy::start_hsm(|_| {}).await;
+    operations_with(Pkcs11Mechanism::Auto).await;
+}
+
+/// The encrypt-then-MAC scheme for tokens without AES-GCM, forced on a token that has it.
+#[tokio::test]
+async fn operations_on_the_token_with_cbc_and_hmac() {
+    operations_with(Pkcs11Mechanism::AesCbcHmacSha256).await;
+}
+
+async fn operations_with(mechanism: Pkcs11Mechanism) {
+    let _turn = one_at_a_time().await;
+    let proxy = TestProxy::start_hsm(|config| {
+        let mut hsm = token().config(2);
+        hsm.mechanism = mechanism;
+        config.backend = keymux_proxy::config::BackendConfig::Pkcs11(hsm);
+    })
+    .await;
     let key = unique_key("ops");
     proxy.backend.create_key(&key).unwrap();
     proxy.server.refresh_keys().unwrap();
@@ -51,6 +77,7 @@ async fn operations_on_the_token() {
 
 #[tokio::test]
 async fn rotation_under_load_is_seen_by_two_proxies_sharing_the_token() {
+    let _turn = one_at_a_time().await;
     let fast_refresh = |config: &mut keymux_proxy::config::Config| {
         config.keys.refresh_interval = Duration::from_millis(200);
         config.cache.enabled = false;
@@ -115,6 +142,7 @@ async fn rotation_under_load_is_seen_by_two_proxies_sharing_the_token() {
 
 #[tokio::test]
 async fn disabled_versions_and_the_minimum_decryption_version() {
+    let _turn = one_at_a_time().await;
     let proxy = TestProxy::start_hsm(|_| {}).await;
     let key = unique_key("disable");
     proxy.backend.create_key(&key).unwrap();

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use keymux_proxy::config::{BackendConfig, Pkcs11Config, SecretSource};
+use keymux_proxy::config::{BackendConfig, Pkcs11Config, Pkcs11Mechanism, SecretSource};
 
 /// The SoftHSM2 module Debian installs; `KEYMUX_TEST_PKCS11_MODULE` overrides it.
 const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -37,6 +37,7 @@ impl SoftHsmToken {
             pin: SecretSource::File(self.pin_file.clone()),
             sessions,
             probe_interval: std::time::Duration::from_millis(50),
+            mechanism: Pkcs11Mechanism::Auto,
         }
     }
 }
@@ -49,9 +50,24 @@ pub fn unique_key(prefix: &str) -> String {
 
 /// The test process's token, made on first use (before the module is loaded: SoftHSM
 /// only sees tokens that exist when it is initialised).
+///
+/// With `KEYMUX_TEST_PKCS11_TOKEN` set, the tests use that existing token of
+/// `KEYMUX_TEST_PKCS11_MODULE` instead, with the PIN in `KEYMUX_TEST_PKCS11_PIN`: this is
+/// how `./scripts/test` runs the same suite on opencryptoki.
 pub fn token() -> &'static SoftHsmToken {
     static TOKEN: OnceLock<SoftHsmToken> = OnceLock::new();
-    TOKEN.get_or_init(|| make_token(&scratch_config()))
+    TOKEN.get_or_init(|| match std::env::var("KEYMUX_TEST_PKCS11_TOKEN") {
+        Ok(label) => external_token(label),
+        Err(_) => make_token(&scratch_config()),
+    })
+}
+
+fn external_token(label: String) -> SoftHsmToken {
+    let pin = std::env::var("KEYMUX_TEST_PKCS11_PIN")
+        .expect("KEYMUX_TEST_PKCS11_PIN goes with KEYMUX_TEST_PKCS11_TOKEN");
+    let pin_file = std::env::temp_dir().join(format!("keymux-test-pin-{}", std::process::id()));
+    std::fs::write(&pin_file, pin).unwrap();
+    SoftHsmToken { module: module(), label, pin_file }
 }
 
 fn module() -> PathBuf {

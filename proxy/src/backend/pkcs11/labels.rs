@@ -5,6 +5,8 @@
 //! - each key version is an AES-256 secret key object labelled `kmx:v<version>:<name>`
 //!   (for example `kmx:v3:payments`), with its creation time (seconds since the Unix
 //!   epoch, 8 bytes big-endian) in `CKA_ID`;
+//! - on tokens sealing with AES-CBC + HMAC-SHA256 (see `scheme.rs`), each version also
+//!   has a generic-secret HMAC key labelled `kmx-mac:v<version>:<name>`;
 //! - a version is enabled while its `CKA_ENCRYPT` and `CKA_DECRYPT` are true; disabling
 //!   clears both, so the HSM itself refuses the key, even to a proxy that has not yet
 //!   refreshed;
@@ -16,6 +18,8 @@
 
 /// The prefix of every key-version label.
 const VERSION_PREFIX: &str = "kmx:v";
+/// The prefix of every HMAC-key label.
+const MAC_PREFIX: &str = "kmx-mac:v";
 /// The prefix of every metadata label.
 const META_PREFIX: &str = "kmx-meta:";
 /// `CKA_APPLICATION` of keymux's data objects.
@@ -24,6 +28,11 @@ pub(crate) const APPLICATION: &[u8] = b"keymux";
 /// The label of `name`'s `version`.
 pub(crate) fn version_label(name: &str, version: u32) -> String {
     format!("{VERSION_PREFIX}{version}:{name}")
+}
+
+/// The label of the HMAC key of `name`'s `version`.
+pub(crate) fn mac_label(name: &str, version: u32) -> String {
+    format!("{MAC_PREFIX}{version}:{name}")
 }
 
 /// Parses a key-version label into (name, version); `None` for other objects.
@@ -57,6 +66,7 @@ mod tests {
         assert_eq!(parse_version_label("kmx:vx:x"), None);
         assert_eq!(parse_version_label("kmx:v1:"), None);
         assert_eq!(parse_version_label("other"), None);
+        assert_eq!(parse_version_label(&mac_label("k", 1)), None, "HMAC keys are not versions");
         assert_eq!(parse_meta_label(&meta_label("k")), Some("k"));
     }
 }

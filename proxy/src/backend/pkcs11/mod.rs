@@ -13,6 +13,7 @@
 
 mod iv;
 mod labels;
+mod scheme;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -34,6 +35,7 @@ use crate::config::Pkcs11Config;
 use crate::error::OpError;
 use crate::keys::{KeyInfo, VersionInfo, VersionState};
 use crate::secrets::SecretError;
+use scheme::Scheme;
 
 /// Why the PKCS#11 backend could not start. Never carries the PIN.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,9 @@ pub enum Pkcs11Error {
     /// No token matches the configured label or slot.
     #[error("no token {0} in this module")]
     NoToken(String),
+    /// The token cannot do what keymux needs.
+    #[error("{0}")]
+    Mechanism(String),
     /// Logging in failed.
     #[error("login to the token failed: {0}")]
     Login(String),
@@ -72,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) slot: Slot,
     pin: AuthPin,
     pub(crate) probe_interval: Duration,
+    /// How new blobs are sealed.
+    pub(crate) scheme: Scheme,
 }
 
 impl Shared {
@@ -134,11 +141,18 @@ impl Pkcs11Backend {
         let pin = config.pin.resolve()?;
         let context = module_context(&config.module)?;
         let slot = find_slot(&context, config)?;
+        let offered: Vec<MechanismType> =
+            [MechanismType::AES_GCM, MechanismType::AES_CBC_PAD, MechanismType::SHA256_HMAC]
+                .into_iter()
+                .filter(|mechanism| context.get_mechanism_info(slot, *mechanism).is_ok())
+                .collect();
+        let scheme = Scheme::choose(config.mechanism, &offered).map_err(Pkcs11Error::Mechanism)?;
         let shared = Arc::new(Shared {
             context,
             slot,
             pin: AuthPin::from(pin.as_str()),
             probe_interval: config.probe_interval,
+            scheme,
         });
         shared.open_session().map_err(|e| Pkcs11Error::Login(describe(&e)))?;
         Ok(Self { shared, sessions: config.sessions })
@@ -154,11 +168,19 @@ impl Pkcs11Backend {
         self.shared.slot
     }
 
-    fn session(&self) -> Result<Session, OpError> {
-        self.shared.open_session().map_err(|error| OpError::BackendUnavailable {
+    /// A session for listing and administering keys, with this process's admin lock.
+    ///
+    /// Key administration is rare, so it is serialised per process: some modules
+    /// (SoftHSM2's file object store among them) fail when several sessions of one
+    /// process create or enumerate token objects at once. The data path never takes it.
+    fn session(&self) -> Result<(Session, std::sync::MutexGuard<'static, ()>), OpError> {
+        static ADMIN: Mutex<()> = Mutex::new(());
+        let guard = ADMIN.lock().unwrap_or_else(|p| p.into_inner());
+        let session = self.shared.open_session().map_err(|error| OpError::BackendUnavailable {
             reason: describe(&error),
             retry_after: self.shared.probe_interval,
-        })
+        })?;
+        Ok((session, guard))
     }
 
     /// The object labelled `label` of class `class`, if any.
@@ -172,8 +194,26 @@ impl Pkcs11Backend {
             .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })
     }
 
-    /// Generates version `version` of `name` on the token.
-    fn generate(session: &Session, name: &str, version: u32) -> Result<(), OpError> {
+    /// Generates version `version` of `name` on the token (and its HMAC key where new
+    /// blobs are sealed with AES-CBC + HMAC).
+    fn generate(&self, session: &Session, name: &str, version: u32) -> Result<(), OpError> {
+        let created = now_secs().to_be_bytes().to_vec();
+        if self.shared.scheme == Scheme::CbcHmac {
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Label(labels::mac_label(name, version).into_bytes()),
+                Attribute::Id(created.clone()),
+            ];
+            session.generate_key(&Mechanism::GenericSecretKeyGen, &template).map_err(internal)?;
+        }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
@@ -185,7 +225,7 @@ impl Pkcs11Backend {
             Attribute::Encrypt(true),
             Attribute::Decrypt(true),
             Attribute::Label(labels::version_label(name, version).into_bytes()),
-            Attribute::Id(now_secs().to_be_bytes().to_vec()),
+            Attribute::Id(created),
         ];
         session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?;
         Ok(())
@@ -292,7 +332,7 @@ impl Backend for Pkcs11Backend {
     }
 
     fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
-        list(&self.session()?)
+        list(&self.session()?.0)
     }
 
     fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
@@ -305,31 +345,31 @@ impl Backend for Pkcs11Backend {
 
     fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
         validate_key_name(name)?;
-        let session = self.session()?;
+        let (session, _admin) = self.session()?;
         if list(&session)?.iter().any(|k| k.name == name) {
             return Err(OpError::BadRequest(format!("key {name:?} already exists")));
         }
-        Self::generate(&session, name, 1)?;
+        self.generate(&session, name, 1)?;
         self.key(&session, name)
     }
 
     fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
-        let session = self.session()?;
+        let (session, _admin) = self.session()?;
         let key = self.key(&session, name)?;
         let version = key.versions.last().map_or(1, |v| v.version + 1);
-        Self::generate(&session, name, version)?;
+        self.generate(&session, name, version)?;
         Ok(version)
     }
 
     fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError> {
-        let session = self.session()?;
+        let (session, _admin) = self.session()?;
         let handle = Self::find_version(&session, name, version)?;
         let on = state == VersionState::Enabled;
         session.update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)]).map_err(internal)
     }
 
     fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
-        let session = self.session()?;
+        let (session, _admin) = self.session()?;
         Self::find_version(&session, name, version)?;
         let label = labels::meta_label(name);
         if let Some(old) = Self::find(&session, ObjectClass::DATA, &label)? {
@@ -348,8 +388,11 @@ impl Backend for Pkcs11Backend {
     }
 
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
-        let session = self.session()?;
+        let (session, _admin) = self.session()?;
         let handle = Self::find_version(&session, name, version)?;
+        if let Some(mac) = Self::find(&session, ObjectClass::SECRET_KEY, &labels::mac_label(name, version))? {
+            session.destroy_object(mac).map_err(internal)?;
+        }
         session.destroy_object(handle).map_err(internal)
     }
 }

@@ -19,13 +19,13 @@ use cryptoki::session::Session;
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
 use super::iv::IvSequence;
+use super::scheme::{CBC_IV_LEN, GCM_IV_LEN, GCM_TAG_LEN, MAC_LEN, Scheme, mac_input};
 use super::{Shared, describe, labels};
 use crate::backend::{BackendWorker, Op, OpResult, ParsedBlob};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
 
-const IV_LEN: usize = 12;
-const TAG_BITS: u64 = 128;
+const TAG_BITS: u64 = (GCM_TAG_LEN * 8) as u64;
 
 /// Why one operation failed.
 enum Fault {
@@ -56,7 +56,10 @@ fn classify(error: CkError, key: &str, version: u32) -> Fault {
         | RvError::CryptokiNotInitialized
         | RvError::KeyHandleInvalid
         | RvError::ObjectHandleInvalid => Fault::SessionLost(describe(&error)),
-        RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange => Fault::Op(OpError::Integrity),
+        RvError::EncryptedDataInvalid
+        | RvError::EncryptedDataLenRange
+        | RvError::SignatureInvalid
+        | RvError::SignatureLenRange => Fault::Op(OpError::Integrity),
         RvError::KeyFunctionNotPermitted => Fault::Op(OpError::KeyDisabled { key: key.into(), version }),
         _ => Fault::Op(OpError::Internal(describe(&error))),
     }
@@ -65,15 +68,17 @@ fn classify(error: CkError, key: &str, version: u32) -> Fault {
 /// A session and what is cached on it.
 struct OpenSession {
     session: Session,
+    scheme: Scheme,
     ivs: IvSequence,
-    handles: HashMap<(String, u32), ObjectHandle>,
+    /// Key handles by label, resolved once per session.
+    handles: HashMap<String, ObjectHandle>,
 }
 
 impl OpenSession {
     fn open(shared: &Shared) -> Result<Self, CkError> {
         let session = shared.open_session()?;
         let fixed = Self::fixed_field(&session)?;
-        Ok(Self { session, ivs: IvSequence::new(fixed), handles: HashMap::new() })
+        Ok(Self { session, scheme: shared.scheme, ivs: IvSequence::new(fixed), handles: HashMap::new() })
     }
 
     /// A fresh 64-bit IV fixed field: the HSM's RNG XOR the OS CSPRNG.
@@ -85,7 +90,7 @@ impl OpenSession {
         Ok(std::array::from_fn(|i| from_hsm[i] ^ from_os[i]))
     }
 
-    fn next_iv(&mut self) -> Result<[u8; IV_LEN], Fault> {
+    fn next_iv(&mut self) -> Result<[u8; GCM_IV_LEN], Fault> {
         if let Some(iv) = self.ivs.next_iv() {
             return Ok(iv);
         }
@@ -94,37 +99,62 @@ impl OpenSession {
         self.ivs.next_iv().ok_or_else(|| Fault::Op(OpError::Internal("IV sequence exhausted".into())))
     }
 
-    /// The handle of `name`'s `version`, resolved once per session.
-    fn handle(&mut self, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
-        if let Some(handle) = self.handles.get(&(name.to_owned(), version)) {
+    /// The handle of the key labelled `label` (a version of `name`), resolved once per
+    /// session.
+    fn handle(&mut self, label: String, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
+        if let Some(handle) = self.handles.get(&label) {
             return Ok(*handle);
         }
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(labels::version_label(name, version).into_bytes()),
-        ];
+        let template =
+            [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.clone().into_bytes())];
         let found = self.session.find_objects(&template).map_err(|e| classify(e, name, version))?;
         let handle = *found.first().ok_or(OpError::UnknownVersion { key: name.into(), version })?;
-        self.handles.insert((name.to_owned(), version), handle);
+        self.handles.insert(label, handle);
         Ok(handle)
     }
 
-    /// AES-256-GCM under the key's current version: `header || iv || ciphertext+tag`.
+    fn aes_key(&mut self, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
+        self.handle(labels::version_label(name, version), name, version)
+    }
+
+    fn mac_key(&mut self, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
+        self.handle(labels::mac_label(name, version), name, version)
+    }
+
+    /// Seals `plaintext` under the key's current version: `header || scheme || sealed`.
     fn seal(&mut self, key: &KeyInfo, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Fault> {
         let version = key.current_version()?;
-        let handle = self.handle(&key.name, version)?;
         let header = BlobHeader { key: key.name.clone(), version, mode: BlobMode::Direct };
         let mut blob = header.to_bytes().map_err(|e| OpError::Internal(e.to_string()))?;
         let associated = BlobHeader::associated_data(&blob, aad);
-        let mut iv = self.next_iv()?;
-        blob.extend_from_slice(&iv);
-        let params = GcmParams::new(&mut iv, &associated, TAG_BITS.into())
-            .map_err(|e| OpError::Internal(describe(&e)))?;
-        let sealed = self
-            .session
-            .encrypt(&Mechanism::AesGcm(params), handle, plaintext)
-            .map_err(|e| classify(e, &key.name, version))?;
-        blob.extend_from_slice(&sealed);
+        blob.push(self.scheme as u8);
+        let fail = |e| classify(e, &key.name, version);
+        match self.scheme {
+            Scheme::Gcm => {
+                let handle = self.aes_key(&key.name, version)?;
+                let mut iv = self.next_iv()?;
+                blob.extend_from_slice(&iv);
+                let params = GcmParams::new(&mut iv, &associated, TAG_BITS.into())
+                    .map_err(|e| OpError::Internal(describe(&e)))?;
+                let sealed =
+                    self.session.encrypt(&Mechanism::AesGcm(params), handle, plaintext).map_err(fail)?;
+                blob.extend_from_slice(&sealed);
+            }
+            Scheme::CbcHmac => {
+                let (aes, mac) = (self.aes_key(&key.name, version)?, self.mac_key(&key.name, version)?);
+                let mut iv = [0u8; CBC_IV_LEN];
+                self.session.generate_random_slice(&mut iv).map_err(fail)?;
+                let ciphertext =
+                    self.session.encrypt(&Mechanism::AesCbcPad(iv), aes, plaintext).map_err(fail)?;
+                let tag = self
+                    .session
+                    .sign(&Mechanism::Sha256Hmac, mac, &mac_input(&associated, &iv, &ciphertext))
+                    .map_err(fail)?;
+                blob.extend_from_slice(&iv);
+                blob.extend_from_slice(&ciphertext);
+                blob.extend_from_slice(&tag);
+            }
+        }
         Ok(blob)
     }
 
@@ -134,15 +164,50 @@ impl OpenSession {
         }
         let version = blob.header.version;
         key.check_decryptable(version)?;
-        let handle = self.handle(&key.name, version)?;
-        let body = blob.body();
-        if body.len() < IV_LEN + 16 {
+        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
+        let (&scheme, body) = blob.body().split_first().ok_or(OpError::Integrity)?;
+        match Scheme::from_byte(scheme).ok_or(OpError::Integrity)? {
+            Scheme::Gcm => self.open_gcm(key, version, &associated, body),
+            Scheme::CbcHmac => self.open_cbc_hmac(key, version, &associated, body),
+        }
+    }
+
+    /// Verifies the HMAC on the token, then decrypts.
+    fn open_cbc_hmac(
+        &mut self,
+        key: &KeyInfo,
+        version: u32,
+        associated: &[u8],
+        body: &[u8],
+    ) -> Result<SecretBytes, Fault> {
+        if body.len() < CBC_IV_LEN + 16 + MAC_LEN || (body.len() - CBC_IV_LEN - MAC_LEN) % 16 != 0 {
             return Err(OpError::Integrity.into());
         }
-        let (iv, sealed) = body.split_at(IV_LEN);
-        let mut iv: [u8; IV_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
-        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
-        let params = GcmParams::new(&mut iv, &associated, TAG_BITS.into())
+        let (iv, rest) = body.split_at(CBC_IV_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - MAC_LEN);
+        let (aes, mac) = (self.aes_key(&key.name, version)?, self.mac_key(&key.name, version)?);
+        let fail = |e| classify(e, &key.name, version);
+        self.session
+            .verify(&Mechanism::Sha256Hmac, mac, &mac_input(associated, iv, ciphertext), tag)
+            .map_err(fail)?;
+        let iv: [u8; CBC_IV_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
+        self.session.decrypt(&Mechanism::AesCbcPad(iv), aes, ciphertext).map(SecretBytes::new).map_err(fail)
+    }
+
+    fn open_gcm(
+        &mut self,
+        key: &KeyInfo,
+        version: u32,
+        associated: &[u8],
+        body: &[u8],
+    ) -> Result<SecretBytes, Fault> {
+        let handle = self.aes_key(&key.name, version)?;
+        if body.len() < GCM_IV_LEN + GCM_TAG_LEN {
+            return Err(OpError::Integrity.into());
+        }
+        let (iv, sealed) = body.split_at(GCM_IV_LEN);
+        let mut iv: [u8; GCM_IV_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
+        let params = GcmParams::new(&mut iv, associated, TAG_BITS.into())
             .map_err(|e| OpError::Internal(describe(&e)))?;
         match self.session.decrypt(&Mechanism::AesGcm(params), handle, sealed) {
             Ok(plaintext) => Ok(SecretBytes::new(plaintext)),
