@@ -18,7 +18,9 @@ const PIN: &str = "4321";
 /// The test token.
 pub struct SoftHsmToken {
     pub module: PathBuf,
-    pub label: String,
+    /// Its label, or `None` to select it by `slot`.
+    pub label: Option<String>,
+    pub slot: Option<u64>,
     pin_file: PathBuf,
 }
 
@@ -32,8 +34,8 @@ impl SoftHsmToken {
     pub fn config(&self, sessions: usize) -> Pkcs11Config {
         Pkcs11Config {
             module: self.module.clone(),
-            token_label: Some(self.label.clone()),
-            slot: None,
+            token_label: self.label.clone(),
+            slot: self.slot,
             pin: SecretSource::File(self.pin_file.clone()),
             sessions,
             probe_interval: std::time::Duration::from_millis(50),
@@ -51,23 +53,24 @@ pub fn unique_key(prefix: &str) -> String {
 /// The test process's token, made on first use (before the module is loaded: SoftHSM
 /// only sees tokens that exist when it is initialised).
 ///
-/// With `KEYMUX_TEST_PKCS11_TOKEN` set, the tests use that existing token of
+/// With `KEYMUX_TEST_PKCS11_SLOT` set, the tests use that existing token of
 /// `KEYMUX_TEST_PKCS11_MODULE` instead, with the PIN in `KEYMUX_TEST_PKCS11_PIN`: this is
-/// how `./scripts/test` runs the same suite on opencryptoki.
+/// how `./scripts/test` runs the same suite on opencryptoki (by slot: cryptoki cannot
+/// parse opencryptoki 3.8's token info, so its label cannot be read).
 pub fn token() -> &'static SoftHsmToken {
     static TOKEN: OnceLock<SoftHsmToken> = OnceLock::new();
-    TOKEN.get_or_init(|| match std::env::var("KEYMUX_TEST_PKCS11_TOKEN") {
-        Ok(label) => external_token(label),
+    TOKEN.get_or_init(|| match std::env::var("KEYMUX_TEST_PKCS11_SLOT") {
+        Ok(slot) => external_token(slot.parse().expect("KEYMUX_TEST_PKCS11_SLOT is a slot id")),
         Err(_) => make_token(&scratch_config()),
     })
 }
 
-fn external_token(label: String) -> SoftHsmToken {
+fn external_token(slot: u64) -> SoftHsmToken {
     let pin = std::env::var("KEYMUX_TEST_PKCS11_PIN")
-        .expect("KEYMUX_TEST_PKCS11_PIN goes with KEYMUX_TEST_PKCS11_TOKEN");
+        .expect("KEYMUX_TEST_PKCS11_PIN goes with KEYMUX_TEST_PKCS11_SLOT");
     let pin_file = std::env::temp_dir().join(format!("keymux-test-pin-{}", std::process::id()));
     std::fs::write(&pin_file, pin).unwrap();
-    SoftHsmToken { module: module(), label, pin_file }
+    SoftHsmToken { module: module(), label: None, slot: Some(slot), pin_file }
 }
 
 fn module() -> PathBuf {
@@ -111,5 +114,5 @@ fn make_token(conf: &Path) -> SoftHsmToken {
     assert!(status.success(), "softhsm2-util --init-token failed");
     let pin_file = dir.join(format!("pin-{}", std::process::id()));
     std::fs::write(&pin_file, PIN).unwrap();
-    SoftHsmToken { module, label, pin_file }
+    SoftHsmToken { module, label: Some(label), slot: None, pin_file }
 }

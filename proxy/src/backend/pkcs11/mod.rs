@@ -240,21 +240,26 @@ fn find_slot(context: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, Pkcs11Erro
     let slots = context
         .get_slots_with_token()
         .map_err(|e| Pkcs11Error::Module { module: config.module.clone(), message: describe(&e) })?;
-    let wanted = match (&config.token_label, config.slot) {
-        (Some(label), _) => format!("labelled {label:?}"),
-        (None, Some(id)) => format!("in slot {id}"),
-        (None, None) => "(none configured)".into(),
+    // Labels are blank-padded; some modules (opencryptoki) pad with NULs instead.
+    let label_of = |slot: Slot| {
+        context.get_token_info(slot).map(|info| info.label().trim_end_matches([' ', '\0']).to_owned())
     };
-    slots
-        .into_iter()
-        .find(|slot| match (&config.token_label, config.slot) {
-            (Some(label), _) => {
-                context.get_token_info(*slot).is_ok_and(|info| info.label().trim_end() == label)
-            }
-            (None, Some(id)) => slot.id() == id,
-            (None, None) => false,
-        })
-        .ok_or(Pkcs11Error::NoToken(wanted))
+    let found = slots.iter().copied().find(|slot| match (&config.token_label, config.slot) {
+        (Some(label), _) => label_of(*slot).is_ok_and(|l| l == *label),
+        (None, Some(id)) => slot.id() == id,
+        (None, None) => false,
+    });
+    found.ok_or_else(|| {
+        let present: Vec<String> = slots
+            .iter()
+            .map(|slot| format!("slot {} {:?}", slot.id(), label_of(*slot).unwrap_or_else(|e| describe(&e))))
+            .collect();
+        let wanted = match (&config.token_label, config.slot) {
+            (Some(label), _) => format!("labelled {label:?}"),
+            (None, id) => format!("in slot {}", id.unwrap_or_default()),
+        };
+        Pkcs11Error::NoToken(format!("{wanted} (present: {})", present.join(", ")))
+    })
 }
 
 /// An object's attributes, or `None` if another session destroyed it meanwhile.
