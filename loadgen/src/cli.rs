@@ -6,16 +6,29 @@ use std::time::Duration;
 use clap::Parser;
 use keymux_client::Endpoint;
 
-use crate::scenario::{Op, Scenario};
+use crate::scenario::Scenario;
+use crate::workload::{Mix, Op};
 
-/// Closed-loop load generator for keymux: keeps `connections × pipeline` requests in
-/// flight and reports throughput and HDR latency percentiles.
+/// Load generator for keymux: closed loop (`connections × pipeline` requests in flight)
+/// or open loop (`--rate`, coordinated-omission corrected); reports throughput and HDR
+/// latency percentiles.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "keymux-loadgen", version, about)]
 pub struct Cli {
     /// Proxy to load: tcp://host:port or unix:///path.
-    #[arg(long, default_value = "tcp://127.0.0.1:7450")]
+    #[arg(long, default_value = "tcp://127.0.0.1:7450", conflicts_with = "embedded")]
     pub target: Endpoint,
+    /// Start a keymux proxy in this process on the development soft keystore (with the
+    /// `--keys` keys) and load it.
+    #[arg(long)]
+    pub embedded: bool,
+    /// Open loop: requests per second, issued whatever the answers do; latencies run
+    /// from each request's intended send time. Without it: closed loop.
+    #[arg(long, value_parser = positive_rate)]
+    pub rate: Option<f64>,
+    /// Open loop: most requests in flight before the generator itself waits.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
     /// Connections (one client each).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
@@ -31,9 +44,18 @@ pub struct Cli {
     /// Operation to perform.
     #[arg(long, value_enum, default_value_t = Op::Wrap)]
     pub op: Op,
-    /// Key name.
+    /// For `--op mix`: weights, e.g. wrap=50,unwrap=40,generate-data-key=10.
+    #[arg(long, default_value = "wrap=1,unwrap=1")]
+    pub mix: Mix,
+    /// Key name, or with `--keys N` the prefix of the names `{key}-0` .. `{key}-{N-1}`.
     #[arg(long, default_value = "default")]
     pub key: String,
+    /// How many keys to spread requests over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keys: u32,
+    /// Zipf exponent of the key distribution (0: uniform); key 0 is the hottest.
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
     /// Data key size in bytes (wrap, generate-data-key, and the blobs for unwrap/rewrap).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub dek_size: u16,
@@ -63,14 +85,26 @@ impl Cli {
             pipeline: self.pipeline as usize,
             duration: self.duration,
             warmup: self.warmup,
+            rate: self.rate,
+            max_in_flight: self.max_in_flight as usize,
             op: self.op,
+            mix: self.mix.clone(),
             key: self.key.clone(),
+            keys: self.keys as usize,
+            zipf: self.zipf,
             dek_size: self.dek_size,
             blobs: self.blobs as usize,
             no_cache: self.no_cache,
             timeout: self.timeout,
             retries: self.retries,
         }
+    }
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err("a positive number of requests per second".into()),
     }
 }
 
@@ -138,9 +172,39 @@ mod tests {
         assert!(scenario.no_cache);
         assert_eq!((scenario.timeout, scenario.retries), (Duration::from_millis(250), 2));
         assert_eq!(cli.json, Some(PathBuf::from("out.json")));
-        for (name, op) in [("wrap", Op::Wrap), ("unwrap", Op::Unwrap), ("rewrap", Op::Rewrap)] {
+        for (name, op) in
+            [("wrap", Op::Wrap), ("unwrap", Op::Unwrap), ("rewrap", Op::Rewrap), ("mix", Op::Mix)]
+        {
             assert_eq!(parse(&["--op", name]).unwrap().op, op);
         }
+    }
+
+    #[test]
+    fn parses_the_open_loop_mix_and_keys() {
+        let cli = parse(&[
+            "--embedded",
+            "--rate",
+            "10000",
+            "--max-in-flight",
+            "500",
+            "--op",
+            "mix",
+            "--mix",
+            "wrap=3,unwrap=1",
+            "--keys",
+            "100",
+            "--zipf",
+            "1.1",
+        ])
+        .unwrap();
+        assert!(cli.embedded);
+        let scenario = cli.scenario();
+        assert_eq!((scenario.rate, scenario.max_in_flight), (Some(10_000.0), 500));
+        assert_eq!(scenario.mix.0, vec![(Op::Wrap, 3), (Op::Unwrap, 1)]);
+        assert_eq!((scenario.keys, scenario.zipf), (100, 1.1));
+        assert_eq!(scenario.key_names()[99], "default-99");
+        assert!(parse(&["--rate", "0"]).is_err());
+        assert!(parse(&["--embedded", "--target", "tcp://x:1"]).is_err());
     }
 
     #[test]
@@ -153,6 +217,8 @@ mod tests {
             &["--op", "encrypt"],
             &["--dek-size", "0"],
             &["--dek-size", "70000"],
+            &["--mix", "wrap"],
+            &["--keys", "0"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should not parse");
         }

@@ -1,8 +1,8 @@
 //! keymux load generator, as a library.
 //!
 //! The `keymux-loadgen` binary is a thin wrapper: it parses [`cli::Cli`] into a
-//! [`Scenario`], calls [`run`] and prints the [`Report`]. Tests, and the embedded mode
-//! to come, call [`run`] in-process.
+//! [`Scenario`], calls [`run`] and prints the [`Report`]. Tests and `--embedded` call
+//! [`run`] in-process.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -12,7 +12,7 @@
 //! let mut scenario = Scenario::new("tcp://127.0.0.1:7450".parse()?);
 //! scenario.op = Op::Unwrap;
 //! scenario.duration = Duration::from_secs(5);
-//! let report = run(scenario).await?;
+//! let report = run(scenario, Default::default()).await?;
 //! println!("{report}");
 //! # Ok(())
 //! # }
@@ -20,9 +20,13 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod embedded;
+pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod workload;
 
 pub use report::Report;
-pub use scenario::{Op, Scenario, run};
+pub use scenario::{Scenario, run};
+pub use workload::{Mix, Op};

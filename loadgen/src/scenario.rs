@@ -1,36 +1,32 @@
-//! What to run, and the closed-loop driver that runs it.
+//! What to run, and the drivers that run it.
 //!
-//! `connections` clients, each with one connection, each driving `pipeline` request
-//! loops: every loop sends its next request as soon as the previous one is answered, so
-//! exactly `connections × pipeline` requests are in flight. After `warmup`, operations
-//! that complete during the next `duration` are measured.
+//! Closed loop (the default): `connections` clients, each with one connection, each
+//! driving `pipeline` request loops; every loop sends its next request as soon as the
+//! previous one is answered, so exactly `connections × pipeline` requests are in flight.
+//!
+//! Open loop (`rate`): requests are issued at a fixed rate whatever the answers do, and
+//! each latency runs from the request's intended send time (coordinated omission
+//! corrected).
+//!
+//! Either way, operations that complete during `duration` after `warmup` are measured.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use keymux_client::{CallOptions, Client, ClientConfig, Endpoint};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use serde::{Serialize, Serializer};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::report::Report;
 use crate::stats::Recorder;
-
-/// The operation every request performs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Op {
-    /// WRAP a key of `--dek-size` bytes.
-    Wrap,
-    /// UNWRAP blobs made beforehand, cycling through them.
-    Unwrap,
-    /// GENERATE_DATA_KEY of `--dek-size` bytes.
-    GenerateDataKey,
-    /// REWRAP blobs made beforehand, cycling through them.
-    Rewrap,
-}
+use crate::workload::{KeyChooser, Workload};
+pub use crate::workload::{Mix, Op};
 
 /// A load test to run.
 #[derive(Debug, Clone, Serialize)]
@@ -48,10 +44,23 @@ pub struct Scenario {
     /// How long to run before measuring.
     #[serde(with = "humantime_serde")]
     pub warmup: Duration,
+    /// Open loop: requests per second, issued on a 1 ms grid whatever the answers do;
+    /// `None` runs the closed loop.
+    pub rate: Option<f64>,
+    /// Open loop: most requests in flight before the generator waits (latency is still
+    /// measured from each request's intended time).
+    pub max_in_flight: usize,
     /// The operation.
     pub op: Op,
-    /// Key name for WRAP, GENERATE_DATA_KEY and for making the blobs.
+    /// The weights when `op` is `mix`.
+    #[serde(serialize_with = "display")]
+    pub mix: Mix,
+    /// Key name, or the prefix of `keys` names (`{key}-{i}`) when `keys` > 1.
     pub key: String,
+    /// How many keys to spread requests over.
+    pub keys: usize,
+    /// Zipf exponent of the key distribution (0 = uniform).
+    pub zipf: f64,
     /// Data key size in bytes, for WRAP and GENERATE_DATA_KEY.
     pub dek_size: u16,
     /// For UNWRAP and REWRAP: how many distinct blobs to make first and cycle through.
@@ -77,8 +86,13 @@ impl Scenario {
             pipeline: 16,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
+            rate: None,
+            max_in_flight: 10_000,
             op: Op::Wrap,
+            mix: Mix::default(),
             key: "default".to_owned(),
+            keys: 1,
+            zipf: 0.0,
             dek_size: 32,
             blobs: 1000,
             no_cache: false,
@@ -95,10 +109,24 @@ impl Scenario {
         ensure!(self.dek_size > 0, "dek-size must be at least 1 byte");
         ensure!(!self.timeout.is_zero(), "timeout must be greater than zero");
         ensure!(!self.key.is_empty() && self.key.len() <= 255, "key must be 1 to 255 bytes");
-        if matches!(self.op, Op::Unwrap | Op::Rewrap) {
+        if matches!(self.op, Op::Unwrap | Op::Rewrap | Op::Mix) {
             ensure!(self.blobs > 0, "blobs must be at least 1 for {:?}", self.op);
         }
+        if let Some(rate) = self.rate {
+            ensure!(rate > 0.0 && rate.is_finite(), "rate must be a positive number of requests per second");
+            ensure!(self.max_in_flight > 0, "max-in-flight must be at least 1");
+        }
+        ensure!(self.keys > 0, "keys must be at least 1");
+        ensure!(self.zipf >= 0.0, "zipf must be 0 or more");
         Ok(())
+    }
+
+    /// The key names requests spread over.
+    pub fn key_names(&self) -> Vec<String> {
+        match self.keys {
+            1 => vec![self.key.clone()],
+            n => (0..n).map(|i| format!("{}-{i}", self.key)).collect(),
+        }
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -115,85 +143,87 @@ fn display<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Res
     serializer.collect_str(value)
 }
 
-/// What every request loop shares.
-struct Workload {
-    op: Op,
-    key: String,
-    dek_size: u16,
-    plaintext: Vec<u8>,
-    blobs: Vec<Vec<u8>>,
-    next_blob: AtomicUsize,
-    options: CallOptions,
-}
-
-impl Workload {
-    /// Performs one operation.
-    async fn run_one(&self, client: &Client) -> keymux_client::Result<()> {
-        let aad = Scenario::AAD;
-        match self.op {
-            Op::Wrap => client.wrap_with(&self.key, aad, &self.plaintext, &self.options).await.map(drop),
-            Op::GenerateDataKey => {
-                client.generate_data_key_with(&self.key, aad, self.dek_size, &self.options).await.map(drop)
-            }
-            Op::Unwrap => client.unwrap_with(aad, self.next_blob(), &self.options).await.map(drop),
-            Op::Rewrap => client.rewrap_with(aad, self.next_blob(), &self.options).await.map(drop),
-        }
-    }
-
-    fn next_blob(&self) -> &[u8] {
-        let index = self.next_blob.fetch_add(1, Ordering::Relaxed) % self.blobs.len();
-        &self.blobs[index]
-    }
-}
-
-/// Runs `scenario` to completion and reports what it measured.
-pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
+/// Runs `scenario` to completion and reports what it measured. `completed` counts
+/// answered requests as they come, for a progress display.
+pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Result<Report> {
     scenario.validate()?;
     let clients = connect_all(&scenario).await?;
-    let blobs = match scenario.op {
-        Op::Unwrap | Op::Rewrap => make_blobs(&scenario, &clients).await?,
-        Op::Wrap | Op::GenerateDataKey => Vec::new(),
-    };
-    let workload = Arc::new(Workload {
-        op: scenario.op,
-        key: scenario.key.clone(),
-        dek_size: scenario.dek_size,
-        // A fixed pattern: the proxy's cost does not depend on the key's value.
-        plaintext: (0..scenario.dek_size).map(|i| i as u8).collect(),
-        blobs,
-        next_blob: AtomicUsize::new(0),
-        options: CallOptions::new().with_bypass_cache(scenario.no_cache),
-    });
+    let chooser = KeyChooser::new(scenario.keys, scenario.zipf)?;
+    let options = CallOptions::new().with_bypass_cache(scenario.no_cache);
+    let mut workload =
+        Workload::new(scenario.op, &scenario.mix, scenario.key_names(), chooser, scenario.dek_size, options)?;
+    if workload.needs_blobs() {
+        let blobs = make_blobs(&scenario, &clients, &workload).await?;
+        workload.set_blobs(blobs);
+    }
+    let workload = Arc::new(workload);
 
     let started = Instant::now();
-    let measure_from = started + scenario.warmup;
-    let measure_until = measure_from + scenario.duration;
+    let window =
+        Window { from: started + scenario.warmup, until: started + scenario.warmup + scenario.duration };
+    let total = match scenario.rate {
+        None => closed_loop(&scenario, &clients, &workload, window, &completed).await?,
+        Some(rate) => open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await,
+    };
+    Ok(Report::new(scenario, &total))
+}
+
+/// The measured part of a run: what completes between `from` and `until`.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    until: Instant,
+}
+
+impl Window {
+    fn contains(&self, at: Instant) -> bool {
+        at >= self.from && at <= self.until
+    }
+}
+
+fn new_rng() -> SmallRng {
+    SmallRng::seed_from_u64(rand::random())
+}
+
+async fn closed_loop(
+    scenario: &Scenario,
+    clients: &[Client],
+    workload: &Arc<Workload>,
+    window: Window,
+    completed: &Arc<AtomicU64>,
+) -> anyhow::Result<Recorder> {
     let mut loops = JoinSet::new();
-    for client in &clients {
+    for client in clients {
         for _ in 0..scenario.pipeline {
-            let (client, workload) = (client.clone(), Arc::clone(&workload));
-            loops.spawn(request_loop(client, workload, measure_from, measure_until));
+            let (client, workload, completed) = (client.clone(), Arc::clone(workload), Arc::clone(completed));
+            loops.spawn(request_loop(client, workload, window, completed));
         }
     }
     let mut total = Recorder::new();
     while let Some(joined) = loops.join_next().await {
         total.merge(&joined.context("a request loop panicked")?);
     }
-    Ok(Report::new(scenario, &total))
+    Ok(total)
 }
 
-/// One closed loop: send, wait for the answer, record, repeat until `until`.
-async fn request_loop(client: Client, workload: Arc<Workload>, from: Instant, until: Instant) -> Recorder {
+/// One closed loop: send, wait for the answer, record, repeat until the window ends.
+async fn request_loop(
+    client: Client,
+    workload: Arc<Workload>,
+    window: Window,
+    completed: Arc<AtomicU64>,
+) -> Recorder {
     let mut recorder = Recorder::new();
+    let mut rng = new_rng();
     loop {
         let sent = Instant::now();
-        if sent >= until {
+        if sent >= window.until {
             break;
         }
-        let result = workload.run_one(&client).await;
+        let result = workload.run_one(&client, &mut rng).await;
         let done = Instant::now();
-        // Count what completes inside the measured window.
-        if done < from || done > until {
+        completed.fetch_add(1, Ordering::Relaxed);
+        if !window.contains(done) {
             continue;
         }
         match result {
@@ -202,6 +232,63 @@ async fn request_loop(client: Client, workload: Arc<Workload>, from: Instant, un
         }
     }
     recorder
+}
+
+/// The open loop: `rate` requests a second, issued on a 1 ms grid and spread over the
+/// clients round-robin, whether or not earlier ones were answered. Each latency runs
+/// from the request's *intended* time (its grid tick), so a stall in the proxy or in
+/// the generator shows up in full instead of being hidden by coordinated omission.
+async fn open_loop(
+    rate: f64,
+    max_in_flight: usize,
+    clients: &[Client],
+    workload: &Arc<Workload>,
+    window: Window,
+    completed: &Arc<AtomicU64>,
+) -> Recorder {
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let (samples, mut received) = mpsc::unbounded_channel::<(keymux_client::Result<()>, Instant, Instant)>();
+    let collector = tokio::spawn(async move {
+        let mut recorder = Recorder::new();
+        while let Some((result, intended, done)) = received.recv().await {
+            if !window.contains(done) {
+                continue;
+            }
+            match result {
+                Ok(()) => recorder.record_ok(done - intended),
+                Err(error) => recorder.record_error(&error),
+            }
+        }
+        recorder
+    });
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    // Missed ticks are issued at once, each still carrying its own intended time.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let per_tick = rate / 1000.0;
+    let (mut owed, mut next) = (0.0, 0usize);
+    loop {
+        let intended = ticks.tick().await;
+        if intended >= window.until {
+            break;
+        }
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let permit = Arc::clone(&permits).acquire_owned().await.expect("never closed");
+            let client = clients[next % clients.len()].clone();
+            next += 1;
+            let (workload, samples, completed) =
+                (Arc::clone(workload), samples.clone(), Arc::clone(completed));
+            tokio::spawn(async move {
+                let result = workload.run_one(&client, &mut new_rng()).await;
+                completed.fetch_add(1, Ordering::Relaxed);
+                let _ = samples.send((result, intended, Instant::now()));
+                drop(permit);
+            });
+        }
+    }
+    drop(samples);
+    collector.await.unwrap_or_default()
 }
 
 async fn connect_all(scenario: &Scenario) -> anyhow::Result<Vec<Client>> {
@@ -217,19 +304,29 @@ async fn connect_all(scenario: &Scenario) -> anyhow::Result<Vec<Client>> {
     Ok(clients)
 }
 
-/// Makes `scenario.blobs` blobs with GENERATE_DATA_KEY, spread over the clients.
-async fn make_blobs(scenario: &Scenario, clients: &[Client]) -> anyhow::Result<Vec<Vec<u8>>> {
+/// Makes `scenario.blobs` blobs with GENERATE_DATA_KEY, spread over the clients, their
+/// keys drawn from the workload's key distribution.
+async fn make_blobs(
+    scenario: &Scenario,
+    clients: &[Client],
+    workload: &Workload,
+) -> anyhow::Result<Vec<Vec<u8>>> {
     const CONCURRENCY: usize = 64;
     let next = Arc::new(AtomicUsize::new(0));
     let mut makers = JoinSet::new();
     for worker in 0..CONCURRENCY.min(scenario.blobs) {
         let client = clients[worker % clients.len()].clone();
-        let (next, total, key, dek_size) =
-            (Arc::clone(&next), scenario.blobs, scenario.key.clone(), scenario.dek_size);
+        let mut rng = new_rng();
+        let keys: Vec<String> = (0..scenario.blobs).map(|_| workload.pick_key(&mut rng).to_owned()).collect();
+        let (next, total, dek_size) = (Arc::clone(&next), scenario.blobs, scenario.dek_size);
         makers.spawn(async move {
             let mut blobs = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                let data_key = client.generate_data_key(&key, Scenario::AAD, dek_size).await?;
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                let data_key = client.generate_data_key(&keys[index], Scenario::AAD, dek_size).await?;
                 blobs.push(data_key.blob);
             }
             Ok::<_, keymux_client::Error>(blobs)

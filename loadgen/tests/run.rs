@@ -20,7 +20,7 @@ fn scenario(server: &ScriptedServer, op: Op) -> Scenario {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_wrap_run_measures_throughput_and_latency() {
     let server = ScriptedServer::builder().start_tcp(toy_keystore).await.unwrap();
-    let report = run(scenario(&server, Op::Wrap)).await.unwrap();
+    let report = run(scenario(&server, Op::Wrap), Default::default()).await.unwrap();
 
     assert!(report.ops > 0, "{report}");
     assert!(report.errors.is_empty(), "{report}");
@@ -40,7 +40,7 @@ async fn unwrap_makes_its_blobs_first_and_cycles_through_them() {
     scenario.no_cache = true;
     scenario.warmup = Duration::ZERO;
     scenario.duration = Duration::from_millis(300);
-    let report = run(scenario).await.unwrap();
+    let report = run(scenario, Default::default()).await.unwrap();
     assert!(report.ops > 0 && report.errors.is_empty(), "{report}");
 
     let requests = server.requests();
@@ -60,7 +60,7 @@ async fn errors_are_counted_by_status() {
         .unwrap();
     let mut scenario = scenario(&server, Op::GenerateDataKey);
     scenario.duration = Duration::from_millis(300);
-    let report = run(scenario).await.unwrap();
+    let report = run(scenario, Default::default()).await.unwrap();
     assert_eq!(report.ops, 0);
     assert!(report.errors["BUSY"] > 0, "{report}");
     assert_eq!(report.errors.len(), 1, "{report}");
@@ -71,7 +71,7 @@ async fn an_unreachable_target_fails_the_run() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap().into();
     drop(listener);
-    let error = run(Scenario::new(target)).await.unwrap_err();
+    let error = run(Scenario::new(target), Default::default()).await.unwrap_err();
     assert!(format!("{error:#}").contains("cannot connect"), "{error:#}");
 }
 
@@ -100,4 +100,31 @@ async fn the_binary_prints_a_table_and_writes_json() {
     assert_eq!(json["errors"], serde_json::json!({}));
     assert_eq!(json["config"]["op"], "rewrap");
     assert_eq!(json["config"]["blobs"], 5);
+}
+
+/// An embedded proxy (the real one, on the soft keystore), loaded in the open loop with
+/// a mix of operations over several Zipf-skewed keys.
+#[tokio::test]
+async fn open_loop_mix_over_keys_against_an_embedded_proxy() {
+    let mut scenario = Scenario::new("tcp://127.0.0.1:1".parse().unwrap());
+    scenario.keys = 4;
+    scenario.zipf = 1.1;
+    let proxy = keymux_loadgen::embedded::EmbeddedProxy::start(&scenario.key_names()).await.unwrap();
+    scenario.target = proxy.endpoint();
+    scenario.op = Op::Mix;
+    scenario.mix = "wrap=2,unwrap=1,generate-data-key=1,rewrap=1".parse().unwrap();
+    scenario.blobs = 20;
+    scenario.rate = Some(2_000.0);
+    scenario.warmup = std::time::Duration::from_millis(200);
+    scenario.duration = std::time::Duration::from_secs(1);
+    let completed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let report = run(scenario, std::sync::Arc::clone(&completed)).await.unwrap();
+    assert_eq!(report.error_count(), 0, "{report}");
+    // About 2,000 requests in the measured second; allow for a slow debug build.
+    assert!(report.ops > 1_000, "{report}");
+    assert!(completed.load(std::sync::atomic::Ordering::Relaxed) >= report.ops);
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["config"]["rate"], 2000.0);
+    assert_eq!(json["config"]["mix"], "wrap=2,unwrap=1,generate-data-key=1,rewrap=1");
+    proxy.shutdown().await;
 }

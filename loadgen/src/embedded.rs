@@ -1,0 +1,49 @@
+//! `--embedded`: a keymux proxy started in this process on the development soft
+//! keystore, in a temporary directory, so one command shows real numbers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use keymux_client::Endpoint;
+use keymux_proxy::config::{BackendConfig, Config, SecretSource, SoftConfig};
+use keymux_proxy::server::{self, RunningServer};
+
+/// A proxy serving on an ephemeral loopback port until dropped or shut down.
+pub struct EmbeddedProxy {
+    server: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+impl EmbeddedProxy {
+    /// Starts a proxy whose keystore holds every key in `keys`.
+    pub async fn start(keys: &[String]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("temporary directory for the embedded keystore")?;
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse()?;
+        config.admin.enabled = false;
+        config.server.shutdown_grace = Duration::from_secs(1);
+        config.backend = BackendConfig::Soft(SoftConfig {
+            data_dir: dir.path().to_owned(),
+            passphrase: Some(SecretSource::GeneratedFile(dir.path().join("passphrase"))),
+            create_if_missing: true,
+            kdf_memory_kib: 8 * 1024,
+            kdf_passes: 1,
+        });
+        let backend = server::open_backend(&config.backend)?;
+        for key in keys.iter().filter(|k| k.as_str() != keymux_proxy::backend::soft::DEFAULT_KEY) {
+            backend.create_key(key)?;
+        }
+        let server = server::start_with_backend(&config, backend).await?;
+        Ok(Self { server, _dir: dir })
+    }
+
+    /// Where to send load.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from(self.server.tcp_addr())
+    }
+
+    /// Stops the proxy, letting in-flight requests finish.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
