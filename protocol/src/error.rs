@@ -147,10 +147,10 @@ pub enum PayloadError {
 
 impl PayloadError {
     /// The status a request with this fault is answered with: UNSUPPORTED for an
-    /// unknown opcode, BAD_REQUEST for everything else.
+    /// opcode that is not a request opcode, BAD_REQUEST for everything else.
     pub fn status(&self) -> Status {
         match self {
-            PayloadError::UnknownOpcode(_) => Status::Unsupported,
+            PayloadError::UnknownOpcode(_) | PayloadError::WrongDirection(_) => Status::Unsupported,
             _ => Status::BadRequest,
         }
     }

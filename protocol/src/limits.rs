@@ -49,7 +49,37 @@ impl Limits {
         if self.max_plaintext == 0 || self.max_blob == 0 {
             return Err("max_plaintext and max_blob must be at least 1 byte".into());
         }
+        // A wrapped key must be unwrappable: a blob is the plaintext plus a header of
+        // up to 265 bytes and at most 64 bytes of IV, tag and MAC.
+        if self.max_blob < self.max_plaintext + Self::BLOB_OVERHEAD {
+            return Err(format!(
+                "max_blob ({}) must be at least max_plaintext ({}) + {} so that wrapped keys unwrap",
+                self.max_blob,
+                self.max_plaintext,
+                Self::BLOB_OVERHEAD
+            ));
+        }
+        let needed = self.frame_needed();
+        if (self.max_frame as usize) < needed {
+            return Err(format!(
+                "max_frame ({}) must be at least {needed} to carry the largest request or response these \
+                 limits allow",
+                self.max_frame
+            ));
+        }
         Ok(())
+    }
+
+    /// Bytes a blob may add to the key it wraps (header, IV, tag or MAC).
+    pub const BLOB_OVERHEAD: usize = 512;
+
+    /// The largest frame the other limits allow: an UNWRAP or REWRAP request, a WRAP
+    /// request, or a GENERATE_DATA_KEY response, with headers and prefixes.
+    fn frame_needed(&self) -> usize {
+        let fixed = crate::frame::HEADER_LEN + 4 + 256 + 3 * 2;
+        let requests = (self.max_aad + self.max_blob).max(self.max_aad + self.max_plaintext);
+        let responses = self.max_plaintext + self.max_blob;
+        fixed + requests.max(responses)
     }
 }
 
@@ -74,5 +104,9 @@ mod tests {
         assert!(limits.validate().unwrap_err().contains("max_aad"));
         let limits = Limits { max_frame: 4, ..Limits::default() };
         assert!(limits.validate().unwrap_err().contains("max_frame"));
+        let limits = Limits { max_frame: 1024, ..Limits::default() };
+        assert!(limits.validate().unwrap_err().contains("largest request or response"));
+        let limits = Limits { max_blob: 4096, ..Limits::default() };
+        assert!(limits.validate().unwrap_err().contains("max_blob"));
     }
 }

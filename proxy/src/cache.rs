@@ -37,7 +37,8 @@ struct CachedDek {
 pub enum Join {
     /// Queue the unwrap; its completion fills the cache and answers every waiter.
     Lead,
-    /// Another request is already unwrapping this blob; the answer will come.
+    /// Another request is already unwrapping this blob, or the entry was just filled:
+    /// the answer comes (or came) without a new backend call.
     Wait,
 }
 
@@ -99,8 +100,14 @@ impl UnwrapCache {
     }
 
     /// Registers `responder` as waiting for entry `key` of blob key `name`, `version`.
+    /// If a leader filled the entry since the caller's miss, answers from it at once.
     pub fn join(&self, key: CacheKey, name: &str, version: u32, responder: Responder) -> Join {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = self.entries.get(&key) {
+            drop(pending);
+            responder.send(Ok(Reply::Unwrap { plaintext: entry.dek.clone() }));
+            return Join::Wait;
+        }
         match pending.get_mut(&key) {
             Some(entry) => {
                 entry.waiters.push(responder);
@@ -116,13 +123,18 @@ impl UnwrapCache {
     /// Delivers the leader's outcome: caches a successful unwrap and answers every
     /// waiter.
     pub fn complete(&self, key: &CacheKey, result: OpResult) {
-        let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(key) else {
+        let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pending) = table.remove(key) else {
             return;
         };
+        // Cache before the entry leaves the table (both under its lock), so a request
+        // arriving in between finds one or the other, never neither.
         if let Ok(Reply::Unwrap { plaintext }) = &result {
-            let entry = CachedDek { key: pending.key, version: pending.version, dek: plaintext.clone() };
+            let entry =
+                CachedDek { key: Arc::clone(&pending.key), version: pending.version, dek: plaintext.clone() };
             self.entries.insert(*key, Arc::new(entry));
         }
+        drop(table);
         for responder in pending.waiters {
             responder.send(result.clone());
         }
@@ -141,5 +153,32 @@ impl UnwrapCache {
     pub fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidating_a_version_removes_its_entries() {
+        let cache = UnwrapCache::new(&CacheConfig::default(), Metrics::new());
+        let entry = |key: &str, version| {
+            Arc::new(CachedDek { key: Arc::from(key), version, dek: SecretBytes::zeroed(32) })
+        };
+        cache.entries.insert([1; 32], entry("k", 1));
+        cache.entries.insert([2; 32], entry("k", 2));
+        cache.entries.insert([3; 32], entry("other", 1));
+        cache.invalidate_version("k", 1);
+        assert!(cache.entries.get(&[1; 32]).is_none(), "never served once invalidated");
+        assert!(cache.entries.get(&[2; 32]).is_some());
+        assert!(cache.entries.get(&[3; 32]).is_some());
+        for _ in 0..50 {
+            if cache.entry_count() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(cache.entry_count(), 2, "and removed for good");
     }
 }

@@ -58,6 +58,9 @@ pub enum OpError {
     /// The proxy is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The operation is not supported.
+    #[error("operation not supported")]
+    Unsupported,
     /// A bug or an unexpected backend answer.
     #[error("internal error: {0}")]
     Internal(String),
@@ -76,6 +79,7 @@ impl OpError {
             OpError::Busy { .. } | OpError::ShuttingDown => Status::Busy,
             OpError::BackendUnavailable { .. } => Status::BackendUnavailable,
             OpError::Timeout => Status::Timeout,
+            OpError::Unsupported => Status::Unsupported,
             OpError::Internal(_) => Status::Internal,
         }
     }

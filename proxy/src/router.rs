@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use keymux_protocol::{Reply, Request, RequestFrame};
 
 use crate::backend::{Op, ParsedBlob};
-use crate::batch::{Completion, Dispatcher, Job};
+use crate::batch::{CacheFill, Completion, Dispatcher, Job};
 use crate::cache::{Join, UnwrapCache};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
@@ -73,7 +73,7 @@ impl Router {
                 Ok(blob) => self.unwrap(blob, aad, frame.bypass_cache, deadline, responder),
                 Err(error) => responder.send(Err(error)),
             },
-            _ => responder.send(Err(OpError::BadRequest("operation not supported".into()))),
+            _ => responder.send(Err(OpError::Unsupported)),
         }
     }
 
@@ -112,8 +112,10 @@ impl Router {
             return responder.send(Ok(Reply::Unwrap { plaintext }));
         }
         if cache.join(entry, &key, blob.header.version, responder) == Join::Lead {
-            let completion = Completion::FillCache { cache: Arc::clone(cache), key: entry };
-            self.dispatcher.submit(&key, Job { op: Op::Unwrap { aad, blob }, deadline, completion });
+            // The outcome is shared by every waiter, so it must not inherit one client's
+            // deadline; each client still enforces its own.
+            let completion = Completion::FillCache(CacheFill::new(Arc::clone(cache), entry));
+            self.dispatcher.submit(&key, Job { op: Op::Unwrap { aad, blob }, deadline: None, completion });
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, check_destroyable};
 use crate::config::{Config, ConfigError};
 use crate::error::OpError;
 use crate::keys::{KeyInfo, VersionState};
@@ -135,12 +135,7 @@ pub fn execute(
             format!("key {name:?}: blobs from versions below {version} no longer unwrap")
         }
         KeyCommand::Destroy { name, version, yes } => {
-            let key = find(name)?;
-            if key.current_version().ok() == Some(*version) {
-                return Err(KeyCommandError::Refused(format!(
-                    "version {version} is the current version of {name:?}: rotate first"
-                )));
-            }
+            check_destroyable(&find(name)?, *version)?;
             if !yes && !confirmed(name, *version, confirm) {
                 return Err(KeyCommandError::Refused("not confirmed; nothing destroyed".into()));
             }

@@ -132,6 +132,25 @@ pub trait Backend: Send + Sync + 'static {
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError>;
 }
 
+/// Checks that `version` of `key` may be destroyed: never the current version (new
+/// wraps use it) and never the highest (version numbers are never reused, so a blob
+/// can never name a version other than the one that sealed it).
+pub fn check_destroyable(key: &KeyInfo, version: u32) -> Result<(), OpError> {
+    if key.current_version().ok() == Some(version) {
+        return Err(OpError::BadRequest(format!(
+            "version {version} is the current version of {:?}: rotate first",
+            key.name
+        )));
+    }
+    if key.versions.last().is_some_and(|v| v.version == version) {
+        return Err(OpError::BadRequest(format!(
+            "version {version} is the latest version of {:?}: rotate first, so version numbers are never reused",
+            key.name
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a key name: 1 to 255 bytes of UTF-8 (a str8), no control characters.
 pub fn validate_key_name(name: &str) -> Result<(), OpError> {
     if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {

@@ -36,12 +36,7 @@ pub enum Completion {
     Respond(Responder),
     /// Into the unwrap cache, and from there to every client that asked for the same
     /// blob and AAD while this job was in flight.
-    FillCache {
-        /// The cache.
-        cache: Arc<UnwrapCache>,
-        /// The entry this job fills.
-        key: CacheKey,
-    },
+    FillCache(CacheFill),
 }
 
 impl Completion {
@@ -49,7 +44,35 @@ impl Completion {
     pub fn complete(self, result: OpResult) {
         match self {
             Completion::Respond(responder) => responder.send(result),
-            Completion::FillCache { cache, key } => cache.complete(&key, result),
+            Completion::FillCache(mut fill) => fill.complete(result),
+        }
+    }
+}
+
+/// The leader's claim on a pending cache entry. Dropped unanswered (a job discarded at
+/// shutdown, say), it answers every waiter rather than leave them hanging.
+pub struct CacheFill {
+    cache: Arc<UnwrapCache>,
+    key: CacheKey,
+    done: bool,
+}
+
+impl CacheFill {
+    /// The claim on entry `key` of `cache`.
+    pub fn new(cache: Arc<UnwrapCache>, key: CacheKey) -> Self {
+        Self { cache, key, done: false }
+    }
+
+    fn complete(&mut self, result: OpResult) {
+        self.done = true;
+        self.cache.complete(&self.key, result);
+    }
+}
+
+impl Drop for CacheFill {
+    fn drop(&mut self) {
+        if !self.done {
+            self.complete(Err(crate::error::OpError::ShuttingDown));
         }
     }
 }

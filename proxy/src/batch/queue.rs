@@ -1,7 +1,7 @@
 //! The per-key queues and the ready channel.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -80,6 +80,9 @@ impl Dispatcher {
         match queue.jobs.push(job) {
             Ok(()) => {
                 self.metrics.queue_depth_add(1);
+                // Pairs with the fence in `release`: either the executor sees this job
+                // after unmarking the queue, or this thread sees the queue unmarked.
+                fence(Ordering::SeqCst);
                 self.schedule(&queue);
             }
             Err(job) => job
@@ -98,7 +101,10 @@ impl Dispatcher {
     /// Called by an executor after draining `queue`: unmarks it, and puts it back on
     /// the ready channel if jobs arrived meanwhile (or are left over).
     pub(crate) fn release(&self, queue: &Arc<KeyQueue>) {
-        queue.scheduled.store(false, Ordering::Release);
+        queue.scheduled.store(false, Ordering::SeqCst);
+        // Without this fence the emptiness check could be ordered before the store, and a
+        // job pushed in between would wait for the key's next request (a lost wake-up).
+        fence(Ordering::SeqCst);
         if !queue.jobs.is_empty() {
             self.schedule(queue);
         }

@@ -120,9 +120,11 @@ where
         let mut next = Some(first);
         while let Some(Outgoing { frame, permit }) = next.take() {
             if frame.encode(&mut buffer, &limits).is_err() {
-                let failure = Failure::new(Status::Internal, "response exceeds max_frame");
+                // Cannot happen with validated limits; answer anyway (an empty message
+                // always fits the 12-byte minimum frame plus a status).
+                let failure = Failure::new(Status::Internal, "");
                 let fallback = ResponseFrame::failure(frame.request_id, frame.opcode, failure);
-                let _ = fallback.encode(&mut buffer, &limits);
+                let _ = fallback.encode(&mut buffer, &Limits { max_frame: u32::MAX, ..limits });
             }
             permits.extend(permit);
             if buffer.len() < WRITE_BATCH_BYTES {

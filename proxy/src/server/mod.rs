@@ -77,10 +77,15 @@ fn refresh_keys(
 ) -> Result<(), OpError> {
     let keys = backend.list_keys()?;
     if let Some(cache) = cache {
-        for key in &keys {
-            for version in &key.versions {
-                if key.check_decryptable(version.version).is_err() {
-                    cache.invalidate_version(&key.name, version.version);
+        // Only transitions matter: a version that could be unwrapped before and cannot
+        // now (disabled, below the minimum, or destroyed) leaves the cache.
+        for old in registry.list() {
+            let new = keys.iter().find(|k| k.name == old.name);
+            for version in &old.versions {
+                let was = old.check_decryptable(version.version).is_ok();
+                let is = new.is_some_and(|k| k.check_decryptable(version.version).is_ok());
+                if was && !is {
+                    cache.invalidate_version(&old.name, version.version);
                 }
             }
         }

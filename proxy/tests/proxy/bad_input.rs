@@ -41,10 +41,12 @@ async fn malformed_fields_get_bad_request_and_the_connection_stays() {
         assert_eq!(response.status(), Status::BadRequest, "{name}");
         client.ping().await;
     }
-    client.send_bytes(&raw_frame(1, 0x55, 0, 9, &[])).await;
-    let response = client.recv().await.unwrap();
-    assert_eq!((response.request_id, response.opcode, response.status()), (9, 0x55, Status::Unsupported));
-    client.ping().await;
+    for (id, opcode) in [(9, 0x55), (10, 0x82)] {
+        client.send_bytes(&raw_frame(1, opcode, 0, id, &[])).await;
+        let response = client.recv().await.unwrap();
+        assert_eq!((response.request_id, response.status()), (id, Status::Unsupported), "opcode {opcode:#x}");
+        client.ping().await;
+    }
 }
 
 #[tokio::test]

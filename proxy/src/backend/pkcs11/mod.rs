@@ -30,7 +30,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
-use crate::backend::{Backend, BackendWorker, validate_key_name};
+use crate::backend::{Backend, BackendWorker, check_destroyable, validate_key_name};
 use crate::config::Pkcs11Config;
 use crate::error::OpError;
 use crate::keys::{KeyInfo, VersionInfo, VersionState};
@@ -212,7 +212,9 @@ impl Pkcs11Backend {
                 Attribute::Label(labels::mac_label(name, version).into_bytes()),
                 Attribute::Id(created.clone()),
             ];
-            session.generate_key(&Mechanism::GenericSecretKeyGen, &template).map_err(internal)?;
+            let handle =
+                session.generate_key(&Mechanism::GenericSecretKeyGen, &template).map_err(internal)?;
+            Self::ensure_unique(session, handle, &labels::mac_label(name, version))?;
         }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -227,7 +229,22 @@ impl Pkcs11Backend {
             Attribute::Label(labels::version_label(name, version).into_bytes()),
             Attribute::Id(created),
         ];
-        session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?;
+        let handle = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?;
+        Self::ensure_unique(session, handle, &labels::version_label(name, version))
+    }
+
+    /// Undoes a key just made if another process made one with the same label at the
+    /// same time (two concurrent rotations): two objects with one label would make
+    /// proxies disagree on which key a blob names.
+    fn ensure_unique(session: &Session, handle: ObjectHandle, label: &str) -> Result<(), OpError> {
+        let template =
+            [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())];
+        if session.find_objects(&template).map_err(internal)?.len() > 1 {
+            session.destroy_object(handle).map_err(internal)?;
+            return Err(OpError::BadRequest(format!(
+                "{label} was created concurrently by another admin; retry"
+            )));
+        }
         Ok(())
     }
 
@@ -394,6 +411,7 @@ impl Backend for Pkcs11Backend {
 
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
         let (session, _admin) = self.session()?;
+        check_destroyable(&self.key(&session, name)?, version)?;
         let handle = Self::find_version(&session, name, version)?;
         if let Some(mac) = Self::find(&session, ObjectClass::SECRET_KEY, &labels::mac_label(name, version))? {
             session.destroy_object(mac).map_err(internal)?;

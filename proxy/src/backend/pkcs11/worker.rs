@@ -108,7 +108,13 @@ impl OpenSession {
         let template =
             [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.clone().into_bytes())];
         let found = self.session.find_objects(&template).map_err(|e| classify(e, name, version))?;
-        let handle = *found.first().ok_or(OpError::UnknownVersion { key: name.into(), version })?;
+        let handle = match found.as_slice() {
+            [handle] => *handle,
+            [] => return Err(OpError::UnknownVersion { key: name.into(), version }.into()),
+            _ => {
+                return Err(OpError::Internal(format!("several objects labelled {label} on the token")).into());
+            }
+        };
         self.handles.insert(label, handle);
         Ok(handle)
     }

@@ -23,7 +23,9 @@ use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 use keystore::{Contents, Keystore, Material, StoredKey, StoredVersion, fill_random};
 pub use keystore::{KdfParams, KeystoreError};
 
-use crate::backend::{Backend, BackendWorker, Op, OpResult, ParsedBlob, validate_key_name};
+use crate::backend::{
+    Backend, BackendWorker, Op, OpResult, ParsedBlob, check_destroyable, validate_key_name,
+};
 use crate::config::SoftConfig;
 use crate::error::OpError;
 use crate::keys::{KeyInfo, VersionState};
@@ -242,6 +244,7 @@ impl Backend for SoftBackend {
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
         self.write(|state| {
             let key = state.key_mut(name)?;
+            check_destroyable(&key.info(), version)?;
             let before = key.versions.len();
             key.versions.retain(|v| v.version != version);
             if key.versions.len() == before {
