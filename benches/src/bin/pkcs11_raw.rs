@@ -40,6 +40,9 @@ struct Args {
     /// How long to measure.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +103,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let rate = total.len() as f64 / args.duration.as_secs_f64();
+    if args.json {
+        println!(
+            "{{\"throughput_ops_per_s\": {rate:.1}, \"latency_us\": {{\"p50\": {}, \"p99\": {}, \"p999\": {}}}}}",
+            total.value_at_quantile(0.50),
+            total.value_at_quantile(0.99),
+            total.value_at_quantile(0.999)
+        );
+        return Ok(());
+    }
     println!(
         "raw pkcs11 AES-GCM wrap, {} session(s): {:.0} ops/s  p50 {}µs  p99 {}µs  p99.9 {}µs",
         args.sessions,
