@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod embedded;
+pub mod output;
 pub mod progress;
 pub mod report;
 pub mod scenario;

@@ -29,6 +29,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &cli.json {
         report.write_json(path)?;
     }
+    if let Some(path) = &cli.hdr {
+        keymux_loadgen::output::write_hdr(&report, path)?;
+    }
+    if let Some(path) = &cli.plot {
+        keymux_loadgen::output::write_plot(&report, path)?;
+    }
     if let Some(proxy) = embedded {
         proxy.shutdown().await;
     }

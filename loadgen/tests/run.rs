@@ -126,5 +126,16 @@ async fn open_loop_mix_over_keys_against_an_embedded_proxy() {
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["config"]["rate"], 2000.0);
     assert_eq!(json["config"]["mix"], "wrap=2,unwrap=1,generate-data-key=1,rewrap=1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (hdr, plot) = (dir.path().join("run.hlog"), dir.path().join("run.svg"));
+    keymux_loadgen::output::write_hdr(&report, &hdr).unwrap();
+    let log = std::fs::read_to_string(&hdr).unwrap();
+    assert!(log.contains("#[MaxValueDivisor: 1000.0]") || log.contains("MaxValueDivisor"), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("0.000,")), "one interval from the start: {log}");
+    keymux_loadgen::output::write_plot(&report, &plot).unwrap();
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "an SVG line plot");
+    assert!(keymux_loadgen::output::write_plot(&report, &dir.path().join("run.png")).is_err());
     proxy.shutdown().await;
 }
