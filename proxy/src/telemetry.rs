@@ -17,9 +17,14 @@ use prometheus_client::registry::Registry;
 
 /// Installs the global tracing subscriber: human-readable lines on stderr, filtered by
 /// `RUST_LOG` (default `info`). Safe to call more than once.
+///
+/// The default leaves out cryptoki's complaint when it drops a session the token
+/// already closed: that is expected while a PKCS#11 session is being recovered, and
+/// keymux logs the recovery itself.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,cryptoki::session::session_management=off")
+    });
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

@@ -57,3 +57,60 @@ fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> std:
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `keymux key ...` in `dir` (the development soft keystore), feeding `stdin`.
+fn key_command(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keymux"))
+        .arg("key")
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_key_admin_cli_manages_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| key_command(dir.path(), args, "");
+    let (ok, text) = run(&["create", "payments"]);
+    assert!(ok, "{text}");
+    assert!(run(&["rotate", "payments"]).1.contains("version 2 is current"));
+    assert!(run(&["rotate", "payments"]).1.contains("version 3 is current"));
+    let (ok, list) = run(&["list"]);
+    assert!(ok && list.contains("payments") && list.contains("current, age"), "{list}");
+    assert!(list.lines().filter(|l| l.starts_with("payments")).count() == 3, "{list}");
+
+    assert!(run(&["disable", "payments", "--version", "1"]).0);
+    assert!(
+        run(&["list"])
+            .1
+            .lines()
+            .any(|l| l.starts_with("payments") && l.contains(" 1 ") && l.contains("disabled"))
+    );
+    assert!(run(&["enable", "payments", "--version", "1"]).0);
+    assert!(run(&["set-min-decryption-version", "payments", "2"]).0);
+    assert!(run(&["list"]).1.contains("retired"), "v1 is below the minimum");
+
+    let (ok, text) = run(&["destroy", "payments", "--version", "3", "--yes"]);
+    assert!(!ok && text.contains("current"), "the current version is never destroyed: {text}");
+    let (ok, text) = key_command(dir.path(), &["destroy", "payments", "--version", "1"], "not-the-name\n");
+    assert!(!ok && text.contains("not confirmed"), "{text}");
+    let (ok, text) = key_command(dir.path(), &["destroy", "payments", "--version", "1"], "payments\n");
+    assert!(ok, "typing the key name confirms: {text}");
+    let (ok, text) = run(&["destroy", "payments", "--version", "2", "--yes"]);
+    assert!(ok, "{text}");
+    let list = run(&["list"]).1;
+    assert_eq!(list.lines().filter(|l| l.starts_with("payments")).count(), 1, "{list}");
+    let (ok, text) = run(&["rotate", "nope"]);
+    assert!(!ok && text.contains("unknown key"), "{text}");
+}

@@ -18,6 +18,12 @@ use keymux_client::{Client, ClientConfig, Endpoint};
 use common::TestProxy;
 use hsm_token::{token, unique_key};
 
+/// The tests of this binary reset the token's sessions, so they take turns.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 async fn client_for(proxy: &TestProxy) -> Client {
     let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
     config.max_retries = 0;
@@ -40,6 +46,7 @@ fn close_all_sessions_behind_the_proxys_back(slot: u64) {
 
 #[tokio::test]
 async fn sessions_closed_mid_load_recover_by_themselves() {
+    let _turn = one_at_a_time().await;
     let proxy = TestProxy::start_hsm(|config| {
         config.cache.enabled = false;
         config.keys.refresh_interval = Duration::from_secs(3600);
@@ -100,4 +107,59 @@ async fn sessions_closed_mid_load_recover_by_themselves() {
 
 fn token_slot(_proxy: &TestProxy) -> u64 {
     keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap().slot().id()
+}
+
+/// Changes the user PIN from `old` to `new` through a new session of this process.
+fn change_pin(context: &cryptoki::context::Pkcs11, slot: cryptoki::slot::Slot, old: &str, new: &str) {
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let session = context.open_rw_session(slot).unwrap();
+    match session.login(UserType::User, Some(&AuthPin::from(old))) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(error) => panic!("login with the old PIN: {error}"),
+    }
+    session.set_pin(&AuthPin::from(old), &AuthPin::from(new)).unwrap();
+}
+
+/// The token stays unavailable (its PIN no longer logs in) after every session was
+/// closed: requests fail fast with BACKEND_UNAVAILABLE while the executors keep probing,
+/// and service returns by itself once the PIN works again.
+#[tokio::test]
+async fn an_unavailable_token_fails_fast_and_service_returns_by_itself() {
+    let _turn = one_at_a_time().await;
+    let proxy = TestProxy::start_hsm(|config| {
+        config.cache.enabled = false;
+        config.keys.refresh_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let key = unique_key("unavailable");
+    proxy.backend.create_key(&key).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    let client = client_for(&proxy).await;
+    client.wrap(&key, b"", &[1; 32]).await.unwrap();
+    let admin = keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap();
+    let (context, slot) = (admin.context().clone(), admin.slot());
+
+    let (pin, other) = (token().pin(), "87651234".to_owned());
+    change_pin(&context, slot, &pin, &other);
+    close_all_sessions_behind_the_proxys_back(slot.id());
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let error = client.wrap(&key, b"", &[1; 32]).await.unwrap_err();
+        assert!(matches!(error, keymux_client::Error::BackendUnavailable { .. }), "{error}");
+        assert!(started.elapsed() < Duration::from_millis(500), "fails fast, well under the deadline");
+    }
+
+    change_pin(&context, slot, &other, &pin);
+    close_all_sessions_behind_the_proxys_back(slot.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.wrap(&key, b"", &[1; 32]).await {
+            Ok(_) => break,
+            Err(error) if error.is_retryable() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("service did not return: {error}"),
+        }
+    }
 }

@@ -25,6 +25,11 @@ pub struct SoftHsmToken {
 }
 
 impl SoftHsmToken {
+    /// The user PIN.
+    pub fn pin(&self) -> String {
+        std::fs::read_to_string(&self.pin_file).unwrap()
+    }
+
     /// A backend config for this token.
     pub fn backend_config(&self) -> BackendConfig {
         BackendConfig::Pkcs11(self.config(2))

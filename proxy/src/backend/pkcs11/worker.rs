@@ -112,7 +112,9 @@ impl OpenSession {
             [handle] => *handle,
             [] => return Err(OpError::UnknownVersion { key: name.into(), version }.into()),
             _ => {
-                return Err(OpError::Internal(format!("several objects labelled {label} on the token")).into());
+                return Err(
+                    OpError::Internal(format!("several objects labelled {label} on the token")).into()
+                );
             }
         };
         self.handles.insert(label, handle);
