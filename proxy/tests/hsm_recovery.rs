@@ -84,11 +84,11 @@ async fn sessions_closed_mid_load_recover_by_themselves() {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         // SoftHSM2 frees a session that C_CloseAllSessions closes even while another
-        // thread is inside a call on it (a real HSM fences this), so the executors are
-        // held at their batch boundary for the instant of the reset. Requests keep
+        // thread is inside a call on it (a real HSM fences this), so no executor may be
+        // inside a batch at the instant of the reset. Requests keep
         // arriving and queueing meanwhile; the next batches find their sessions gone.
         proxy.gate.close();
-        proxy.gate.wait_for_blocked(2).await;
+        proxy.gate.wait_until_quiet().await;
         close_all_sessions_behind_the_proxys_back(slot);
         proxy.gate.open();
     }

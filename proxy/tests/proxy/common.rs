@@ -125,6 +125,8 @@ pub struct Gate {
 struct GateState {
     closed: bool,
     waiting: usize,
+    /// Workers inside a batch (past the gate).
+    active: usize,
 }
 
 impl Gate {
@@ -148,7 +150,21 @@ impl Gate {
         panic!("workers never reached the gate");
     }
 
-    fn pass(&self) {
+    /// Waits until no worker is inside a batch: with the gate closed, every worker is
+    /// then either idle or waiting at the gate, so none is in a backend call.
+    pub async fn wait_until_quiet(&self) {
+        for _ in 0..500 {
+            if self.state.0.lock().unwrap().active == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("a worker never finished its batch");
+    }
+
+    /// Waits while the gate is closed, then counts the caller as inside a batch until
+    /// the returned guard drops.
+    fn pass(&self) -> Inside<'_> {
         let (lock, condvar) = &*self.state;
         let mut state = lock.lock().unwrap();
         state.waiting += 1;
@@ -156,6 +172,17 @@ impl Gate {
             state = condvar.wait(state).unwrap();
         }
         state.waiting -= 1;
+        state.active += 1;
+        Inside(self)
+    }
+}
+
+/// A worker inside a batch.
+struct Inside<'a>(&'a Gate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.state.0.lock().unwrap().active -= 1;
     }
 }
 
@@ -210,7 +237,7 @@ struct GatedWorker {
 
 impl BackendWorker for GatedWorker {
     fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
-        self.gate.pass();
+        let _inside = self.gate.pass();
         self.inner.run_batch(key, ops, out);
     }
 }

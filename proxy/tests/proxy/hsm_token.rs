@@ -53,7 +53,8 @@ impl SoftHsmToken {
 /// A key name no other test of this run uses.
 pub fn unique_key(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    // The process id keeps names apart on a token that outlives the run (opencryptoki).
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The test process's token, made on first use (before the module is loaded: SoftHSM

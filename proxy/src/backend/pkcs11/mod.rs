@@ -79,6 +79,16 @@ pub(crate) struct Shared {
     pub(crate) probe_interval: Duration,
     /// How new blobs are sealed.
     pub(crate) scheme: Scheme,
+    /// Bumped whenever a worker finds its session lost: some modules (opencryptoki)
+    /// reuse session handles, so after a token reset every other worker's handle may
+    /// now name a stranger's session, and each must open a new one.
+    pub(crate) session_epoch: AtomicU64,
+    /// Held shared by every worker for the length of a batch, and exclusively to bump
+    /// `session_epoch`: once the epoch moves, no worker is still inside a batch on an
+    /// old handle, so a reopened session (which may reuse an old handle's number) is
+    /// never touched by a worker that has not yet seen the new epoch. No session is
+    /// shared or locked; uncontended until a session is lost.
+    pub(crate) recovery_fence: std::sync::RwLock<()>,
 }
 
 impl Shared {
@@ -153,6 +163,8 @@ impl Pkcs11Backend {
             pin: AuthPin::from(pin.as_str()),
             probe_interval: config.probe_interval,
             scheme,
+            session_epoch: AtomicU64::new(0),
+            recovery_fence: std::sync::RwLock::new(()),
         });
         shared.open_session().map_err(|e| Pkcs11Error::Login(describe(&e)))?;
         Ok(Self { shared, sessions: config.sessions })

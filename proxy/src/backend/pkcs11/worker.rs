@@ -1,7 +1,11 @@
 //! One executor thread's session, and how a batch runs on it.
 //!
 //! Recovery: a session-level failure (the session closed or invalidated, the user
-//! logged out, the device removed or failing) marks the session lost. The batch's failed
+//! logged out, the device removed or failing) marks the session lost, and bumps the
+//! backend's session epoch so that every other worker replaces its session too before
+//! its next batch (modules may reuse the handles of closed sessions, so an old handle
+//! could name another thread's new session). A lost session is forgotten rather than
+//! closed, for the same reason. The batch's failed
 //! operations are retried once on a freshly opened, logged-in session; if none can be
 //! opened, they fail with BACKEND_UNAVAILABLE, and until `probe_interval` has passed
 //! later batches fail the same way at once, then the next batch probes again. Never a
@@ -9,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use cryptoki::error::{Error as CkError, RvError};
@@ -55,7 +60,8 @@ fn classify(error: CkError, key: &str, version: u32) -> Fault {
         | RvError::TokenNotRecognized
         | RvError::CryptokiNotInitialized
         | RvError::KeyHandleInvalid
-        | RvError::ObjectHandleInvalid => Fault::SessionLost(describe(&error)),
+        | RvError::ObjectHandleInvalid
+        | RvError::OperationActive => Fault::SessionLost(describe(&error)),
         RvError::EncryptedDataInvalid
         | RvError::EncryptedDataLenRange
         | RvError::SignatureInvalid
@@ -68,6 +74,8 @@ fn classify(error: CkError, key: &str, version: u32) -> Fault {
 /// A session and what is cached on it.
 struct OpenSession {
     session: Session,
+    /// The backend's session epoch when this session was opened.
+    epoch: u64,
     scheme: Scheme,
     ivs: IvSequence,
     /// Key handles by label, resolved once per session.
@@ -76,9 +84,23 @@ struct OpenSession {
 
 impl OpenSession {
     fn open(shared: &Shared) -> Result<Self, CkError> {
+        let epoch = shared.session_epoch.load(Ordering::SeqCst);
         let session = shared.open_session()?;
         let fixed = Self::fixed_field(&session)?;
-        Ok(Self { session, scheme: shared.scheme, ivs: IvSequence::new(fixed), handles: HashMap::new() })
+        Ok(Self {
+            session,
+            epoch,
+            scheme: shared.scheme,
+            ivs: IvSequence::new(fixed),
+            handles: HashMap::new(),
+        })
+    }
+
+    /// Drops a session whose handle may no longer be ours without calling
+    /// C_CloseSession on it (the handle may now name another thread's session). The
+    /// small `Session` value is leaked, once per session loss.
+    fn abandon(self) {
+        std::mem::forget(self.session);
     }
 
     /// A fresh 64-bit IV fixed field: the HSM's RNG XOR the OS CSPRNG.
@@ -293,8 +315,30 @@ impl Pkcs11Worker {
         OpError::BackendUnavailable { reason, retry_after: self.shared.probe_interval }
     }
 
-    /// The open session, opening one if there is none and a probe is due.
+    /// Marks the session lost: abandoned here, and replaced by every worker. Called
+    /// without the fence held; waits until no other worker is inside a batch.
+    fn lose_session(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let _exclusive = shared.recovery_fence.write().unwrap_or_else(|p| p.into_inner());
+        let seen = self.session.as_ref().map(|s| s.epoch);
+        // Another worker may already have moved the epoch past this session's.
+        if seen.is_none_or(|epoch| epoch == shared.session_epoch.load(Ordering::SeqCst)) {
+            shared.session_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(session) = self.session.take() {
+            session.abandon();
+        }
+    }
+
+    /// The open session, opening one if there is none (or another worker saw sessions
+    /// lost since it was opened) and a probe is due.
     fn session(&mut self) -> Result<&mut OpenSession, OpError> {
+        let epoch = self.shared.session_epoch.load(Ordering::SeqCst);
+        if self.session.as_ref().is_some_and(|s| s.epoch != epoch) {
+            if let Some(session) = self.session.take() {
+                session.abandon();
+            }
+        }
         if self.session.is_none() {
             if self.next_probe.is_some_and(|at| Instant::now() < at) {
                 return Err(self.unavailable("the token is unavailable; waiting to probe again".into()));
@@ -323,6 +367,8 @@ impl BackendWorker for Pkcs11Worker {
         let mut pending: Vec<usize> = (0..ops.len()).collect();
         let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
         for attempt in 0..2 {
+            let shared = Arc::clone(&self.shared);
+            let fence = shared.recovery_fence.read().unwrap_or_else(|p| p.into_inner());
             let session = match self.session() {
                 Ok(session) => session,
                 Err(error) => {
@@ -344,11 +390,12 @@ impl BackendWorker for Pkcs11Worker {
                     }
                 }
             }
+            drop(fence);
             if lost.is_empty() {
                 break;
             }
             tracing::warn!(%reason, failed = lost.len(), attempt, "PKCS#11 session lost; reopening");
-            self.session = None;
+            self.lose_session();
             if attempt == 1 {
                 lost.iter().for_each(|&i| results[i] = Some(Err(self.unavailable(reason.clone()))));
             }
