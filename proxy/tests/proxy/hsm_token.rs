@@ -26,7 +26,6 @@ pub struct SoftHsmToken {
 
 impl SoftHsmToken {
     /// The user PIN.
-    #[allow(dead_code, reason = "used by the recovery tests, which share this module")]
     pub fn pin(&self) -> String {
         std::fs::read_to_string(&self.pin_file).unwrap()
     }
