@@ -33,6 +33,23 @@ pub enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Audit log tools.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// A `keymux audit` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log; names the first broken record and exits
+    /// non-zero if there is one.
+    Verify {
+        /// The JSON-lines audit log.
+        file: PathBuf,
+    },
 }
 
 /// Options of `keymux serve`.
@@ -72,6 +89,12 @@ impl ServeArgs {
 pub fn banner(config: &Config, running: &RunningServer) -> String {
     let mut lines =
         vec![format!("keymux {} listening on tcp://{}", env!("CARGO_PKG_VERSION"), running.tcp_addr())];
+    if let Some(addr) = running.tls_addr() {
+        lines.push(format!("  also on tls://{addr} (TLS 1.3)"));
+    }
+    if let Some(addr) = running.quic_addr() {
+        lines.push(format!("  also on quic://{addr}"));
+    }
     if let Some(path) = running.unix_socket() {
         lines.push(format!("  also on unix://{}", path.display()));
     }
