@@ -660,6 +660,35 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tls.toml");
+        let config = Config::load(&path).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth_or_default(tls.client_auth), ClientAuth::Required);
+        assert!(!config.quic.as_ref().unwrap().enable_0rtt);
+        assert_eq!(config.acl.len(), 3);
+        assert_eq!(config.acl[2].uid, Some(0));
+        assert_eq!(config.identity_limits.max_connections, 64);
+        assert_eq!(config.server.handshake_timeout, Duration::from_secs(5));
+        assert!(config.audit.path.is_some());
+    }
+
+    #[test]
+    fn tls_and_acl_errors_name_the_key() {
+        let tls = "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n";
+        let error = Config::parse(&format!("{MINIMAL}\n{tls}client_auth = \"required\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("tls.client_auth"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[quic]\nlisten = \"127.0.0.1:0\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("quic"), "{error}");
+        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"sign\"]\nkeys = [\"k\"]\n";
+        let error = Config::parse(&format!("{MINIMAL}\n{acl}")).unwrap_err();
+        assert!(error.to_string().starts_with("acl[1].ops"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[identity_limits]\nrate = -1.0\n")).unwrap_err();
+        assert!(error.to_string().starts_with("identity_limits.rate"), "{error}");
+        Config::parse(&format!("{MINIMAL}\n{tls}")).unwrap();
+    }
+
+    #[test]
     fn development_default_is_valid() {
         Config::development().validate().unwrap();
     }

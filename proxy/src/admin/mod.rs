@@ -118,17 +118,44 @@ pub fn summary(config: &Config) -> String {
     let backend = match &config.backend {
         BackendConfig::Soft(soft) => format!("soft keystore in {}", soft.data_dir.display()),
     };
-    format!(
-        "config OK\n  listen {}\n  backend {}\n  batch max_batch={} max_delay={:?} queue_capacity={}\n  cache {}",
-        config.server.listen,
-        backend,
-        config.batch.max_batch,
-        config.batch.max_delay,
-        config.batch.queue_capacity,
-        if config.cache.enabled {
-            format!("{} entries, ttl {:?}", config.cache.max_entries, config.cache.ttl)
-        } else {
-            "off".into()
-        },
-    )
+    let mut lines = vec![
+        "config OK".to_owned(),
+        format!("  listen {}", config.server.listen),
+        format!("  backend {backend}"),
+        format!(
+            "  batch max_batch={} max_delay={:?} queue_capacity={}",
+            config.batch.max_batch, config.batch.max_delay, config.batch.queue_capacity
+        ),
+        format!(
+            "  cache {}",
+            if config.cache.enabled {
+                format!("{} entries, ttl {:?}", config.cache.max_entries, config.cache.ttl)
+            } else {
+                "off".into()
+            }
+        ),
+    ];
+    if let Some(tls) = &config.tls {
+        if let Some(listen) = tls.listen {
+            lines.push(format!(
+                "  tls {listen} client certificates {:?}",
+                tls.client_auth_or_default(tls.client_auth)
+            ));
+        }
+        if let Some(quic) = &config.quic {
+            let auth = tls.client_auth_or_default(quic.client_auth);
+            lines.push(format!(
+                "  quic {} client certificates {auth:?} 0-RTT {}",
+                quic.listen, quic.enable_0rtt
+            ));
+        }
+    }
+    lines.push(match config.acl.len() {
+        0 => "  acl none: every client may do everything".to_owned(),
+        rules => format!("  acl {rules} rules: anything they do not allow is FORBIDDEN"),
+    });
+    if let Some(path) = &config.audit.path {
+        lines.push(format!("  audit log {}", path.display()));
+    }
+    lines.join("\n")
 }
