@@ -72,3 +72,33 @@ async fn a_dead_endpoint_fails_over_to_the_next() {
         client.ping().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_certificate_reload_reaches_new_quic_connections_and_spares_open_ones() {
+    let pki = Pki::new("ca");
+    let (cert, key) = pki.write("live", &pki.server("first"));
+    let proxy = TestProxy::start(|config| {
+        pki.enable(config);
+        let tls = config.tls.as_mut().unwrap();
+        tls.cert = cert.clone();
+        tls.key = key.clone();
+    })
+    .await;
+    let me = pki.client_cn("svc-a");
+    let old = sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap();
+    old.ping().await.unwrap();
+
+    // The new server certificate comes from another CA, so which one a connection gets
+    // shows in which clients can connect. Client certificates still chain to `pki`.
+    let other = Pki::new("another ca");
+    pki.write("live", &other.server("second"));
+    proxy.server.reload_certificates().unwrap();
+    assert!(
+        sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.is_err(),
+        "new connections get the new certificate"
+    );
+    let trusting_other = other.client_tls(Some(&me));
+    sdk_client(quic_endpoint(&proxy), trusting_other, 1).await.unwrap().ping().await.unwrap();
+    let blob = old.wrap("default", b"", &[1; 32]).await.unwrap();
+    assert_eq!(old.unwrap(b"", &blob).await.unwrap().expose(), &[1; 32], "the open connection keeps working");
+}

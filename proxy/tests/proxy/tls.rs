@@ -207,3 +207,80 @@ async fn idle_connections_and_stalled_handshakes_are_closed() {
         tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf)).await.expect("closed in time");
     assert!(matches!(read, Ok(0) | Err(_)), "a client that never says hello is dropped");
 }
+
+#[tokio::test]
+async fn the_binary_reloads_certificates_on_sighup_and_audits_it() {
+    use std::io::BufRead;
+    let pki = Pki::new("ca");
+    let first = pki.server("first");
+    let (cert, key) = pki.write("binary", &first);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("keymux.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\
+             [tls]\nlisten = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca:?}\nreload_interval = \"0s\"\n\
+             [audit]\npath = {audit:?}\n\
+             [backend]\ntype = \"soft\"\ndata_dir = {data:?}\npassphrase = {{ env = \"KEYMUX_TEST_PASSPHRASE\" }}\n\
+             create_if_missing = true\nkdf_memory_kib = 8192\nkdf_passes = 1\n",
+            ca = pki.ca_path(),
+            data = dir.path().join("data"),
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keymux"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYMUX_TEST_PASSPHRASE", "test passphrase")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut tls_addr = None;
+    for _ in 0..6 {
+        let mut line = String::new();
+        banner.read_line(&mut line).unwrap();
+        if let Some(rest) = line.trim().strip_prefix("also on tls://") {
+            tls_addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            break;
+        }
+    }
+    let addr = tls_addr.expect("the banner names the TLS address");
+    let me = pki.client_cn("svc-a");
+    assert_eq!(
+        raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap(),
+        der_of(&first.cert_pem)
+    );
+
+    let second = pki.server("second");
+    pki.write("binary", &second);
+    let hup = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let mut served = None;
+    for _ in 0..100 {
+        served = Some(raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap());
+        if served.as_ref() == Some(&der_of(&second.cert_pem)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served.unwrap(), der_of(&second.cert_pem), "SIGHUP reloaded the certificate");
+
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    for _ in 0..500 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = child.try_wait().unwrap().expect("keymux stopped after SIGTERM");
+    assert!(status.success());
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(log.lines().any(|l| l.contains("\"action\":\"cert_reload\"") && l.contains("sighup")), "{log}");
+    assert!(log.lines().last().unwrap().contains("\"action\":\"stop\""), "{log}");
+    keymux_proxy::audit::verify(&audit).unwrap().unwrap();
+}
