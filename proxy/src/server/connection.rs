@@ -90,7 +90,7 @@ where
                     let in_flight = permits.available_permits() + 1 < ctx.max_in_flight as usize;
                     if let Some(reason) = clock.expired(partial_frame(&frames), in_flight) {
                         tracing::debug!(peer = %peer.addr, reason, "closing a slow or idle connection");
-                        ctx.metrics.frame_rejected();
+                        ctx.metrics.connection_timed_out();
                         break None;
                     }
                 }

@@ -69,11 +69,13 @@ async fn establish<H: Handshake>(
         Ok(Ok(established)) => established,
         Ok(Err(error)) => {
             tracing::debug!(transport, peer = %addr, %error, "handshake failed");
+            ctx.metrics.handshake_failed();
             ctx.audit.record(Event::HandshakeFailed { transport, peer: addr, error: error.to_string() });
             return;
         }
         Err(_elapsed) => {
             tracing::debug!(transport, peer = %addr, "handshake timed out");
+            ctx.metrics.handshake_failed();
             ctx.audit.record(Event::HandshakeFailed {
                 transport,
                 peer: addr,

@@ -9,7 +9,7 @@ use keymux_proxy::config::ClientAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::certs::{Pki, Subject, der_of, raw_tls, sdk_client};
-use crate::common::{TestProxy, raw_frame};
+use crate::common::{TestProxy, metric, raw_frame};
 
 fn tls_endpoint(proxy: &TestProxy) -> Endpoint {
     Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port())
@@ -83,6 +83,7 @@ async fn mutual_tls_refuses_missing_foreign_and_expired_certificates() {
     let log = std::fs::read_to_string(&audit_path).unwrap();
     let failures = log.lines().filter(|line| line.contains("\"event\":\"handshake_failed\"")).count();
     assert_eq!(failures, 3, "{log}");
+    assert_eq!(metric(&proxy.scrape().await, "keymux_failed_handshakes_total"), 3.0);
     assert_eq!(keymux_proxy::audit::verify(&audit_path).unwrap().unwrap(), log.lines().count() as u64);
 }
 
@@ -183,6 +184,7 @@ async fn a_slowloris_client_is_dropped_after_the_frame_deadline_while_others_are
         closed = matches!(read, Ok(0) | Err(_));
     }
     assert!(closed, "the slow client was dropped");
+    assert_eq!(metric(&proxy.scrape().await, "keymux_timed_out_connections_total"), 1.0);
     assert!(started.elapsed() < Duration::from_secs(2), "dropped near the deadline: {:?}", started.elapsed());
     other.ping().await;
 }
