@@ -7,11 +7,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{ConfigError, InvalidEndpoint};
+use crate::tls::TlsConfig;
 
 /// Where a keymux proxy listens.
 ///
-/// Parsed from `tcp://host:port` (an IPv6 host goes in brackets, `tcp://[::1]:7450`) or
-/// `unix:///absolute/path`; [`Display`](fmt::Display) writes the same form back.
+/// Parsed from `tcp://host:port` (an IPv6 host goes in brackets, `tcp://[::1]:7450`),
+/// `tls://host:port` (TLS 1.3 over TCP), `quic://host:port` or `unix:///absolute/path`;
+/// [`Display`](fmt::Display) writes the same form back. TLS and QUIC endpoints need
+/// [`ClientConfig::tls`]; the host is the name the server certificate must carry
+/// unless [`TlsConfig::with_server_name`](crate::TlsConfig::with_server_name) says otherwise.
 ///
 /// ```
 /// use keymux_client::Endpoint;
@@ -31,6 +35,22 @@ pub enum Endpoint {
         /// TCP port.
         port: u16,
     },
+    /// TLS 1.3 over TCP.
+    Tls {
+        /// Host name or IP address (without brackets), also the name verified in the
+        /// server's certificate by default.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// QUIC (one bidirectional stream per connection, ALPN `keymux/1`).
+    Quic {
+        /// Host name or IP address (without brackets), also the name verified in the
+        /// server's certificate by default.
+        host: String,
+        /// UDP port.
+        port: u16,
+    },
     /// A Unix domain socket.
     Unix(PathBuf),
 }
@@ -39,6 +59,21 @@ impl Endpoint {
     /// A TCP endpoint.
     pub fn tcp(host: impl Into<String>, port: u16) -> Self {
         Endpoint::Tcp { host: host.into(), port }
+    }
+
+    /// A TLS endpoint.
+    pub fn tls(host: impl Into<String>, port: u16) -> Self {
+        Endpoint::Tls { host: host.into(), port }
+    }
+
+    /// A QUIC endpoint.
+    pub fn quic(host: impl Into<String>, port: u16) -> Self {
+        Endpoint::Quic { host: host.into(), port }
+    }
+
+    /// Whether the endpoint needs [`ClientConfig::tls`].
+    pub fn needs_tls(&self) -> bool {
+        matches!(self, Endpoint::Tls { .. } | Endpoint::Quic { .. })
     }
 
     /// A Unix domain socket endpoint.
@@ -58,7 +93,10 @@ impl FromStr for Endpoint {
 
     fn from_str(input: &str) -> Result<Self, InvalidEndpoint> {
         let owned = || input.to_owned();
-        if let Some(rest) = input.strip_prefix("tcp://") {
+        let network = [("tcp://", 0), ("tls://", 1), ("quic://", 2)]
+            .into_iter()
+            .find_map(|(scheme, kind)| input.strip_prefix(scheme).map(|rest| (rest, kind)));
+        if let Some((rest, kind)) = network {
             let (host, port) = rest.rsplit_once(':').ok_or_else(|| InvalidEndpoint::MissingPort(owned()))?;
             let host = match host.strip_prefix('[') {
                 Some(bracketed) => {
@@ -75,7 +113,12 @@ impl FromStr for Endpoint {
             if port == 0 {
                 return Err(InvalidEndpoint::InvalidPort(owned()));
             }
-            Ok(Endpoint::Tcp { host: host.to_owned(), port })
+            let host = host.to_owned();
+            Ok(match kind {
+                0 => Endpoint::Tcp { host, port },
+                1 => Endpoint::Tls { host, port },
+                _ => Endpoint::Quic { host, port },
+            })
         } else if let Some(path) = input.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(InvalidEndpoint::RelativePath(owned()));
@@ -90,10 +133,19 @@ impl FromStr for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Tcp { host, port } => write_network(f, "tcp", host, *port),
+            Endpoint::Tls { host, port } => write_network(f, "tls", host, *port),
+            Endpoint::Quic { host, port } => write_network(f, "quic", host, *port),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
         }
+    }
+}
+
+fn write_network(f: &mut fmt::Formatter<'_>, scheme: &str, host: &str, port: u16) -> fmt::Result {
+    if host.contains(':') {
+        write!(f, "{scheme}://[{host}]:{port}")
+    } else {
+        write!(f, "{scheme}://{host}:{port}")
     }
 }
 
@@ -136,6 +188,9 @@ pub struct ClientConfig {
     pub backoff_base: Duration,
     /// Ceiling of the backoff. Default 1 s.
     pub backoff_cap: Duration,
+    /// Trusted CA, optional client certificate and server name for `tls://` and
+    /// `quic://` endpoints. Default none (required by those endpoints).
+    pub tls: Option<TlsConfig>,
 }
 
 impl ClientConfig {
@@ -165,6 +220,7 @@ impl ClientConfig {
             max_retries: Self::DEFAULT_MAX_RETRIES,
             backoff_base: Self::DEFAULT_BACKOFF_BASE,
             backoff_cap: Self::DEFAULT_BACKOFF_CAP,
+            tls: None,
         }
     }
 
@@ -191,6 +247,9 @@ impl ClientConfig {
         }
         if self.backoff_cap < self.backoff_base {
             return fail("backoff_cap", "must be at least backoff_base");
+        }
+        if self.tls.is_none() && self.endpoints.iter().any(Endpoint::needs_tls) {
+            return fail("tls", "tls:// and quic:// endpoints need ClientConfig::tls (the CA to trust)");
         }
         Ok(())
     }
@@ -242,14 +301,21 @@ mod tests {
 
     #[test]
     fn parses_and_displays_endpoints() {
-        for text in
-            ["tcp://127.0.0.1:7450", "tcp://proxy.internal:1", "tcp://[::1]:7450", "unix:///run/k.sock"]
-        {
+        for text in [
+            "tcp://127.0.0.1:7450",
+            "tcp://proxy.internal:1",
+            "tcp://[::1]:7450",
+            "unix:///run/k.sock",
+            "tls://proxy.internal:7443",
+            "quic://[::1]:7443",
+        ] {
             let endpoint: Endpoint = text.parse().unwrap();
             assert_eq!(endpoint.to_string(), text);
         }
         assert_eq!("tcp://[::1]:9".parse::<Endpoint>().unwrap(), Endpoint::tcp("::1", 9));
         assert_eq!("unix:///tmp/x".parse::<Endpoint>().unwrap(), Endpoint::unix("/tmp/x"));
+        assert_eq!("tls://k:1".parse::<Endpoint>().unwrap(), Endpoint::tls("k", 1));
+        assert_eq!("quic://k:1".parse::<Endpoint>().unwrap(), Endpoint::quic("k", 1));
     }
 
     #[test]
@@ -285,5 +351,7 @@ mod tests {
         config.backoff_cap = ClientConfig::DEFAULT_BACKOFF_CAP;
         config.client_name = String::new();
         assert_eq!(config.validate().unwrap_err().key, "client_name");
+        let config = ClientConfig::new(vec![Endpoint::tls("localhost", 7443)]);
+        assert_eq!(config.validate().unwrap_err().key, "tls");
     }
 }

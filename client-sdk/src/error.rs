@@ -237,8 +237,8 @@ pub enum ProtocolError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidEndpoint {
-    /// Neither `tcp://` nor `unix://`.
-    #[error("invalid endpoint {0:?}: expected tcp://host:port or unix:///path")]
+    /// Not `tcp://`, `tls://`, `quic://` or `unix://`.
+    #[error("invalid endpoint {0:?}: expected tcp://, tls:// or quic://host:port, or unix:///path")]
     UnknownScheme(String),
     /// A TCP endpoint without `:port`.
     #[error("invalid endpoint {0:?}: missing :port")]

@@ -46,9 +46,10 @@
 //! # }
 //! ```
 //!
-//! Transports: plain TCP (`tcp://host:port`) and Unix sockets (`unix:///path`). The
-//! connection machinery works over any `AsyncRead + AsyncWrite` stream, so TLS and QUIC
-//! endpoints will slot in beside them.
+//! Transports: plain TCP (`tcp://host:port`), TLS 1.3 over TCP (`tls://host:port`),
+//! QUIC (`quic://host:port`) and Unix sockets (`unix:///path`). TLS and QUIC verify the
+//! server's certificate against the CA in [`ClientConfig::tls`] and the endpoint's host
+//! name, and present a client certificate when one is configured (mutual TLS).
 #![forbid(unsafe_code)]
 
 mod client;
@@ -60,6 +61,7 @@ mod pool;
 mod retry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod tls;
 mod transport;
 
 pub use client::{Client, DataKey};
@@ -68,3 +70,4 @@ pub use envelope::Envelope;
 pub use error::{ConfigError, EnvelopeError, Error, InvalidEndpoint, ProtocolError, Result};
 pub use keymux_protocol::{SecretBytes, Status};
 pub use pipeline::ServerInfo;
+pub use tls::TlsConfig;

@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::{ClientConfig, Endpoint};
 use crate::error::Error;
 use crate::pipeline::{Connection, ServerInfo};
-use crate::transport;
+use crate::transport::Connector;
 
 /// One connection slot.
 #[derive(Default)]
@@ -39,7 +39,7 @@ impl Slot {
 /// The client's connections.
 pub(crate) struct Pool {
     endpoints: Vec<Endpoint>,
-    client_name: String,
+    connector: Connector,
     connect_timeout: Duration,
     slots: Vec<Slot>,
     /// Round-robin over slots.
@@ -57,7 +57,7 @@ impl Pool {
     pub(crate) async fn connect(config: &ClientConfig) -> Result<Self, Error> {
         let mut pool = Self {
             endpoints: config.endpoints.clone(),
-            client_name: config.client_name.clone(),
+            connector: Connector::new(config)?,
             connect_timeout: config.connect_timeout,
             slots: (0..config.connections).map(|_| Slot::default()).collect(),
             next_slot: AtomicUsize::new(0),
@@ -110,7 +110,7 @@ impl Pool {
                 return Err(last_error.unwrap_or(Error::DeadlineExceeded));
             }
             let try_until = deadline.min(now + self.connect_timeout);
-            match transport::connect(endpoint, &self.client_name, try_until).await {
+            match self.connector.connect(endpoint, try_until).await {
                 Ok(connection) => {
                     // Spread the next connection onto the following endpoint.
                     self.next_endpoint.store((index + 1) % count, Ordering::Relaxed);

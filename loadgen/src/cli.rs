@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use keymux_client::Endpoint;
+use keymux_client::{Endpoint, TlsConfig};
 
 use crate::scenario::Scenario;
 use crate::workload::{Mix, Op};
@@ -15,7 +15,7 @@ use crate::workload::{Mix, Op};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "keymux-loadgen", version, about)]
 pub struct Cli {
-    /// Proxy to load: tcp://host:port or unix:///path.
+    /// Proxy to load: tcp://host:port, tls://host:port, quic://host:port or unix:///path.
     #[arg(long, default_value = "tcp://127.0.0.1:7450", conflicts_with = "embedded")]
     pub target: Endpoint,
     /// Start a keymux proxy in this process on the development soft keystore (with the
@@ -80,12 +80,42 @@ pub struct Cli {
     /// Also plot latency by percentile to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// For tls:// and quic:// targets: PEM file with the CA that signed the proxy's
+    /// certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS; needs --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key_file: Option<PathBuf>,
+    /// Verify this name in the proxy's certificate instead of the target's host.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
 }
 
 impl Cli {
-    /// The scenario these arguments describe.
+    /// The TLS settings of `--ca`, `--cert`, `--key-file` and `--server-name`, if any.
+    pub fn tls(&self) -> anyhow::Result<Option<TlsConfig>> {
+        let Some(ca) = &self.ca else {
+            anyhow::ensure!(self.cert.is_none(), "--cert needs --ca");
+            return Ok(None);
+        };
+        let mut tls = TlsConfig::from_ca_file(ca)?;
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key_file) {
+            tls = tls.with_client_cert_files(cert, key)?;
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.with_server_name(name);
+        }
+        Ok(Some(tls))
+    }
+
+    /// The scenario these arguments describe, without TLS settings (see [`Cli::tls`]).
     pub fn scenario(&self) -> Scenario {
         Scenario {
+            tls: None,
             target: self.target.clone(),
             connections: self.connections as usize,
             pipeline: self.pipeline as usize,
@@ -211,6 +241,15 @@ mod tests {
         assert_eq!(scenario.key_names()[99], "default-99");
         assert!(parse(&["--rate", "0"]).is_err());
         assert!(parse(&["--embedded", "--target", "tcp://x:1"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = parse(&["--target", "quic://localhost:7443", "--ca", "/nonexistent/ca.pem"]).unwrap();
+        assert_eq!(cli.scenario().target, Endpoint::quic("localhost", 7443));
+        assert!(cli.tls().is_err(), "a missing CA file is an error");
+        assert!(parse(&["--ca", "ca.pem", "--cert", "c.pem"]).is_err(), "--cert needs --key-file");
+        assert!(parse(&[]).unwrap().tls().unwrap().is_none());
     }
 
     #[test]

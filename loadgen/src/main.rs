@@ -12,6 +12,7 @@ use keymux_loadgen::progress::Progress;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut scenario = cli.scenario();
+    scenario.tls = cli.tls()?;
     let embedded = if cli.embedded {
         let proxy = EmbeddedProxy::start(&scenario.key_names()).await?;
         scenario.target = proxy.endpoint();

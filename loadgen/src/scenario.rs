@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use keymux_client::{CallOptions, Client, ClientConfig, Endpoint};
+use keymux_client::{CallOptions, Client, ClientConfig, Endpoint, TlsConfig};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Serialize, Serializer};
@@ -72,6 +72,9 @@ pub struct Scenario {
     pub timeout: Duration,
     /// Client retries on retryable failures (0 measures the proxy's raw answers).
     pub retries: u32,
+    /// CA, client certificate and server name for tls:// and quic:// targets.
+    #[serde(skip)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Scenario {
@@ -98,6 +101,7 @@ impl Scenario {
             no_cache: false,
             timeout: Duration::from_secs(5),
             retries: 0,
+            tls: None,
         }
     }
 
@@ -135,6 +139,7 @@ impl Scenario {
         config.client_name = "keymux-loadgen".to_owned();
         config.default_timeout = self.timeout;
         config.max_retries = self.retries;
+        config.tls = self.tls.clone();
         config
     }
 }

@@ -41,6 +41,12 @@ impl ServerCodec {
     pub fn new(limits: Limits) -> Self {
         Self { splitter: FrameSplitter::new(limits.max_frame), limits }
     }
+
+    /// Whether part of a frame has been consumed from the buffer (its length) while
+    /// the rest has yet to arrive.
+    pub fn in_frame(&self) -> bool {
+        self.splitter.in_frame()
+    }
 }
 
 impl Decoder for ServerCodec {

@@ -35,6 +35,12 @@ impl FrameSplitter {
         self.max_frame
     }
 
+    /// Whether a frame's length has been read but not yet its whole body: the caller
+    /// holds part of a frame even if its buffer is empty (for frame deadlines).
+    pub fn in_frame(&self) -> bool {
+        matches!(self.state, State::Body(_))
+    }
+
     /// Takes the next whole frame body (header and payload, without the length) off
     /// `buf`. `Ok(None)` means more bytes are needed; an error means the stream is
     /// corrupt and must be closed.

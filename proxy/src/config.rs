@@ -31,6 +31,17 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Where the key-encryption keys live.
     pub backend: BackendConfig,
+    /// TLS certificates and the TLS-over-TCP listener. Absent: no TLS, no QUIC.
+    pub tls: Option<TlsConfig>,
+    /// The QUIC listener (uses the `[tls]` certificates). Absent: no QUIC.
+    pub quic: Option<QuicConfig>,
+    /// Access control rules (`[[acl]]`). None: every client may do everything; once
+    /// any rule exists, whatever no rule allows is FORBIDDEN.
+    pub acl: Vec<AclRule>,
+    /// Limits applied to each client identity across all its connections.
+    pub identity_limits: IdentityLimitsConfig,
+    /// The hash-chained audit log.
+    pub audit: AuditConfig,
 }
 
 /// `[keys]`
@@ -66,6 +77,18 @@ pub struct ServerConfig {
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Longest a TLS or QUIC handshake may take; the connection is dropped after it.
+    /// Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with nothing in flight and nothing received for this long is
+    /// closed. Default 5 min; `0s` never closes idle connections.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Once the first bytes of a frame arrive, the rest must follow within this time or
+    /// the connection is closed (slowloris defence). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub frame_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +99,9 @@ impl Default for ServerConfig {
             max_in_flight_per_connection: 1024,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -327,6 +353,153 @@ impl Default for SoftConfig {
     }
 }
 
+/// `[tls]`: the server's certificate, the CA that signs client certificates, and the
+/// TLS 1.3 over TCP listener. The QUIC listener uses the same certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TLS over TCP address. Absent: only QUIC uses the certificates.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CA certificate(s) that client certificates must chain to.
+    /// Required for mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates on the TLS listener. Default `required` when `client_ca` is
+    /// set, `none` otherwise.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// How often the certificate files are checked for changes (they are also reloaded
+    /// on SIGHUP). Default 10 s; `0s` reloads on SIGHUP only.
+    #[serde(default = "TlsConfig::default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl TlsConfig {
+    fn default_reload_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    /// The effective client authentication of a listener that asked for `wanted`.
+    pub fn client_auth_or_default(&self, wanted: Option<ClientAuth>) -> ClientAuth {
+        wanted.unwrap_or(if self.client_ca.is_some() { ClientAuth::Required } else { ClientAuth::None })
+    }
+}
+
+/// Whether a listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificates: every client is anonymous.
+    None,
+    /// A client may present a certificate (verified against `client_ca`); clients
+    /// without one are anonymous.
+    Optional,
+    /// Every client must present a certificate that chains to `client_ca`.
+    Required,
+}
+
+/// `[quic]`: the QUIC listener (ALPN `keymux/1`), with the `[tls]` certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicConfig {
+    /// UDP address.
+    pub listen: SocketAddr,
+    /// Client certificates on the QUIC listener; the same default as `tls.client_auth`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Accept 0-RTT data. Default false. 0-RTT requests can be replayed by anyone who
+    /// captured them: only enable it if every client is happy to have a WRAP or
+    /// GENERATE_DATA_KEY executed twice.
+    #[serde(default)]
+    pub enable_0rtt: bool,
+}
+
+/// One `[[acl]]` rule: who (every matcher given must match) may do which operations on
+/// which keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Glob on the certificate subject's common name.
+    #[serde(default)]
+    pub cn: Option<String>,
+    /// Glob matched against each organisational unit of the subject.
+    #[serde(default)]
+    pub ou: Option<String>,
+    /// Glob matched against each DNS subject alternative name.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// Glob matched against each URI subject alternative name (SPIFFE IDs, say).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The peer uid of a Unix socket client.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Matches every client, anonymous ones included (no other matcher allowed).
+    #[serde(default)]
+    pub any: bool,
+    /// Operations allowed: `wrap`, `unwrap`, `generate_data_key`, `rewrap`, or `*`.
+    pub ops: Vec<String>,
+    /// Globs on key names (`*` any run of characters, `?` one character).
+    pub keys: Vec<String>,
+}
+
+impl AclRule {
+    /// Whether the rule names no matcher at all.
+    pub fn has_matcher(&self) -> bool {
+        self.cn.is_some()
+            || self.ou.is_some()
+            || self.dns.is_some()
+            || self.uri.is_some()
+            || self.uid.is_some()
+    }
+}
+
+/// `[identity_limits]`: per client identity (certificate principal, Unix uid, or
+/// `anonymous` for all unauthenticated clients together). 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityLimitsConfig {
+    /// Open connections per identity; a further connection is answered BUSY and
+    /// closed. Default 0.
+    pub max_connections: u32,
+    /// Requests in flight per identity across its connections; beyond it, BUSY.
+    /// Default 0.
+    pub max_in_flight: u32,
+    /// Sustained requests per second per identity (token bucket); beyond it, BUSY with
+    /// the time until the next token. Default 0.
+    pub rate: f64,
+    /// Requests an identity may send at once above the rate. Default 100.
+    pub burst: u32,
+    /// The retry-after sent when a connection or in-flight limit is hit. Default 10 ms.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for IdentityLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 0,
+            max_in_flight: 0,
+            rate: 0.0,
+            burst: 100,
+            retry_after: Duration::from_millis(10),
+        }
+    }
+}
+
+/// `[audit]`: the append-only, hash-chained JSON-lines audit log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The log file, created if missing and appended to. Default: none (no audit log).
+    pub path: Option<PathBuf>,
+}
+
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -350,8 +523,8 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("{key}: {message}")]
     Invalid {
-        /// The dotted key, e.g. `batch.max_batch`.
-        key: &'static str,
+        /// The dotted key, e.g. `batch.max_batch` or `acl[2].ops`.
+        key: String,
         /// What is wrong with it.
         message: String,
     },
@@ -394,7 +567,7 @@ impl Config {
 
     /// Checks every value, naming the first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let invalid = |key: &str, message: String| Err(ConfigError::Invalid { key: key.to_owned(), message });
         if self.server.max_in_flight_per_connection == 0 {
             return invalid("server.max_in_flight_per_connection", "must be at least 1".into());
         }
@@ -421,6 +594,26 @@ impl Config {
         }
         if self.cache.ttl.is_zero() || self.cache.tti.is_zero() {
             return invalid("cache.ttl", "cache.ttl and cache.tti must be positive".into());
+        }
+        if self.server.handshake_timeout.is_zero() {
+            return invalid("server.handshake_timeout", "must be positive".into());
+        }
+        if self.server.frame_timeout.is_zero() {
+            return invalid("server.frame_timeout", "must be positive".into());
+        }
+        self.validate_tls()?;
+        for (index, rule) in self.acl.iter().enumerate() {
+            crate::acl::validate_rule(rule).map_err(|(field, message)| ConfigError::Invalid {
+                key: format!("acl[{index}].{field}"),
+                message,
+            })?;
+        }
+        let limits = &self.identity_limits;
+        if !(limits.rate.is_finite() && limits.rate >= 0.0) {
+            return invalid("identity_limits.rate", "must be a non-negative number".into());
+        }
+        if limits.rate > 0.0 && limits.burst == 0 {
+            return invalid("identity_limits.burst", "must be at least 1 when a rate is set".into());
         }
         match &self.backend {
             BackendConfig::Soft(soft) => {
@@ -459,6 +652,29 @@ impl Config {
         }
         if self.keys.refresh_interval < Duration::from_millis(100) {
             return invalid("keys.refresh_interval", "must be at least 100ms".into());
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, message: &str| Err(ConfigError::Invalid { key: key.into(), message: message.into() });
+        let Some(tls) = &self.tls else {
+            if self.quic.is_some() {
+                return invalid("quic", "needs a [tls] section with the certificates");
+            }
+            return Ok(());
+        };
+        if tls.listen.is_none() && self.quic.is_none() {
+            return invalid("tls.listen", "set tls.listen, a [quic] listener, or both");
+        }
+        let needs_ca =
+            |auth: Option<ClientAuth>| matches!(auth, Some(ClientAuth::Optional | ClientAuth::Required));
+        if tls.client_ca.is_none() && needs_ca(tls.client_auth) {
+            return invalid("tls.client_auth", "client certificates need tls.client_ca");
+        }
+        if tls.client_ca.is_none() && self.quic.as_ref().is_some_and(|quic| needs_ca(quic.client_auth)) {
+            return invalid("quic.client_auth", "client certificates need tls.client_ca");
         }
         Ok(())
     }
@@ -525,6 +741,35 @@ mod tests {
         assert_eq!(hsm.pin, SecretSource::Env("KEYMUX_PKCS11_PIN".into()));
         let both = format!("{}\nslot = 0\n", std::fs::read_to_string(&path).unwrap());
         assert!(Config::parse(&both).unwrap_err().to_string().starts_with("backend.token_label"));
+    }
+
+    #[test]
+    fn the_tls_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tls.toml");
+        let config = Config::load(&path).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth_or_default(tls.client_auth), ClientAuth::Required);
+        assert!(!config.quic.as_ref().unwrap().enable_0rtt);
+        assert_eq!(config.acl.len(), 3);
+        assert_eq!(config.acl[2].uid, Some(0));
+        assert_eq!(config.identity_limits.max_connections, 64);
+        assert_eq!(config.server.handshake_timeout, Duration::from_secs(5));
+        assert!(config.audit.path.is_some());
+    }
+
+    #[test]
+    fn tls_and_acl_errors_name_the_key() {
+        let tls = "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n";
+        let error = Config::parse(&format!("{MINIMAL}\n{tls}client_auth = \"required\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("tls.client_auth"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[quic]\nlisten = \"127.0.0.1:0\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("quic"), "{error}");
+        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"sign\"]\nkeys = [\"k\"]\n";
+        let error = Config::parse(&format!("{MINIMAL}\n{acl}")).unwrap_err();
+        assert!(error.to_string().starts_with("acl[1].ops"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[identity_limits]\nrate = -1.0\n")).unwrap_err();
+        assert!(error.to_string().starts_with("identity_limits.rate"), "{error}");
+        Config::parse(&format!("{MINIMAL}\n{tls}")).unwrap();
     }
 
     #[test]

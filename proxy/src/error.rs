@@ -44,6 +44,12 @@ pub enum OpError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The client's identity is over its request rate or in-flight limit.
+    #[error("over this identity's request limit")]
+    Limited {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// The backend cannot be reached.
     #[error("backend unavailable: {reason}")]
     BackendUnavailable {
@@ -76,7 +82,7 @@ impl OpError {
             OpError::UnknownVersion { .. } | OpError::Integrity => Status::Integrity,
             OpError::Forbidden => Status::Forbidden,
             OpError::KeyDisabled { .. } => Status::KeyDisabled,
-            OpError::Busy { .. } | OpError::ShuttingDown => Status::Busy,
+            OpError::Busy { .. } | OpError::Limited { .. } | OpError::ShuttingDown => Status::Busy,
             OpError::BackendUnavailable { .. } => Status::BackendUnavailable,
             OpError::Timeout => Status::Timeout,
             OpError::Unsupported => Status::Unsupported,
@@ -87,9 +93,9 @@ impl OpError {
     /// How long a client should wait before retrying (retryable statuses only).
     fn retry_after(&self) -> Duration {
         match self {
-            OpError::Busy { retry_after, .. } | OpError::BackendUnavailable { retry_after, .. } => {
-                *retry_after
-            }
+            OpError::Busy { retry_after, .. }
+            | OpError::Limited { retry_after }
+            | OpError::BackendUnavailable { retry_after, .. } => *retry_after,
             OpError::ShuttingDown => Duration::from_millis(100),
             _ => Duration::ZERO,
         }

@@ -5,13 +5,17 @@
 //! repeated unwraps from a zeroizing cache. See `DESIGN.md` for the architecture.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod admin;
+pub mod audit;
+pub mod auth;
 pub mod backend;
 pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod reply;
 pub mod router;
 pub mod secrets;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use keymux_proxy::admin::{self, Cli, Command};
+use keymux_proxy::admin::{self, AuditCommand, Cli, Command};
 use keymux_proxy::{server, telemetry};
 
 fn main() -> anyhow::Result<()> {
@@ -12,6 +12,20 @@ fn main() -> anyhow::Result<()> {
             let config = keymux_proxy::config::Config::load(&file)?;
             println!("{}", admin::summary(&config));
             Ok(())
+        }
+        Some(Command::Audit { command: AuditCommand::Verify { file } }) => {
+            match keymux_proxy::audit::verify(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+            {
+                Ok(records) => {
+                    println!("{}: {records} records, chain intact", file.display());
+                    Ok(())
+                }
+                Err(broken) => {
+                    eprintln!("{}: chain broken at {broken}", file.display());
+                    std::process::exit(1);
+                }
+            }
         }
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Key(args)) => {
@@ -31,6 +45,9 @@ fn serve(args: &admin::ServeArgs) -> anyhow::Result<()> {
         let running = server::start(&config).await?;
         println!("{}", admin::banner(&config, &running));
         let token = running.shutdown_token();
+        if let Some(reloader) = running.reloader() {
+            tokio::spawn(reload_on_sighup(reloader));
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: draining in-flight requests");
@@ -40,6 +57,23 @@ fn serve(args: &admin::ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// Reloads the TLS certificates on every SIGHUP.
+async fn reload_on_sighup(reloader: std::sync::Arc<keymux_proxy::server::CertReloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the SIGHUP handler; certificates reload on file change only");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let _ = reloader.reload("sighup");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

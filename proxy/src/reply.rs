@@ -16,6 +16,8 @@ pub struct Outgoing {
     pub frame: ResponseFrame,
     /// Released once the frame is written.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The identity's in-flight slot, also released once the frame is written.
+    pub identity_permit: Option<OwnedSemaphorePermit>,
 }
 
 /// The channel into a connection's writer.
@@ -29,6 +31,7 @@ pub struct Responder {
     started: Instant,
     sink: ResponseSink,
     permit: Option<OwnedSemaphorePermit>,
+    identity_permit: Option<OwnedSemaphorePermit>,
     metrics: Arc<Metrics>,
     answered: bool,
 }
@@ -43,7 +46,22 @@ impl Responder {
         permit: OwnedSemaphorePermit,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { request_id, opcode, started, sink, permit: Some(permit), metrics, answered: false }
+        Self {
+            request_id,
+            opcode,
+            started,
+            sink,
+            permit: Some(permit),
+            identity_permit: None,
+            metrics,
+            answered: false,
+        }
+    }
+
+    /// Holds the identity's in-flight slot until this response is written.
+    pub fn with_identity_permit(mut self, permit: Option<OwnedSemaphorePermit>) -> Self {
+        self.identity_permit = permit;
+        self
     }
 
     /// The request's opcode.
@@ -64,7 +82,11 @@ impl Responder {
         };
         self.metrics.record_request(self.opcode, frame.status(), self.started.elapsed());
         // The writer is gone only if the connection died; nobody is left to answer.
-        let _ = self.sink.send(Outgoing { frame, permit: self.permit.take() });
+        let _ = self.sink.send(Outgoing {
+            frame,
+            permit: self.permit.take(),
+            identity_permit: self.identity_permit.take(),
+        });
     }
 }
 

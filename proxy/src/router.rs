@@ -1,12 +1,19 @@
 //! The router: turns a decoded request into an answer, inline when it can (PING,
 //! HELLO, cache hits, requests that fail validation) and through a per-key queue
 //! otherwise.
+//!
+//! The ACL is checked first, before the key registry and before the unwrap cache: a
+//! client that may not use a key learns nothing about it (not even whether it exists),
+//! and a cached DEK is never served to a client that may not unwrap it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keymux_protocol::{Reply, Request, RequestFrame};
 
+use crate::acl::AclOp;
+use crate::audit::{AuditLog, Event};
+use crate::auth::Peer;
 use crate::backend::{Op, ParsedBlob};
 use crate::batch::{CacheFill, Completion, Dispatcher, Job};
 use crate::cache::{Join, UnwrapCache};
@@ -29,6 +36,7 @@ pub struct Router {
     dispatcher: Arc<Dispatcher>,
     cache: Option<Arc<UnwrapCache>>,
     info: ServerInfo,
+    audit: AuditLog,
 }
 
 impl Router {
@@ -38,12 +46,14 @@ impl Router {
         dispatcher: Arc<Dispatcher>,
         cache: Option<Arc<UnwrapCache>>,
         info: ServerInfo,
+        audit: AuditLog,
     ) -> Self {
-        Self { registry, dispatcher, cache, info }
+        Self { registry, dispatcher, cache, info, audit }
     }
 
-    /// Handles one request; `responder` is answered exactly once, now or later.
-    pub fn dispatch(&self, frame: RequestFrame, responder: Responder, received: Instant) {
+    /// Handles one request from `peer`; `responder` is answered exactly once, now or
+    /// later.
+    pub fn dispatch(&self, frame: RequestFrame, responder: Responder, received: Instant, peer: &Peer) {
         let deadline = frame.timeout_ms.map(|ms| received + Duration::from_millis(u64::from(ms)));
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return responder.send(Err(OpError::Timeout));
@@ -57,19 +67,25 @@ impl Router {
                 server_version: env!("CARGO_PKG_VERSION").into(),
             })),
             Request::Wrap { key, aad, plaintext } => {
+                if let Err(error) = self.authorize(peer, AclOp::Wrap, &key) {
+                    return responder.send(Err(error));
+                }
                 self.submit(&key, responder, |r| job(Op::Wrap { aad, plaintext }, r));
             }
             Request::GenerateDataKey { key, aad, length } => {
+                if let Err(error) = self.authorize(peer, AclOp::GenerateDataKey, &key) {
+                    return responder.send(Err(error));
+                }
                 self.submit(&key, responder, |r| job(Op::GenerateDataKey { aad, length }, r));
             }
-            Request::Rewrap { aad, blob } => match self.check_blob(blob) {
+            Request::Rewrap { aad, blob } => match self.check_blob(blob, peer, AclOp::Rewrap) {
                 Ok(blob) => {
                     let key = blob.header.key.clone();
                     self.submit(&key, responder, |r| job(Op::Rewrap { aad, blob }, r));
                 }
                 Err(error) => responder.send(Err(error)),
             },
-            Request::Unwrap { aad, blob } => match self.check_blob(blob) {
+            Request::Unwrap { aad, blob } => match self.check_blob(blob, peer, AclOp::Unwrap) {
                 Ok(blob) => self.unwrap(blob, aad, frame.bypass_cache, deadline, responder),
                 Err(error) => responder.send(Err(error)),
             },
@@ -77,9 +93,26 @@ impl Router {
         }
     }
 
-    /// Parses a blob and checks that its key exists and its version may be unwrapped.
-    fn check_blob(&self, blob: Vec<u8>) -> Result<ParsedBlob, OpError> {
+    /// FORBIDDEN, and an audit record, unless the peer may do `op` on `key`.
+    fn authorize(&self, peer: &Peer, op: AclOp, key: &str) -> Result<(), OpError> {
+        if peer.permissions.allows(op, key) {
+            return Ok(());
+        }
+        tracing::debug!(principal = %peer.principal, op = op.name(), key, "denied by the ACL");
+        self.audit.record(Event::Denied {
+            principal: peer.principal.clone(),
+            peer: peer.addr.clone(),
+            op: op.name(),
+            key: key.to_owned(),
+        });
+        Err(OpError::Forbidden)
+    }
+
+    /// Parses a blob, checks the ACL on its key, then that the key exists and the
+    /// version may be unwrapped.
+    fn check_blob(&self, blob: Vec<u8>, peer: &Peer, op: AclOp) -> Result<ParsedBlob, OpError> {
         let blob = ParsedBlob::parse(blob)?;
+        self.authorize(peer, op, &blob.header.key)?;
         self.registry.get(&blob.header.key)?.check_decryptable(blob.header.version)?;
         Ok(blob)
     }

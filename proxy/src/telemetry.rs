@@ -60,6 +60,8 @@ pub struct Metrics {
     backend_batches: Family<BackendOpLabels, Counter>,
     connections: Gauge,
     rejected_frames: Counter,
+    timed_out_connections: Counter,
+    failed_handshakes: Counter,
 }
 
 /// The index of an opcode among [`Opcode::ALL`], for the pre-resolved handles.
@@ -121,6 +123,18 @@ impl Metrics {
             "Frames that closed their connection (bad length or version)",
             rejected_frames.clone(),
         );
+        let timed_out_connections = Counter::default();
+        registry.register(
+            "timed_out_connections",
+            "Connections closed for idling or for not completing a frame in time",
+            timed_out_connections.clone(),
+        );
+        let failed_handshakes = Counter::default();
+        registry.register(
+            "failed_handshakes",
+            "TLS or QUIC handshakes that failed or timed out (client certificates included)",
+            failed_handshakes.clone(),
+        );
 
         Arc::new(Self {
             registry,
@@ -136,6 +150,8 @@ impl Metrics {
             backend_batches,
             connections,
             rejected_frames,
+            timed_out_connections,
+            failed_handshakes,
         })
     }
 
@@ -209,6 +225,16 @@ impl Metrics {
     /// Counts a frame that closed its connection.
     pub fn frame_rejected(&self) {
         self.rejected_frames.inc();
+    }
+
+    /// Counts a connection closed by the idle or frame timeout.
+    pub fn connection_timed_out(&self) {
+        self.timed_out_connections.inc();
+    }
+
+    /// Counts a failed or timed-out TLS/QUIC handshake.
+    pub fn handshake_failed(&self) {
+        self.failed_handshakes.inc();
     }
 
     /// Everything, in the Prometheus text exposition format.

@@ -37,6 +37,23 @@ pub enum Command {
     },
     /// Manage keys and their versions, on whatever backend the config names.
     Key(keys::KeyArgs),
+    /// Audit log tools.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// A `keymux audit` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log; names the first broken record and exits
+    /// non-zero if there is one.
+    Verify {
+        /// The JSON-lines audit log.
+        file: PathBuf,
+    },
 }
 
 /// Options of `keymux serve`.
@@ -76,6 +93,12 @@ impl ServeArgs {
 pub fn banner(config: &Config, running: &RunningServer) -> String {
     let mut lines =
         vec![format!("keymux {} listening on tcp://{}", env!("CARGO_PKG_VERSION"), running.tcp_addr())];
+    if let Some(addr) = running.tls_addr() {
+        lines.push(format!("  also on tls://{addr} (TLS 1.3)"));
+    }
+    if let Some(addr) = running.quic_addr() {
+        lines.push(format!("  also on quic://{addr}"));
+    }
     if let Some(path) = running.unix_socket() {
         lines.push(format!("  also on unix://{}", path.display()));
     }
@@ -108,17 +131,44 @@ fn describe_backend(config: &Config) -> String {
 /// A one-screen summary of a valid config, for `check-config`.
 pub fn summary(config: &Config) -> String {
     let backend = describe_backend(config);
-    format!(
-        "config OK\n  listen {}\n  backend {}\n  batch max_batch={} max_delay={:?} queue_capacity={}\n  cache {}",
-        config.server.listen,
-        backend,
-        config.batch.max_batch,
-        config.batch.max_delay,
-        config.batch.queue_capacity,
-        if config.cache.enabled {
-            format!("{} entries, ttl {:?}", config.cache.max_entries, config.cache.ttl)
-        } else {
-            "off".into()
-        },
-    )
+    let mut lines = vec![
+        "config OK".to_owned(),
+        format!("  listen {}", config.server.listen),
+        format!("  backend {backend}"),
+        format!(
+            "  batch max_batch={} max_delay={:?} queue_capacity={}",
+            config.batch.max_batch, config.batch.max_delay, config.batch.queue_capacity
+        ),
+        format!(
+            "  cache {}",
+            if config.cache.enabled {
+                format!("{} entries, ttl {:?}", config.cache.max_entries, config.cache.ttl)
+            } else {
+                "off".into()
+            }
+        ),
+    ];
+    if let Some(tls) = &config.tls {
+        if let Some(listen) = tls.listen {
+            lines.push(format!(
+                "  tls {listen} client certificates {:?}",
+                tls.client_auth_or_default(tls.client_auth)
+            ));
+        }
+        if let Some(quic) = &config.quic {
+            let auth = tls.client_auth_or_default(quic.client_auth);
+            lines.push(format!(
+                "  quic {} client certificates {auth:?} 0-RTT {}",
+                quic.listen, quic.enable_0rtt
+            ));
+        }
+    }
+    lines.push(match config.acl.len() {
+        0 => "  acl none: every client may do everything".to_owned(),
+        rules => format!("  acl {rules} rules: anything they do not allow is FORBIDDEN"),
+    });
+    if let Some(path) = &config.audit.path {
+        lines.push(format!("  audit log {}", path.display()));
+    }
+    lines.join("\n")
 }

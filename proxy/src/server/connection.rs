@@ -5,6 +5,11 @@
 //! streams all share it. Backpressure: the reader holds one permit of a per-connection
 //! semaphore per request in flight, and each permit is only released once its response
 //! has been written, so a client that stops reading its responses stops being read.
+//!
+//! Slow clients: a frame whose first bytes have arrived must be complete within
+//! `frame_timeout` (slowloris), and a connection with nothing in flight that sends
+//! nothing for `idle_timeout` is closed. Both are checked by one ticking timer per
+//! connection, so they hold to within a quarter of the shorter timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +23,11 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
+use crate::acl::Acl;
+use crate::audit::AuditLog;
+use crate::auth::Peer;
+use crate::error::OpError;
+use crate::limits::LimitRegistry;
 use crate::reply::{Outgoing, Responder};
 use crate::router::Router;
 use crate::telemetry::Metrics;
@@ -34,14 +44,27 @@ pub struct ConnectionContext {
     pub shutdown_grace: Duration,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Access control rules.
+    pub acl: Acl,
+    /// Per-identity limits.
+    pub identity_limits: LimitRegistry,
+    /// Where denials and failed handshakes are recorded.
+    pub audit: AuditLog,
+    /// Longest a TLS/QUIC handshake may take.
+    pub handshake_timeout: Duration,
+    /// Close a connection idle this long (zero: never).
+    pub idle_timeout: Duration,
+    /// Longest a partially received frame may take to complete.
+    pub frame_timeout: Duration,
 }
 
 /// Responses gathered into one write, at most.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// Serves one connection until the client closes it, a frame fault ends it, or
-/// `shutdown` fires; then lets in-flight requests finish (up to the grace period).
-pub async fn serve<S>(stream: S, ctx: Arc<ConnectionContext>, shutdown: CancellationToken)
+/// Serves one connection from `peer` until the client closes it, a frame fault or a
+/// timeout ends it, or `shutdown` fires; then lets in-flight requests finish (up to the
+/// grace period).
+pub async fn serve<S>(stream: S, ctx: Arc<ConnectionContext>, peer: Peer, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -51,20 +74,38 @@ where
     let writer = tokio::spawn(write_responses(write_half, outgoing, ctx.limits));
     let permits = Arc::new(Semaphore::new(ctx.max_in_flight as usize));
     let mut frames = FramedRead::new(read_half, ServerCodec::new(ctx.limits));
+    let mut clock = SlowClientClock::new(&ctx);
 
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
             () = shutdown.cancelled() => break,
         };
-        let item = tokio::select! {
-            item = frames.next() => item,
-            () = shutdown.cancelled() => break,
+        let item = loop {
+            tokio::select! {
+                biased;
+                item = frames.next() => break Some(item),
+                () = shutdown.cancelled() => break None,
+                _ = clock.tick() => {
+                    let in_flight = permits.available_permits() + 1 < ctx.max_in_flight as usize;
+                    if let Some(reason) = clock.expired(partial_frame(&frames), in_flight) {
+                        tracing::debug!(peer = %peer.addr, reason, "closing a slow or idle connection");
+                        ctx.metrics.connection_timed_out();
+                        break None;
+                    }
+                }
+            }
         };
+        let Some(item) = item else { break };
         let received = Instant::now();
+        clock.frame_received(received);
         match item {
             Some(Ok(Ok(frame))) => {
                 let opcode = frame.request.opcode();
+                let admitted = match (&peer.limits, opcode) {
+                    (Some(limits), op) if op != Opcode::Hello => limits.admit(received),
+                    _ => Ok(None),
+                };
                 let responder = Responder::new(
                     frame.request_id,
                     opcode,
@@ -73,13 +114,23 @@ where
                     permit,
                     Arc::clone(&ctx.metrics),
                 );
-                ctx.router.dispatch(frame, responder, received);
+                match admitted {
+                    Ok(identity_permit) => {
+                        let responder = responder.with_identity_permit(identity_permit);
+                        ctx.router.dispatch(frame, responder, received, &peer);
+                    }
+                    Err(retry_after) => responder.send(Err(OpError::Limited { retry_after })),
+                }
             }
             Some(Ok(Err(rejected))) => {
                 if let Some(opcode) = Opcode::from_u8(rejected.opcode) {
                     ctx.metrics.record_request(opcode, rejected.error.status(), received.elapsed());
                 }
-                let _ = sink.send(Outgoing { frame: rejected.into(), permit: Some(permit) });
+                let _ = sink.send(Outgoing {
+                    frame: rejected.into(),
+                    permit: Some(permit),
+                    identity_permit: None,
+                });
             }
             Some(Err(CodecError::Frame(error))) => {
                 ctx.metrics.frame_rejected();
@@ -87,7 +138,7 @@ where
                 if let Some((request_id, opcode)) = error.request_id() {
                     let failure = Failure::new(Status::BadRequest, error.to_string());
                     let frame = ResponseFrame::failure(request_id, opcode, failure);
-                    let _ = sink.send(Outgoing { frame, permit: Some(permit) });
+                    let _ = sink.send(Outgoing { frame, permit: Some(permit), identity_permit: None });
                 }
                 break;
             }
@@ -106,6 +157,92 @@ where
         tracing::warn!("in-flight requests did not finish within the shutdown grace period");
     }
     ctx.metrics.connections_add(-1);
+    drop(peer);
+}
+
+/// Whether part of a frame has arrived and the rest has not.
+fn partial_frame<R>(frames: &FramedRead<R, ServerCodec>) -> bool {
+    !frames.read_buffer().is_empty() || frames.decoder().in_frame()
+}
+
+/// Answers the first request of a connection the proxy will not serve (its identity is
+/// at its connection limit) with BUSY and `retry_after`, then closes it.
+pub(super) async fn refuse<S>(stream: S, ctx: Arc<ConnectionContext>, retry_after: Duration)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let limits = ctx.limits;
+    let mut frames = FramedRead::new(read_half, ServerCodec::new(limits));
+    let Ok(Some(Ok(Ok(frame)))) = tokio::time::timeout(ctx.frame_timeout, frames.next()).await else {
+        return;
+    };
+    let error = OpError::Limited { retry_after };
+    let response = ResponseFrame::failure(frame.request_id, frame.request.opcode() as u8, error.into());
+    let mut buffer = BytesMut::new();
+    if response.encode(&mut buffer, &limits).is_ok() {
+        let _ = write_half.write_all(&buffer).await;
+        let _ = write_half.shutdown().await;
+    }
+}
+
+/// Tracks when a connection last made progress, for the idle and frame timeouts.
+struct SlowClientClock {
+    ticker: tokio::time::Interval,
+    frame_timeout: Duration,
+    idle_timeout: Duration,
+    /// When a partial frame was first seen in the read buffer.
+    partial_since: Option<Instant>,
+    last_activity: Instant,
+}
+
+impl SlowClientClock {
+    fn new(ctx: &ConnectionContext) -> Self {
+        let shortest = match ctx.idle_timeout {
+            idle if idle.is_zero() => ctx.frame_timeout,
+            idle => idle.min(ctx.frame_timeout),
+        };
+        let period = (shortest / 4).max(Duration::from_millis(5));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            ticker,
+            frame_timeout: ctx.frame_timeout,
+            idle_timeout: ctx.idle_timeout,
+            partial_since: None,
+            last_activity: Instant::now(),
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.ticker.tick().await;
+    }
+
+    fn frame_received(&mut self, at: Instant) {
+        self.partial_since = None;
+        self.last_activity = at;
+    }
+
+    /// Why the connection should close, if it should: checked on each tick.
+    fn expired(&mut self, partial_frame: bool, in_flight: bool) -> Option<&'static str> {
+        let now = Instant::now();
+        if partial_frame {
+            let since = *self.partial_since.get_or_insert(now);
+            if now.duration_since(since) >= self.frame_timeout {
+                return Some("frame not completed within frame_timeout");
+            }
+            return None;
+        }
+        self.partial_since = None;
+        if in_flight {
+            self.last_activity = now;
+            return None;
+        }
+        if !self.idle_timeout.is_zero() && now.duration_since(self.last_activity) >= self.idle_timeout {
+            return Some("idle for idle_timeout");
+        }
+        None
+    }
 }
 
 /// Writes responses as they arrive, coalescing whatever is queued into one write, and
@@ -118,7 +255,7 @@ where
     let mut permits = Vec::new();
     while let Some(first) = outgoing.recv().await {
         let mut next = Some(first);
-        while let Some(Outgoing { frame, permit }) = next.take() {
+        while let Some(Outgoing { frame, permit, identity_permit }) = next.take() {
             if frame.encode(&mut buffer, &limits).is_err() {
                 // Cannot happen with validated limits; answer anyway (an empty message
                 // always fits the 12-byte minimum frame plus a status).
@@ -127,6 +264,7 @@ where
                 let _ = fallback.encode(&mut buffer, &Limits { max_frame: u32::MAX, ..limits });
             }
             permits.extend(permit);
+            permits.extend(identity_permit);
             if buffer.len() < WRITE_BATCH_BYTES {
                 next = outgoing.try_recv().ok();
             }

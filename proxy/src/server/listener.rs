@@ -7,12 +7,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::{ConnectionContext, serve};
-use crate::transport::Acceptor;
+use super::connection::{ConnectionContext, refuse, serve};
+use crate::audit::Event;
+use crate::auth::Peer;
+use crate::transport::{Acceptor, Handshake};
 
 /// Accepts connections until `shutdown` fires, serving each on its own task tracked by
 /// `tasks`. `connections` bounds open connections across all listeners: at the limit,
-/// new clients wait in the kernel's accept backlog.
+/// new clients wait in the kernel's accept backlog. The handshake runs on the
+/// connection's task, under `handshake_timeout`, so a slow client holds up nobody.
 pub(super) async fn accept_loop<A: Acceptor>(
     mut acceptor: A,
     ctx: Arc<ConnectionContext>,
@@ -20,6 +23,7 @@ pub(super) async fn accept_loop<A: Acceptor>(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let transport = acceptor.name();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&connections).acquire_owned() => permit.expect("never closed"),
@@ -30,20 +34,74 @@ pub(super) async fn accept_loop<A: Acceptor>(
             () = shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tracing::debug!(transport = acceptor.name(), %peer, "connection accepted");
+            Ok((handshake, peer)) => {
+                tracing::debug!(transport, %peer, "connection accepted");
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    serve(stream, ctx, shutdown).await;
+                    establish(handshake, peer, transport, ctx, shutdown).await;
                     drop(permit);
                 });
             }
             Err(error) => {
                 // Out of file descriptors and the like: back off rather than spin.
-                tracing::warn!(transport = acceptor.name(), %error, "accept failed");
+                tracing::warn!(transport, %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+/// Runs the handshake, resolves the peer's identity, permissions and limits, and
+/// serves the connection (or refuses it, over the identity's connection limit).
+async fn establish<H: Handshake>(
+    handshake: H,
+    addr: String,
+    transport: &'static str,
+    ctx: Arc<ConnectionContext>,
+    shutdown: CancellationToken,
+) {
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(ctx.handshake_timeout, handshake.finish()) => finished,
+        () = shutdown.cancelled() => return,
+    };
+    let (stream, identity) = match finished {
+        Ok(Ok(established)) => established,
+        Ok(Err(error)) => {
+            tracing::debug!(transport, peer = %addr, %error, "handshake failed");
+            ctx.metrics.handshake_failed();
+            ctx.audit.record(Event::HandshakeFailed { transport, peer: addr, error: error.to_string() });
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::debug!(transport, peer = %addr, "handshake timed out");
+            ctx.metrics.handshake_failed();
+            ctx.audit.record(Event::HandshakeFailed {
+                transport,
+                peer: addr,
+                error: "handshake timed out".into(),
+            });
+            return;
+        }
+    };
+    let principal = identity.principal();
+    let limits = if ctx.identity_limits.enabled() {
+        match ctx.identity_limits.connect(&principal) {
+            Ok(limits) => Some(limits),
+            Err(retry_after) => {
+                tracing::debug!(transport, peer = %addr, %principal, "over the identity's connection limit");
+                ctx.audit.record(Event::ConnectionRefused {
+                    principal,
+                    peer: addr,
+                    reason: "identity_limits.max_connections".into(),
+                });
+                return refuse(stream, ctx, retry_after).await;
+            }
+        }
+    } else {
+        None
+    };
+    let permissions = ctx.acl.permissions(&identity);
+    let peer = Peer { addr, identity, principal, permissions, limits };
+    serve(stream, ctx, peer, shutdown).await;
 }

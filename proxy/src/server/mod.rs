@@ -7,6 +7,7 @@
 mod admin_http;
 mod connection;
 mod listener;
+mod reload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connection::{ConnectionContext, serve};
+pub use reload::CertReloader;
 
+use crate::acl::Acl;
+use crate::audit::{AuditLog, Event};
 use crate::backend::Backend;
 use crate::backend::pkcs11::{Pkcs11Backend, Pkcs11Error};
 use crate::backend::soft::{KeystoreError, SoftBackend};
@@ -28,9 +32,12 @@ use crate::cache::UnwrapCache;
 use crate::config::{BackendConfig, Config};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
+use crate::limits::LimitRegistry;
 use crate::router::{Router, ServerInfo};
 use crate::telemetry::Metrics;
+use crate::transport::quic::QuicAcceptor;
 use crate::transport::tcp::TcpAcceptor;
+use crate::transport::tls::{self, TlsAcceptor, TlsError};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,17 @@ pub enum StartError {
     /// Executor threads could not be started.
     #[error("cannot start executor threads: {0}")]
     Threads(std::io::Error),
+    /// The TLS certificates could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The audit log could not be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Opens the backend a config names.
@@ -124,6 +142,10 @@ async fn refresh_periodically(
 /// A started proxy.
 pub struct RunningServer {
     tcp_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    quic_addr: Option<SocketAddr>,
+    reloader: Option<Arc<CertReloader>>,
+    audit: AuditLog,
     unix_socket: Option<PathBuf>,
     admin_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
@@ -159,13 +181,31 @@ pub async fn start_with_backend(
     let cache = config.cache.enabled.then(|| Arc::new(UnwrapCache::new(&config.cache, Arc::clone(&metrics))));
     let info =
         ServerInfo { max_frame: limits.max_frame, max_in_flight: config.server.max_in_flight_per_connection };
-    let router = Arc::new(Router::new(Arc::clone(&registry), Arc::clone(&dispatcher), cache.clone(), info));
+    let audit = match &config.audit.path {
+        Some(path) => {
+            AuditLog::open(path).map_err(|source| StartError::Audit { path: path.clone(), source })?
+        }
+        None => AuditLog::disabled(),
+    };
+    let router = Arc::new(Router::new(
+        Arc::clone(&registry),
+        Arc::clone(&dispatcher),
+        cache.clone(),
+        info,
+        audit.clone(),
+    ));
     let ctx = Arc::new(ConnectionContext {
         router,
         limits,
         max_in_flight: config.server.max_in_flight_per_connection,
         shutdown_grace: config.server.shutdown_grace,
         metrics: Arc::clone(&metrics),
+        acl: Acl::new(config.acl.clone()),
+        identity_limits: LimitRegistry::new(config.identity_limits.clone()),
+        audit: audit.clone(),
+        handshake_timeout: config.server.handshake_timeout,
+        idle_timeout: config.server.idle_timeout,
+        frame_timeout: config.server.frame_timeout,
     });
 
     let bind_error = |what, address: String| move |source| StartError::Bind { what, address, source };
@@ -182,6 +222,47 @@ pub async fn start_with_backend(
         None
     };
     let admin_addr = admin.as_ref().and_then(|listener| listener.local_addr().ok());
+
+    // TLS over TCP and QUIC, sharing the [tls] certificates and one reloader.
+    let mut tls_listener = None;
+    let mut quic_listener = None;
+    let mut reloader = None;
+    if let Some(tls_config) = &config.tls {
+        let mut tls_target = None;
+        if let Some(listen) = tls_config.listen {
+            let client_auth = tls_config.client_auth_or_default(tls_config.client_auth);
+            let live =
+                Arc::new(arc_swap::ArcSwap::from_pointee(tls::server_config(tls_config, client_auth)?));
+            let acceptor = TlsAcceptor::bind(listen, Arc::clone(&live))
+                .await
+                .map_err(bind_error("tls", listen.to_string()))?;
+            tls_target = Some(reload::TlsTarget { client_auth, live });
+            tls_listener = Some(acceptor);
+        }
+        let mut quic_target = None;
+        if let Some(quic_config) = &config.quic {
+            let client_auth = tls_config.client_auth_or_default(quic_config.client_auth);
+            let base = tls::server_config(tls_config, client_auth)?;
+            let server_config = crate::transport::quic::server_config(
+                base,
+                config.server.idle_timeout,
+                quic_config.enable_0rtt,
+            )?;
+            let acceptor = QuicAcceptor::bind(quic_config.listen, server_config)
+                .map_err(bind_error("quic", quic_config.listen.to_string()))?;
+            quic_target = Some(reload::QuicTarget {
+                client_auth,
+                idle_timeout: config.server.idle_timeout,
+                enable_0rtt: quic_config.enable_0rtt,
+                endpoint: acceptor.endpoint().clone(),
+            });
+            quic_listener = Some(acceptor);
+        }
+        reloader =
+            Some(Arc::new(CertReloader::new(tls_config.clone(), tls_target, quic_target, audit.clone())));
+    }
+    let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let quic_addr = quic_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let settings = BatchSettings { max_batch: config.batch.max_batch, max_delay: config.batch.max_delay };
     let executors = Executors::start(
@@ -205,6 +286,31 @@ pub async fn start_with_backend(
         tasks.clone(),
         shutdown.clone(),
     ));
+    if let Some(acceptor) = tls_listener {
+        let listener = listener::accept_loop(
+            acceptor,
+            Arc::clone(&ctx),
+            Arc::clone(&connections),
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(listener);
+    }
+    if let Some(acceptor) = quic_listener {
+        let listener = listener::accept_loop(
+            acceptor,
+            Arc::clone(&ctx),
+            Arc::clone(&connections),
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(listener);
+    }
+    if let (Some(reloader), Some(tls_config)) = (&reloader, &config.tls) {
+        if !tls_config.reload_interval.is_zero() {
+            tasks.spawn(Arc::clone(reloader).watch(tls_config.reload_interval, shutdown.clone()));
+        }
+    }
     #[cfg(unix)]
     if let Some(path) = &config.server.unix_socket {
         let unix = crate::transport::uds::UnixAcceptor::bind(path)
@@ -233,8 +339,16 @@ pub async fn start_with_backend(
         ));
     }
 
+    audit.record(Event::Admin {
+        action: "start".into(),
+        detail: format!("keymux {} on tcp://{tcp_addr}", env!("CARGO_PKG_VERSION")),
+    });
     Ok(RunningServer {
         tcp_addr,
+        tls_addr,
+        quic_addr,
+        reloader,
+        audit,
         unix_socket: config.server.unix_socket.clone(),
         admin_addr,
         metrics,
@@ -253,6 +367,31 @@ impl RunningServer {
     /// The TCP address the proxy serves on.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The TLS-over-TCP address, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The QUIC (UDP) address, if configured.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
+    }
+
+    /// The certificate reloader, when TLS is configured (`main.rs` calls it on SIGHUP).
+    pub fn reloader(&self) -> Option<Arc<CertReloader>> {
+        self.reloader.clone()
+    }
+
+    /// Re-reads the TLS certificates now; a no-op without TLS.
+    pub fn reload_certificates(&self) -> Result<(), TlsError> {
+        self.reloader.as_ref().map_or(Ok(()), |reloader| reloader.reload("admin"))
+    }
+
+    /// The audit log (disabled unless `audit.path` is set).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// The Unix socket the proxy serves on, if any.
@@ -283,7 +422,9 @@ impl RunningServer {
     /// Re-reads keys and versions from the backend now (it also happens every
     /// `keys.refresh_interval`).
     pub fn refresh_keys(&self) -> Result<(), OpError> {
-        refresh_keys(self.backend.as_ref(), &self.registry, self.cache.as_deref())
+        refresh_keys(self.backend.as_ref(), &self.registry, self.cache.as_deref())?;
+        self.audit.record(Event::Admin { action: "keys_refresh".into(), detail: String::new() });
+        Ok(())
     }
 
     /// A token that starts the shutdown when cancelled.
@@ -309,5 +450,8 @@ impl RunningServer {
         self.admin_shutdown.cancel();
         let executors = self.executors;
         let _ = tokio::task::spawn_blocking(move || executors.stop()).await;
+        self.audit.record(Event::Admin { action: "stop".into(), detail: String::new() });
+        let audit = self.audit;
+        let _ = tokio::task::spawn_blocking(move || audit.sync()).await;
     }
 }

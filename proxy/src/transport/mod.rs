@@ -1,7 +1,14 @@
-//! Transports: each turns a listening socket into a stream of byte streams that the
+//! Transports: each turns a listening socket into a stream of connections that the
 //! shared connection loop serves.
+//!
+//! Accepting is split in two so that a slow client never holds up the accept loop:
+//! [`Acceptor::accept`] only takes the next connection off the socket, and
+//! [`Handshake::finish`] (TLS or QUIC handshake, identity extraction) runs on the
+//! connection's own task, under the handshake timeout.
 
+pub mod quic;
 pub mod tcp;
+pub mod tls;
 #[cfg(unix)]
 pub mod uds;
 
@@ -10,14 +17,25 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::Identity;
+
 /// A listening transport.
 pub trait Acceptor: Send + 'static {
-    /// The byte stream of one accepted connection.
+    /// An accepted connection whose handshake has yet to run.
+    type Handshake: Handshake;
+
+    /// Waits for the next connection; the string describes the peer for logs.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Handshake, String)>> + Send;
+
+    /// A short name for logs and the audit log (`tcp`, `unix`, `tls`, `quic`).
+    fn name(&self) -> &'static str;
+}
+
+/// The second half of accepting: whatever the transport does before frames flow.
+pub trait Handshake: Send + 'static {
+    /// The byte stream carrying frames.
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
 
-    /// Waits for the next connection; `peer` describes it for logs.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
-
-    /// A short name for logs (`tcp`, `unix`).
-    fn name(&self) -> &'static str;
+    /// Completes the handshake, returning the stream and who is on the other end.
+    fn finish(self) -> impl Future<Output = io::Result<(Self::Stream, Identity)>> + Send;
 }

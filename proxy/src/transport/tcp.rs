@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Acceptor;
+use super::{Acceptor, Handshake};
+use crate::auth::Identity;
 
 /// A TCP listener with Nagle's algorithm off on accepted connections (responses are
 /// small and latency matters; the writer already coalesces them).
@@ -26,7 +27,7 @@ impl TcpAcceptor {
 }
 
 impl Acceptor for TcpAcceptor {
-    type Stream = TcpStream;
+    type Handshake = TcpStream;
 
     async fn accept(&mut self) -> io::Result<(TcpStream, String)> {
         let (stream, peer) = self.listener.accept().await?;
@@ -36,5 +37,14 @@ impl Acceptor for TcpAcceptor {
 
     fn name(&self) -> &'static str {
         "tcp"
+    }
+}
+
+/// Plain TCP has no handshake: every client is anonymous.
+impl Handshake for TcpStream {
+    type Stream = TcpStream;
+
+    async fn finish(self) -> io::Result<(TcpStream, Identity)> {
+        Ok((self, Identity::anonymous()))
     }
 }

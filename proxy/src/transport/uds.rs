@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use super::Acceptor;
+use super::{Acceptor, Handshake};
+use crate::auth::Identity;
 
 /// A Unix socket listener. The socket file is removed when the acceptor is dropped.
 pub struct UnixAcceptor {
@@ -42,7 +43,7 @@ impl Drop for UnixAcceptor {
 }
 
 impl Acceptor for UnixAcceptor {
-    type Stream = UnixStream;
+    type Handshake = UnixStream;
 
     async fn accept(&mut self) -> io::Result<(UnixStream, String)> {
         let (stream, _) = self.listener.accept().await?;
@@ -55,5 +56,15 @@ impl Acceptor for UnixAcceptor {
 
     fn name(&self) -> &'static str {
         "unix"
+    }
+}
+
+/// A Unix socket client is identified by its uid (from `SO_PEERCRED`).
+impl Handshake for UnixStream {
+    type Stream = UnixStream;
+
+    async fn finish(self) -> io::Result<(UnixStream, Identity)> {
+        let uid = self.peer_cred()?.uid();
+        Ok((self, Identity::unix(uid)))
     }
 }

@@ -1,0 +1,200 @@
+//! Per-identity limits: open connections, requests in flight, and a request rate.
+//!
+//! Every connection of one identity (see [`Identity::principal`](crate::auth::Identity::principal))
+//! shares one [`IdentityLimits`]. Over a limit the answer is BUSY with a retry-after at
+//! once; nothing queues. The rate is a GCRA token bucket on one atomic, so checking it
+//! takes no lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::IdentityLimitsConfig;
+
+/// The limits of every identity seen, created on first connection and forgotten when
+/// its last connection closes.
+#[derive(Debug)]
+pub struct LimitRegistry {
+    config: IdentityLimitsConfig,
+    epoch: Instant,
+    identities: Mutex<HashMap<String, Weak<IdentityLimits>>>,
+}
+
+impl LimitRegistry {
+    /// A registry applying `config`.
+    pub fn new(config: IdentityLimitsConfig) -> Self {
+        Self { config, epoch: Instant::now(), identities: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether any limit is configured at all.
+    pub fn enabled(&self) -> bool {
+        let c = &self.config;
+        c.max_connections > 0 || c.max_in_flight > 0 || c.rate > 0.0
+    }
+
+    /// Admits a new connection of `principal`, or says how long to wait if it already
+    /// has `max_connections` open. The returned handle counts as one open connection
+    /// until dropped.
+    pub fn connect(&self, principal: &str) -> Result<ConnectionLimits, Duration> {
+        let limits = {
+            let mut identities = self.identities.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(existing) = identities.get(principal).and_then(Weak::upgrade) {
+                existing
+            } else {
+                identities.retain(|_, weak| weak.strong_count() > 0);
+                let fresh = Arc::new(IdentityLimits::new(&self.config, self.epoch));
+                identities.insert(principal.to_owned(), Arc::downgrade(&fresh));
+                fresh
+            }
+        };
+        let max = self.config.max_connections;
+        let admitted = limits.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (max == 0 || open < max).then_some(open + 1)
+        });
+        match admitted {
+            Ok(_) => Ok(ConnectionLimits { limits }),
+            Err(_) => Err(self.config.retry_after),
+        }
+    }
+}
+
+/// One identity's counters.
+#[derive(Debug)]
+struct IdentityLimits {
+    connections: AtomicU32,
+    in_flight: Option<Arc<Semaphore>>,
+    rate: Option<Gcra>,
+    retry_after: Duration,
+}
+
+impl IdentityLimits {
+    fn new(config: &IdentityLimitsConfig, epoch: Instant) -> Self {
+        Self {
+            connections: AtomicU32::new(0),
+            in_flight: (config.max_in_flight > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_in_flight as usize))),
+            rate: (config.rate > 0.0).then(|| Gcra::new(config.rate, config.burst, epoch)),
+            retry_after: config.retry_after,
+        }
+    }
+}
+
+/// A connection's share of its identity's limits; dropping it closes the connection's
+/// slot.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    limits: Arc<IdentityLimits>,
+}
+
+impl ConnectionLimits {
+    /// Admits one request: takes a token and an in-flight slot (held until the
+    /// response is written), or says how long to wait.
+    pub fn admit(&self, now: Instant) -> Result<Option<OwnedSemaphorePermit>, Duration> {
+        if let Some(rate) = &self.limits.rate {
+            rate.take(now)?;
+        }
+        match &self.limits.in_flight {
+            None => Ok(None),
+            Some(semaphore) => {
+                Arc::clone(semaphore).try_acquire_owned().map(Some).map_err(|_| self.limits.retry_after)
+            }
+        }
+    }
+}
+
+impl Drop for ConnectionLimits {
+    fn drop(&mut self) {
+        self.limits.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Generic cell rate algorithm: one request per `interval` sustained, `burst` at once.
+/// The state is the theoretical arrival time of the next request, in nanoseconds since
+/// `epoch`.
+#[derive(Debug)]
+struct Gcra {
+    epoch: Instant,
+    interval: u64,
+    tolerance: u64,
+    tat: AtomicU64,
+}
+
+impl Gcra {
+    fn new(rate: f64, burst: u32, epoch: Instant) -> Self {
+        let interval = (1e9 / rate).max(1.0) as u64;
+        Self { epoch, interval, tolerance: interval * u64::from(burst.max(1) - 1), tat: AtomicU64::new(0) }
+    }
+
+    fn take(&self, now: Instant) -> Result<(), Duration> {
+        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let start = tat.max(now);
+            if start - now > self.tolerance {
+                // At least 1 ms, so a client honouring it does not spin.
+                return Err(Duration::from_nanos(start - now - self.tolerance).max(Duration::from_millis(1)));
+            }
+            match self.tat.compare_exchange_weak(
+                tat,
+                start + self.interval,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_connections: u32, max_in_flight: u32, rate: f64, burst: u32) -> IdentityLimitsConfig {
+        IdentityLimitsConfig {
+            max_connections,
+            max_in_flight,
+            rate,
+            burst,
+            ..IdentityLimitsConfig::default()
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_per_identity() {
+        let registry = LimitRegistry::new(config(2, 0, 0.0, 1));
+        let a1 = registry.connect("a").unwrap();
+        let _a2 = registry.connect("a").unwrap();
+        assert!(registry.connect("a").is_err());
+        let _b = registry.connect("b").unwrap();
+        drop(a1);
+        registry.connect("a").unwrap();
+    }
+
+    #[test]
+    fn the_bucket_allows_the_burst_then_the_rate() {
+        let epoch = Instant::now();
+        let gcra = Gcra::new(10.0, 3, epoch);
+        let now = epoch + Duration::from_secs(1);
+        for _ in 0..3 {
+            gcra.take(now).unwrap();
+        }
+        let wait = gcra.take(now).unwrap_err();
+        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
+        gcra.take(now + Duration::from_millis(100)).unwrap();
+    }
+
+    #[test]
+    fn in_flight_slots_come_back() {
+        let registry = LimitRegistry::new(config(0, 1, 0.0, 1));
+        let connection = registry.connect("a").unwrap();
+        let slot = connection.admit(Instant::now()).unwrap();
+        assert!(connection.admit(Instant::now()).is_err());
+        drop(slot);
+        assert!(connection.admit(Instant::now()).is_ok());
+    }
+}

@@ -1,0 +1,171 @@
+//! TLS 1.3 over TCP (rustls, *ring* provider), and the certificate loading and server
+//! configuration that the QUIC listener shares.
+//!
+//! Only TLS 1.3 is offered. With a client CA configured, client certificates are
+//! verified against it (chain, validity period, key usage); `client_auth` says whether
+//! a client without one is refused or served as anonymous. The live configuration sits
+//! behind an [`ArcSwap`], so a certificate reload changes what new connections get
+//! while open ones keep the session they negotiated.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+use super::{Acceptor, Handshake};
+use crate::auth::Identity;
+use crate::config::{ClientAuth, TlsConfig};
+
+/// The ALPN protocol id of keymux v1, over TLS and QUIC.
+pub const ALPN: &[u8] = b"keymux/1";
+
+/// Why certificates could not be loaded or a TLS configuration built. Messages name
+/// files, never key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or holds no usable PEM item.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls refused the certificate, key or verifier.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File { path: path.to_owned(), message: message.to_string() }
+}
+
+/// The *ring* crypto provider every keymux TLS configuration uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let reader = BufReader::new(File::open(path).map_err(|e| file_error(path, e))?);
+    let certs = CertificateDer::pem_reader_iter(reader)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no CERTIFICATE in the file"));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, format!("no usable private key: {e}")))
+}
+
+/// The modification times and sizes of a configuration's files: reload when it changes.
+pub fn fingerprint(config: &TlsConfig) -> Vec<Option<(SystemTime, u64)>> {
+    [Some(&config.cert), Some(&config.key), config.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+        .collect()
+}
+
+/// Builds a TLS 1.3-only server configuration from the files `config` names, asking
+/// for client certificates as `client_auth` says, and offering ALPN `keymux/1`.
+pub fn server_config(config: &TlsConfig, client_auth: ClientAuth) -> Result<ServerConfig, TlsError> {
+    let chain = load_certs(&config.cert)?;
+    let key = load_key(&config.key)?;
+    let verifier: Option<Arc<dyn ClientCertVerifier>> = match (client_auth, &config.client_ca) {
+        (ClientAuth::None, _) => None,
+        (_, None) => return Err(TlsError::Config("client certificates need tls.client_ca".into())),
+        (auth, Some(ca)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in load_certs(ca)? {
+                roots.add(cert).map_err(|e| file_error(ca, e))?;
+            }
+            let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let builder =
+                if auth == ClientAuth::Optional { builder.allow_unauthenticated() } else { builder };
+            Some(builder.build().map_err(|e| TlsError::Config(e.to_string()))?)
+        }
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder.with_single_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(server)
+}
+
+/// The identity in a verified peer chain (its first certificate), or anonymous.
+pub fn identity_of(chain: Option<&[CertificateDer<'_>]>) -> io::Result<Identity> {
+    match chain.and_then(<[_]>::first) {
+        Some(leaf) => Identity::from_certificate(leaf).map_err(io::Error::other),
+        None => Ok(Identity::anonymous()),
+    }
+}
+
+/// A TLS 1.3 listener whose configuration can be swapped while it runs.
+pub struct TlsAcceptor {
+    listener: TcpListener,
+    config: Arc<ArcSwap<ServerConfig>>,
+}
+
+impl TlsAcceptor {
+    /// Binds `addr`, serving `config` (shared with whoever reloads it).
+    pub async fn bind(addr: SocketAddr, config: Arc<ArcSwap<ServerConfig>>) -> io::Result<Self> {
+        Ok(Self { listener: TcpListener::bind(addr).await?, config })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Acceptor for TlsAcceptor {
+    type Handshake = TlsHandshake;
+
+    async fn accept(&mut self) -> io::Result<(TlsHandshake, String)> {
+        let (stream, peer) = self.listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((TlsHandshake { stream, config: self.config.load_full() }, peer.to_string()))
+    }
+
+    fn name(&self) -> &'static str {
+        "tls"
+    }
+}
+
+/// An accepted TCP connection and the configuration current when it arrived.
+pub struct TlsHandshake {
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+}
+
+impl Handshake for TlsHandshake {
+    type Stream = TlsStream<TcpStream>;
+
+    async fn finish(self) -> io::Result<(Self::Stream, Identity)> {
+        let stream = tokio_rustls::TlsAcceptor::from(self.config).accept(self.stream).await?;
+        let identity = identity_of(stream.get_ref().1.peer_certificates())?;
+        Ok((stream, identity))
+    }
+}

@@ -1,0 +1,104 @@
+//! QUIC: round trips and pipelining through the SDK, client certificates as with TLS,
+//! and failover from a dead endpoint.
+
+use std::sync::Arc;
+
+use keymux_client::{Client, ClientConfig, Endpoint};
+
+use crate::certs::{Pki, sdk_client};
+use crate::common::TestProxy;
+
+fn quic_endpoint(proxy: &TestProxy) -> Endpoint {
+    Endpoint::quic("localhost", proxy.server.quic_addr().unwrap().port())
+}
+
+#[tokio::test]
+async fn round_trips_and_pipelining_over_quic() {
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| pki.enable(config)).await;
+    let me = pki.client_cn("svc-a");
+    let client = Arc::new(sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 2).await.unwrap());
+    client.ping().await.unwrap();
+    let blob = client.wrap("default", b"ctx", &[5; 32]).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[5; 32]);
+    let data_key = client.generate_data_key("default", b"ctx", 32).await.unwrap();
+    let rewrapped = client.rewrap(b"ctx", &data_key.blob).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &rewrapped).await.unwrap().expose(), data_key.plaintext.expose());
+
+    let calls = (0..2000u32).map(|i| {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            let blob = client.wrap("default", &i.to_be_bytes(), &[9; 32]).await.unwrap();
+            client.unwrap(&i.to_be_bytes(), &blob).await.unwrap()
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.unwrap().expose(), &[9; 32]);
+    }
+}
+
+#[tokio::test]
+async fn quic_requires_a_good_client_certificate() {
+    let pki = Pki::new("ca");
+    let other = Pki::new("another ca");
+    let proxy = TestProxy::start(|config| pki.enable(config)).await;
+    assert!(sdk_client(quic_endpoint(&proxy), pki.client_tls(None), 1).await.is_err(), "no certificate");
+    let foreign = other.client_cn("svc-a");
+    assert!(
+        sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&foreign)), 1).await.is_err(),
+        "another CA"
+    );
+    let good = pki.client_cn("svc-a");
+    sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&good)), 1).await.unwrap().ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_fails_over_to_the_next() {
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| pki.enable(config)).await;
+    let me = pki.client_cn("svc-a");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut config = ClientConfig::new(vec![
+        Endpoint::tls("localhost", dead_port),
+        quic_endpoint(&proxy),
+        Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port()),
+    ]);
+    config.tls = Some(pki.client_tls(Some(&me)));
+    config.connections = 3;
+    let client = Client::connect(config).await.unwrap();
+    for _ in 0..6 {
+        client.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_reload_reaches_new_quic_connections_and_spares_open_ones() {
+    let pki = Pki::new("ca");
+    let (cert, key) = pki.write("live", &pki.server("first"));
+    let proxy = TestProxy::start(|config| {
+        pki.enable(config);
+        let tls = config.tls.as_mut().unwrap();
+        tls.cert = cert.clone();
+        tls.key = key.clone();
+    })
+    .await;
+    let me = pki.client_cn("svc-a");
+    let old = sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap();
+    old.ping().await.unwrap();
+
+    // The new server certificate comes from another CA, so which one a connection gets
+    // shows in which clients can connect. Client certificates still chain to `pki`.
+    let other = Pki::new("another ca");
+    pki.write("live", &other.server("second"));
+    proxy.server.reload_certificates().unwrap();
+    assert!(
+        sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.is_err(),
+        "new connections get the new certificate"
+    );
+    let trusting_other = other.client_tls(Some(&me));
+    sdk_client(quic_endpoint(&proxy), trusting_other, 1).await.unwrap().ping().await.unwrap();
+    let blob = old.wrap("default", b"", &[1; 32]).await.unwrap();
+    assert_eq!(old.unwrap(b"", &blob).await.unwrap().expose(), &[1; 32], "the open connection keeps working");
+}

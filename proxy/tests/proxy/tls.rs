@@ -1,0 +1,288 @@
+//! TLS 1.3 over TCP: round trips and pipelining through the SDK, TLS 1.2 refused,
+//! mutual TLS, certificate reload, and the slow-client timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keymux_client::Endpoint;
+use keymux_proxy::config::ClientAuth;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::certs::{Pki, Subject, der_of, raw_tls, sdk_client};
+use crate::common::{TestProxy, metric, raw_frame};
+
+fn tls_endpoint(proxy: &TestProxy) -> Endpoint {
+    Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port())
+}
+
+#[tokio::test]
+async fn round_trips_and_pipelining_over_tls_with_a_client_certificate() {
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| pki.enable(config)).await;
+    let me = pki.client_cn("svc-a");
+    let client = Arc::new(sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap());
+    client.ping().await.unwrap();
+    let blob = client.wrap("default", b"ctx", &[3; 32]).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[3; 32]);
+    let data_key = client.generate_data_key("default", b"ctx", 16).await.unwrap();
+    let rewrapped = client.rewrap(b"ctx", &data_key.blob).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &rewrapped).await.unwrap().expose(), data_key.plaintext.expose());
+
+    let calls = (0..2000u32).map(|i| {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            let blob = client.wrap("default", &i.to_be_bytes(), &[7; 32]).await.unwrap();
+            client.unwrap(&i.to_be_bytes(), &blob).await.unwrap()
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.unwrap().expose(), &[7; 32]);
+    }
+}
+
+#[tokio::test]
+async fn a_tls_1_2_client_is_refused() {
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| pki.enable(config)).await;
+    let me = pki.client_cn("svc-a");
+    let addr = proxy.server.tls_addr().unwrap();
+    raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.expect("TLS 1.3 works");
+    let refused = raw_tls(addr, &pki, Some(&me), &rustls::version::TLS12).await;
+    assert!(refused.is_err(), "TLS 1.2 must be refused");
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_missing_foreign_and_expired_certificates() {
+    let pki = Pki::new("ca");
+    let other = Pki::new("another ca");
+    let audit = tempfile::tempdir().unwrap();
+    let audit_path = audit.path().join("audit.jsonl");
+    let proxy = TestProxy::start(|config| {
+        pki.enable(config);
+        config.audit.path = Some(audit_path.clone());
+    })
+    .await;
+    let endpoint = tls_endpoint(&proxy);
+
+    let refused = [
+        ("no certificate", pki.client_tls(None)),
+        ("another CA", pki.client_tls(Some(&other.client_cn("svc-a")))),
+        (
+            "expired",
+            pki.client_tls(Some(&pki.client(Subject { cn: "svc-a", expired: true, ..Subject::default() }))),
+        ),
+    ];
+    for (case, tls) in refused {
+        let result = sdk_client(endpoint.clone(), tls, 1).await;
+        assert!(result.is_err(), "{case}: the client was let in");
+    }
+    let good = sdk_client(endpoint, pki.client_tls(Some(&pki.client_cn("svc-a"))), 1).await.unwrap();
+    good.ping().await.unwrap();
+
+    proxy.server.audit().sync();
+    let log = std::fs::read_to_string(&audit_path).unwrap();
+    let failures = log.lines().filter(|line| line.contains("\"event\":\"handshake_failed\"")).count();
+    assert_eq!(failures, 3, "{log}");
+    assert_eq!(metric(&proxy.scrape().await, "keymux_failed_handshakes_total"), 3.0);
+    assert_eq!(keymux_proxy::audit::verify(&audit_path).unwrap().unwrap(), log.lines().count() as u64);
+}
+
+#[tokio::test]
+async fn optional_client_auth_serves_anonymous_clients() {
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| config.tls = Some(pki.server_config(ClientAuth::Optional))).await;
+    let client = sdk_client(tls_endpoint(&proxy), pki.client_tls(None), 1).await.unwrap();
+    client.ping().await.unwrap();
+    let other = Pki::new("another ca");
+    let foreign = sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&other.client_cn("x"))), 1).await;
+    assert!(foreign.is_err(), "a certificate that is presented must still verify");
+}
+
+#[tokio::test]
+async fn a_reloaded_certificate_serves_new_connections_while_old_ones_keep_working() {
+    let pki = Pki::new("ca");
+    let first = pki.server("first");
+    let (cert, key) = pki.write("live", &first);
+    let proxy = TestProxy::start(|config| {
+        let mut tls = pki.server_config(ClientAuth::Required);
+        tls.cert = cert.clone();
+        tls.key = key.clone();
+        tls.reload_interval = Duration::from_millis(50);
+        config.tls = Some(tls);
+    })
+    .await;
+    let addr = proxy.server.tls_addr().unwrap();
+    let me = pki.client_cn("svc-a");
+    let old = sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap();
+    old.ping().await.unwrap();
+    assert_eq!(
+        raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap(),
+        der_of(&first.cert_pem)
+    );
+
+    // The files change: picked up by the poll.
+    let second = pki.server("second");
+    pki.write("live", &second);
+    let mut served = None;
+    for _ in 0..100 {
+        served = Some(raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap());
+        if served.as_ref() == Some(&der_of(&second.cert_pem)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served.unwrap(), der_of(&second.cert_pem), "new connections get the new certificate");
+    // The same connection (no retries, one connection) still works.
+    let blob = old.wrap("default", b"", &[1; 32]).await.unwrap();
+    assert_eq!(old.unwrap(b"", &blob).await.unwrap().expose(), &[1; 32]);
+
+    // An explicit reload (what SIGHUP does); a broken key keeps the current certificate.
+    let third = pki.server("third");
+    pki.write("live", &third);
+    proxy.server.reload_certificates().unwrap();
+    assert_eq!(
+        raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap(),
+        der_of(&third.cert_pem)
+    );
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(proxy.server.reload_certificates().is_err());
+    assert_eq!(
+        raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap(),
+        der_of(&third.cert_pem)
+    );
+    old.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_dropped_after_the_frame_deadline_while_others_are_served() {
+    let proxy = TestProxy::start(|config| config.server.frame_timeout = Duration::from_millis(300)).await;
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let frame = raw_frame(1, 0x10, 0, 1, &[]);
+    // The length and a few bytes, then a byte every 100 ms: never a whole frame in time.
+    slow.write_all(&frame[..6]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut other = proxy.connect().await;
+    let mut closed = false;
+    for &byte in &frame[6..] {
+        other.ping().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow.write_all(&[byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 1];
+        if let Ok(read) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await {
+            if matches!(read, Ok(0) | Err(_)) {
+                closed = true;
+                break;
+            }
+        }
+    }
+    if !closed {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await.expect("closed");
+        closed = matches!(read, Ok(0) | Err(_));
+    }
+    assert!(closed, "the slow client was dropped");
+    assert_eq!(metric(&proxy.scrape().await, "keymux_timed_out_connections_total"), 1.0);
+    assert!(started.elapsed() < Duration::from_secs(2), "dropped near the deadline: {:?}", started.elapsed());
+    other.ping().await;
+}
+
+#[tokio::test]
+async fn idle_connections_and_stalled_handshakes_are_closed() {
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| {
+        pki.enable(config);
+        config.server.idle_timeout = Duration::from_millis(200);
+        config.server.handshake_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut idle = proxy.connect().await;
+    idle.ping().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(idle.recv().await.is_none(), "an idle connection is closed");
+
+    let mut stalled = tokio::net::TcpStream::connect(proxy.server.tls_addr().unwrap()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read =
+        tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "a client that never says hello is dropped");
+}
+
+#[tokio::test]
+async fn the_binary_reloads_certificates_on_sighup_and_audits_it() {
+    use std::io::BufRead;
+    let pki = Pki::new("ca");
+    let first = pki.server("first");
+    let (cert, key) = pki.write("binary", &first);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("keymux.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\
+             [tls]\nlisten = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca:?}\nreload_interval = \"0s\"\n\
+             [audit]\npath = {audit:?}\n\
+             [backend]\ntype = \"soft\"\ndata_dir = {data:?}\npassphrase = {{ env = \"KEYMUX_TEST_PASSPHRASE\" }}\n\
+             create_if_missing = true\nkdf_memory_kib = 8192\nkdf_passes = 1\n",
+            ca = pki.ca_path(),
+            data = dir.path().join("data"),
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keymux"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYMUX_TEST_PASSPHRASE", "test passphrase")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut tls_addr = None;
+    for _ in 0..6 {
+        let mut line = String::new();
+        banner.read_line(&mut line).unwrap();
+        if let Some(rest) = line.trim().strip_prefix("also on tls://") {
+            tls_addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            break;
+        }
+    }
+    let addr = tls_addr.expect("the banner names the TLS address");
+    let me = pki.client_cn("svc-a");
+    assert_eq!(
+        raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap(),
+        der_of(&first.cert_pem)
+    );
+
+    let second = pki.server("second");
+    pki.write("binary", &second);
+    let hup = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let mut served = None;
+    for _ in 0..100 {
+        served = Some(raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap());
+        if served.as_ref() == Some(&der_of(&second.cert_pem)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served.unwrap(), der_of(&second.cert_pem), "SIGHUP reloaded the certificate");
+
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    for _ in 0..500 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = child.try_wait().unwrap().expect("keymux stopped after SIGTERM");
+    assert!(status.success());
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(log.lines().any(|l| l.contains("\"action\":\"cert_reload\"") && l.contains("sighup")), "{log}");
+    assert!(log.lines().last().unwrap().contains("\"action\":\"stop\""), "{log}");
+    keymux_proxy::audit::verify(&audit).unwrap().unwrap();
+}
