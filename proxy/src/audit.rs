@@ -72,7 +72,7 @@ pub enum Event {
     },
     /// An administrative action.
     Admin {
-        /// What was done (`start`, `stop`, `cert_reload`, `cert_reload_failed`, `keys_refresh`).
+        /// What was done (`start`, `stop`, `cert_reload`, `cert_reload_failed`, `key_change`).
         action: String,
         /// Details, without secrets.
         detail: String,

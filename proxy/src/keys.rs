@@ -102,6 +102,52 @@ impl KeyRegistry {
     }
 }
 
+/// What changed between two snapshots of the keys, one line each, for the audit log:
+/// keys and versions created or gone, versions enabled or disabled, minimum decryption
+/// versions moved.
+pub fn changes(old: &[Arc<KeyInfo>], new: &[KeyInfo]) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in new {
+        let Some(before) = old.iter().find(|k| k.name == key.name) else {
+            out.push(format!("key {:?} appeared with versions {:?}", key.name, versions(key)));
+            continue;
+        };
+        for version in &key.versions {
+            match before.versions.iter().find(|v| v.version == version.version) {
+                None => out.push(format!("key {:?} version {} created", key.name, version.version)),
+                Some(was) if was.state != version.state => out.push(format!(
+                    "key {:?} version {} {}",
+                    key.name,
+                    version.version,
+                    if version.state == VersionState::Enabled { "enabled" } else { "disabled" }
+                )),
+                Some(_) => {}
+            }
+        }
+        for version in &before.versions {
+            if !key.versions.iter().any(|v| v.version == version.version) {
+                out.push(format!("key {:?} version {} destroyed", key.name, version.version));
+            }
+        }
+        if before.min_decryption_version != key.min_decryption_version {
+            out.push(format!(
+                "key {:?} min_decryption_version {} -> {}",
+                key.name, before.min_decryption_version, key.min_decryption_version
+            ));
+        }
+    }
+    for key in old {
+        if !new.iter().any(|k| k.name == key.name) {
+            out.push(format!("key {:?} is gone", key.name));
+        }
+    }
+    out
+}
+
+fn versions(key: &KeyInfo) -> Vec<u32> {
+    key.versions.iter().map(|v| v.version).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +181,28 @@ mod tests {
         assert!(matches!(k.check_decryptable(9), Err(OpError::UnknownVersion { .. })));
         let k = key(&[Enabled, Enabled], 2);
         assert!(matches!(k.check_decryptable(1), Err(OpError::KeyDisabled { version: 1, .. })));
+    }
+
+    #[test]
+    fn changes_between_snapshots() {
+        use VersionState::*;
+        let old = vec![Arc::new(key(&[Enabled, Enabled], 1))];
+        let mut new = key(&[Disabled, Enabled, Enabled], 2);
+        new.versions.remove(1);
+        let other = KeyInfo { name: "other".into(), ..key(&[Enabled], 1) };
+        let lines = changes(&old, &[new, other]);
+        assert_eq!(
+            lines,
+            vec![
+                "key \"k\" version 1 disabled",
+                "key \"k\" version 3 created",
+                "key \"k\" version 2 destroyed",
+                "key \"k\" min_decryption_version 1 -> 2",
+                "key \"other\" appeared with versions [1]",
+            ]
+        );
+        assert!(changes(&old, &[key(&[Enabled, Enabled], 1)]).is_empty());
+        assert_eq!(changes(&old, &[]), vec!["key \"k\" is gone"]);
     }
 
     #[test]

@@ -86,61 +86,66 @@ pub fn open_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, StartErr
     }
 }
 
-/// Re-reads keys and versions from the backend, so new and disabled versions take
-/// effect; cached DEKs of versions that may no longer be unwrapped are dropped.
-fn refresh_keys(
-    backend: &dyn Backend,
-    registry: &KeyRegistry,
-    cache: Option<&UnwrapCache>,
-) -> Result<(), OpError> {
-    let keys = backend.list_keys()?;
-    if let Some(cache) = cache {
-        // Only transitions matter: a version that could be unwrapped before and cannot
-        // now (disabled, below the minimum, or destroyed) leaves the cache.
-        for old in registry.list() {
-            let new = keys.iter().find(|k| k.name == old.name);
-            for version in &old.versions {
-                let was = old.check_decryptable(version.version).is_ok();
-                let is = new.is_some_and(|k| k.check_decryptable(version.version).is_ok());
-                if was && !is {
-                    cache.invalidate_version(&old.name, version.version);
-                }
-            }
-        }
-    }
-    registry.replace(keys);
-    Ok(())
-}
-
-/// Refreshes the registry every `interval` until `shutdown`, on a blocking thread (a
-/// backend's listing may be slow HSM calls).
-async fn refresh_periodically(
+/// Keeps the registry in step with the backend: re-reads keys and versions so new and
+/// disabled versions take effect, drops cached DEKs of versions that may no longer be
+/// unwrapped, and audits every change it sees. Key administration (`keymux key ...`)
+/// happens in another process, or another proxy; this is where the running proxy, the
+/// audit log's one writer, learns of it.
+struct KeyRefresher {
     backend: Arc<dyn Backend>,
     registry: Arc<KeyRegistry>,
     cache: Option<Arc<UnwrapCache>>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = shutdown.cancelled() => return,
+    audit: AuditLog,
+}
+
+impl KeyRefresher {
+    fn refresh(&self) -> Result<(), OpError> {
+        let keys = self.backend.list_keys()?;
+        let old = self.registry.list();
+        if let Some(cache) = &self.cache {
+            // Only transitions matter: a version that could be unwrapped before and
+            // cannot now (disabled, below the minimum, or destroyed) leaves the cache.
+            for old in &old {
+                let new = keys.iter().find(|k| k.name == old.name);
+                for version in &old.versions {
+                    let was = old.check_decryptable(version.version).is_ok();
+                    let is = new.is_some_and(|k| k.check_decryptable(version.version).is_ok());
+                    if was && !is {
+                        cache.invalidate_version(&old.name, version.version);
+                    }
+                }
+            }
         }
-        let (backend, registry, cache) = (Arc::clone(&backend), Arc::clone(&registry), cache.clone());
-        let refreshed =
-            tokio::task::spawn_blocking(move || refresh_keys(backend.as_ref(), &registry, cache.as_deref()))
-                .await;
-        if let Ok(Err(error)) = refreshed {
-            tracing::warn!(%error, "key refresh failed; keeping the last known keys");
+        for change in crate::keys::changes(&old, &keys) {
+            tracing::info!(%change, "key change");
+            self.audit.record(Event::Admin { action: "key_change".into(), detail: change });
+        }
+        self.registry.replace(keys);
+        Ok(())
+    }
+
+    /// Refreshes every `interval` until `shutdown`, on a blocking thread (a backend's
+    /// listing may be slow HSM calls).
+    async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let refresher = Arc::clone(&self);
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || refresher.refresh()).await {
+                tracing::warn!(%error, "key refresh failed; keeping the last known keys");
+            }
         }
     }
 }
 
 /// A started proxy.
 pub struct RunningServer {
+    refresher: Arc<KeyRefresher>,
     tcp_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     quic_addr: Option<SocketAddr>,
@@ -149,7 +154,6 @@ pub struct RunningServer {
     unix_socket: Option<PathBuf>,
     admin_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
-    registry: Arc<KeyRegistry>,
     backend: Arc<dyn Backend>,
     cache: Option<Arc<UnwrapCache>>,
     shutdown: CancellationToken,
@@ -323,13 +327,13 @@ pub async fn start_with_backend(
             shutdown.clone(),
         ));
     }
-    tokio::spawn(refresh_periodically(
-        Arc::clone(&backend),
-        Arc::clone(&registry),
-        cache.clone(),
-        config.keys.refresh_interval,
-        shutdown.clone(),
-    ));
+    let refresher = Arc::new(KeyRefresher {
+        backend: Arc::clone(&backend),
+        registry: Arc::clone(&registry),
+        cache: cache.clone(),
+        audit: audit.clone(),
+    });
+    tokio::spawn(Arc::clone(&refresher).run(config.keys.refresh_interval, shutdown.clone()));
     if let Some(listener) = admin {
         tokio::spawn(admin_http::serve_admin(
             listener,
@@ -344,6 +348,7 @@ pub async fn start_with_backend(
         detail: format!("keymux {} on tcp://{tcp_addr}", env!("CARGO_PKG_VERSION")),
     });
     Ok(RunningServer {
+        refresher,
         tcp_addr,
         tls_addr,
         quic_addr,
@@ -352,7 +357,6 @@ pub async fn start_with_backend(
         unix_socket: config.server.unix_socket.clone(),
         admin_addr,
         metrics,
-        registry,
         backend,
         cache,
         shutdown,
@@ -422,9 +426,7 @@ impl RunningServer {
     /// Re-reads keys and versions from the backend now (it also happens every
     /// `keys.refresh_interval`).
     pub fn refresh_keys(&self) -> Result<(), OpError> {
-        refresh_keys(self.backend.as_ref(), &self.registry, self.cache.as_deref())?;
-        self.audit.record(Event::Admin { action: "keys_refresh".into(), detail: String::new() });
-        Ok(())
+        self.refresher.refresh()
     }
 
     /// A token that starts the shutdown when cancelled.

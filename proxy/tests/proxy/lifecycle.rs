@@ -60,3 +60,20 @@ async fn shutdown_drains_in_flight_requests() {
 fn client_addr(client: &crate::common::RawClient) -> std::net::SocketAddr {
     client.writer.get_ref().peer_addr().unwrap()
 }
+
+#[tokio::test]
+async fn key_changes_made_elsewhere_are_audited_when_the_proxy_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let path = log.clone();
+    let proxy = TestProxy::start(move |config| config.audit.path = Some(path)).await;
+    // As `keymux key rotate` / `disable` would, from another process.
+    proxy.backend.rotate_key("default").unwrap();
+    proxy.backend.set_version_state("default", 1, keymux_proxy::keys::VersionState::Disabled).unwrap();
+    proxy.server.refresh_keys().unwrap();
+    proxy.server.audit().sync();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("key_change") && text.contains("version 2 created"), "{text}");
+    assert!(text.contains("version 1 disabled"), "{text}");
+    assert!(keymux_proxy::audit::verify(&log).unwrap().is_ok(), "the chain verifies");
+}
