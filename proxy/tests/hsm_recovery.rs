@@ -13,22 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use keymux_client::{Client, ClientConfig, Endpoint};
-
 use common::TestProxy;
-use hsm_token::{token, unique_key};
-
-/// The tests of this binary reset the token's sessions, so they take turns.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    TURN.lock().await
-}
-
-async fn client_for(proxy: &TestProxy) -> Client {
-    let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
-    config.max_retries = 0;
-    Client::connect(config).await.unwrap()
-}
+use hsm_token::{client_for, one_at_a_time, token, unique_key};
 
 /// Calls `C_CloseAllSessions` through a second handle on the module, closing every
 /// session this process has on the token, as a token reset would.

@@ -4,29 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use keymux_client::{Client, ClientConfig, Endpoint, Error};
+use keymux_client::Error;
 use keymux_protocol::BlobHeader;
 use keymux_proxy::backend::Backend;
 use keymux_proxy::config::Pkcs11Mechanism;
 use keymux_proxy::keys::VersionState;
 
 use crate::common::TestProxy;
-use crate::hsm_token::{token, unique_key};
-
-/// HSM tests take turns: SoftHSM2 2.6 occasionally fails `C_GenerateKey` with
-/// CKR_GENERAL_ERROR while other sessions of the same process are busy encrypting (in
-/// production the admin CLI is its own process). Within a test, load and rotation still
-/// run concurrently.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    TURN.lock().await
-}
-
-async fn client_for(proxy: &TestProxy) -> Client {
-    let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
-    config.max_retries = 0;
-    Client::connect(config).await.unwrap()
-}
+use crate::hsm_token::{client_for, one_at_a_time, token, unique_key};
 
 fn version_of(blob: &[u8]) -> u32 {
     BlobHeader::parse(blob).unwrap().0.version

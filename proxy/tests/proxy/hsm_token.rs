@@ -122,3 +122,19 @@ fn make_token(conf: &Path) -> SoftHsmToken {
     std::fs::write(&pin_file, PIN).unwrap();
     SoftHsmToken { module, label: Some(label), slot: None, pin_file }
 }
+
+/// HSM tests take turns. SoftHSM2 2.6 occasionally fails `C_GenerateKey` with
+/// CKR_GENERAL_ERROR while other sessions of the same process are busy encrypting (in
+/// production the admin CLI is its own process), and the recovery tests reset every
+/// session on the token. Within a test, load and rotation still run concurrently.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
+/// An SDK client for `proxy` that does not retry, so every status is seen.
+pub async fn client_for(proxy: &crate::common::TestProxy) -> keymux_client::Client {
+    let mut config = keymux_client::ClientConfig::new(vec![keymux_client::Endpoint::from(proxy.addr())]);
+    config.max_retries = 0;
+    keymux_client::Client::connect(config).await.unwrap()
+}
