@@ -79,9 +79,10 @@ impl Router {
                 self.submit(&key, responder, |r| job(Op::GenerateDataKey { aad, length }, r));
             }
             Request::Rewrap { aad, blob } => match self.check_blob(blob, peer, AclOp::Rewrap) {
+                // `check_blob` found the key: queue straight away.
                 Ok(blob) => {
                     let key = blob.header.key.clone();
-                    self.submit(&key, responder, |r| job(Op::Rewrap { aad, blob }, r));
+                    self.dispatcher.submit(&key, job(Op::Rewrap { aad, blob }, responder));
                 }
                 Err(error) => responder.send(Err(error)),
             },

@@ -4,7 +4,6 @@
 //! at start-up, so recording is a few atomic operations with no label lookups.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use keymux_protocol::{Opcode, Status};
@@ -52,7 +51,6 @@ pub struct Metrics {
     latency: Vec<Histogram>,
     batch_size: Histogram,
     queue_depth: Gauge,
-    queue_depth_value: Arc<AtomicI64>,
     cache_hits: Counter,
     cache_misses: Counter,
     cache_evictions: Counter,
@@ -142,7 +140,6 @@ impl Metrics {
             latency,
             batch_size,
             queue_depth,
-            queue_depth_value: Arc::new(AtomicI64::new(0)),
             cache_hits,
             cache_misses,
             cache_evictions,
@@ -188,8 +185,7 @@ impl Metrics {
 
     /// Adjusts the queued-jobs gauge.
     pub fn queue_depth_add(&self, delta: i64) {
-        let now = self.queue_depth_value.fetch_add(delta, Ordering::Relaxed) + delta;
-        self.queue_depth.set(now);
+        self.queue_depth.inc_by(delta);
     }
 
     /// Counts a cache hit.

@@ -12,11 +12,32 @@ use crate::audit::Event;
 use crate::auth::Peer;
 use crate::transport::{Acceptor, Handshake};
 
+/// What every listener's accept loop shares.
+pub(super) struct ListenerSet {
+    pub(super) ctx: Arc<ConnectionContext>,
+    pub(super) connections: Arc<Semaphore>,
+    pub(super) tasks: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl ListenerSet {
+    /// Runs `acceptor`'s accept loop on a tracked task.
+    pub(super) fn spawn<A: Acceptor>(&self, acceptor: A) {
+        self.tasks.spawn(accept_loop(
+            acceptor,
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.connections),
+            self.tasks.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+}
+
 /// Accepts connections until `shutdown` fires, serving each on its own task tracked by
 /// `tasks`. `connections` bounds open connections across all listeners: at the limit,
 /// new clients wait in the kernel's accept backlog. The handshake runs on the
 /// connection's task, under `handshake_timeout`, so a slow client holds up nobody.
-pub(super) async fn accept_loop<A: Acceptor>(
+async fn accept_loop<A: Acceptor>(
     mut acceptor: A,
     ctx: Arc<ConnectionContext>,
     connections: Arc<Semaphore>,

@@ -283,32 +283,18 @@ pub async fn start_with_backend(
     let serving = Arc::new(AtomicBool::new(true));
     let tasks = TaskTracker::new();
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
-    tasks.spawn(listener::accept_loop(
-        tcp,
-        Arc::clone(&ctx),
-        Arc::clone(&connections),
-        tasks.clone(),
-        shutdown.clone(),
-    ));
+    let listeners = listener::ListenerSet {
+        ctx: Arc::clone(&ctx),
+        connections,
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    };
+    listeners.spawn(tcp);
     if let Some(acceptor) = tls_listener {
-        let listener = listener::accept_loop(
-            acceptor,
-            Arc::clone(&ctx),
-            Arc::clone(&connections),
-            tasks.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(listener);
+        listeners.spawn(acceptor);
     }
     if let Some(acceptor) = quic_listener {
-        let listener = listener::accept_loop(
-            acceptor,
-            Arc::clone(&ctx),
-            Arc::clone(&connections),
-            tasks.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(listener);
+        listeners.spawn(acceptor);
     }
     if let (Some(reloader), Some(tls_config)) = (&reloader, &config.tls) {
         if !tls_config.reload_interval.is_zero() {
@@ -319,13 +305,7 @@ pub async fn start_with_backend(
     if let Some(path) = &config.server.unix_socket {
         let unix = crate::transport::uds::UnixAcceptor::bind(path)
             .map_err(bind_error("unix", path.display().to_string()))?;
-        tasks.spawn(listener::accept_loop(
-            unix,
-            Arc::clone(&ctx),
-            connections,
-            tasks.clone(),
-            shutdown.clone(),
-        ));
+        listeners.spawn(unix);
     }
     let refresher = Arc::new(KeyRefresher {
         backend: Arc::clone(&backend),

@@ -8,8 +8,26 @@ use keymux_client::Endpoint;
 use keymux_proxy::config::ClientAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::certs::{Pki, Subject, der_of, raw_tls, sdk_client};
+use crate::certs::{Issued, Pki, Subject, der_of, raw_tls, sdk_client};
 use crate::common::{TestProxy, metric, raw_frame};
+
+/// The certificate new connections get, polled (up to 2 s) until it is `expected`'s.
+async fn served_after_reload(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    me: &Issued,
+    expected: &Issued,
+) -> rustls_pki_types::CertificateDer<'static> {
+    let mut served = raw_tls(addr, pki, Some(me), &rustls::version::TLS13).await.unwrap();
+    for _ in 0..100 {
+        if served == der_of(&expected.cert_pem) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        served = raw_tls(addr, pki, Some(me), &rustls::version::TLS13).await.unwrap();
+    }
+    served
+}
 
 fn tls_endpoint(proxy: &TestProxy) -> Endpoint {
     Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port())
@@ -123,15 +141,8 @@ async fn a_reloaded_certificate_serves_new_connections_while_old_ones_keep_worki
     // The files change: picked up by the poll.
     let second = pki.server("second");
     pki.write("live", &second);
-    let mut served = None;
-    for _ in 0..100 {
-        served = Some(raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap());
-        if served.as_ref() == Some(&der_of(&second.cert_pem)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(served.unwrap(), der_of(&second.cert_pem), "new connections get the new certificate");
+    let served = served_after_reload(addr, &pki, &me, &second).await;
+    assert_eq!(served, der_of(&second.cert_pem), "new connections get the new certificate");
     // The same connection (no retries, one connection) still works.
     let blob = old.wrap("default", b"", &[1; 32]).await.unwrap();
     assert_eq!(old.unwrap(b"", &blob).await.unwrap().expose(), &[1; 32]);
@@ -261,15 +272,8 @@ async fn the_binary_reloads_certificates_on_sighup_and_audits_it() {
     pki.write("binary", &second);
     let hup = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
     assert!(hup.success());
-    let mut served = None;
-    for _ in 0..100 {
-        served = Some(raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap());
-        if served.as_ref() == Some(&der_of(&second.cert_pem)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(served.unwrap(), der_of(&second.cert_pem), "SIGHUP reloaded the certificate");
+    let served = served_after_reload(addr, &pki, &me, &second).await;
+    assert_eq!(served, der_of(&second.cert_pem), "SIGHUP reloaded the certificate");
 
     let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());

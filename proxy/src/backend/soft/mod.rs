@@ -38,7 +38,8 @@ pub const DEFAULT_KEY: &str = "default";
 struct SoftState {
     keystore: Keystore,
     contents: Contents,
-    ciphers: HashMap<(String, u32), Arc<Aes256Gcm>>,
+    /// Expanded key schedules by key name, then version.
+    ciphers: HashMap<String, HashMap<u32, Arc<Aes256Gcm>>>,
     passphrase: Zeroizing<String>,
     /// The file's modification time and size when last read or written, to notice
     /// changes made by `keymux key ...` from another process.
@@ -85,11 +86,12 @@ impl SoftState {
             .contents
             .keys
             .iter()
-            .flat_map(|key| {
-                key.versions.iter().map(|v| {
+            .map(|key| {
+                let versions = key.versions.iter().map(|v| {
                     let cipher = Aes256Gcm::new_from_slice(&v.material.0).expect("32-byte key");
-                    ((key.name.clone(), v.version), Arc::new(cipher))
-                })
+                    (v.version, Arc::new(cipher))
+                });
+                (key.name.clone(), versions.collect())
             })
             .collect();
     }
@@ -264,7 +266,8 @@ impl SoftWorker {
     fn cipher(state: &SoftState, key: &str, version: u32) -> Result<Arc<Aes256Gcm>, OpError> {
         state
             .ciphers
-            .get(&(key.to_owned(), version))
+            .get(key)
+            .and_then(|versions| versions.get(&version))
             .cloned()
             .ok_or_else(|| OpError::UnknownVersion { key: key.into(), version })
     }
