@@ -286,6 +286,17 @@ async fn write_loop<S: AsyncWrite>(
         if received == 0 {
             break; // every handle is gone
         }
+        if received < MAX_WRITE_BATCH {
+            // Callers woken by the same burst of responses are about to queue their next
+            // requests: let them run first, so one write carries them all.
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(outgoing) => batch.push(outgoing),
+                    Err(_) => break,
+                }
+            }
+        }
         let now = Instant::now();
         for outgoing in batch.drain(..) {
             let remaining = outgoing.deadline.saturating_duration_since(now);

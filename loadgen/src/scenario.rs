@@ -1,8 +1,8 @@
 //! What to run, and the drivers that run it.
 //!
-//! Closed loop (the default): `connections` clients, each with one connection, each
-//! driving `pipeline` request loops; every loop sends its next request as soon as the
-//! previous one is answered, so exactly `connections × pipeline` requests are in flight.
+//! Closed loop (the default): `connections` clients, each with one connection that
+//! keeps `pipeline` requests in flight, sending the next as soon as one is answered, so
+//! exactly `connections × pipeline` requests are in flight.
 //!
 //! Open loop (`rate`): requests are issued at a fixed rate whatever the answers do, and
 //! each latency runs from the request's intended send time (coordinated omission
@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use keymux_client::{CallOptions, Client, ClientConfig, Endpoint, TlsConfig};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -199,10 +201,8 @@ async fn closed_loop(
 ) -> anyhow::Result<Recorder> {
     let mut loops = JoinSet::new();
     for client in clients {
-        for _ in 0..scenario.pipeline {
-            let (client, workload, completed) = (client.clone(), Arc::clone(workload), Arc::clone(completed));
-            loops.spawn(request_loop(client, workload, window, completed));
-        }
+        let (client, workload, completed) = (client.clone(), Arc::clone(workload), Arc::clone(completed));
+        loops.spawn(connection_loop(client, workload, scenario.pipeline, window, completed));
     }
     let mut total = Recorder::new();
     while let Some(joined) = loops.join_next().await {
@@ -211,29 +211,40 @@ async fn closed_loop(
     Ok(total)
 }
 
-/// One closed loop: send, wait for the answer, record, repeat until the window ends.
-async fn request_loop(
+/// One connection's closed loop: keeps `pipeline` requests in flight, sending the next
+/// as soon as one is answered, until the window ends. One task and one histogram per
+/// connection keep the generator's own cost low (a task per request in flight would
+/// cost a wake-up and a cold histogram per answer).
+async fn connection_loop(
     client: Client,
     workload: Arc<Workload>,
+    pipeline: usize,
     window: Window,
     completed: Arc<AtomicU64>,
 ) -> Recorder {
     let mut recorder = Recorder::new();
     let mut rng = new_rng();
-    loop {
+    let issue = |rng: &mut SmallRng| {
+        let call = workload.pick(rng);
         let sent = Instant::now();
-        if sent >= window.until {
-            break;
-        }
-        let result = workload.run_one(&client, &mut rng).await;
+        let (client, workload) = (&client, &workload);
+        async move { (sent, workload.run(client, call).await) }
+    };
+    let mut in_flight = FuturesUnordered::new();
+    for _ in 0..pipeline {
+        in_flight.push(issue(&mut rng));
+    }
+    while let Some((sent, result)) = in_flight.next().await {
         let done = Instant::now();
         completed.fetch_add(1, Ordering::Relaxed);
-        if !window.contains(done) {
-            continue;
+        if window.contains(done) {
+            match result {
+                Ok(()) => recorder.record_ok(done - sent),
+                Err(error) => recorder.record_error(&error),
+            }
         }
-        match result {
-            Ok(()) => recorder.record_ok(done - sent),
-            Err(error) => recorder.record_error(&error),
+        if done < window.until {
+            in_flight.push(issue(&mut rng));
         }
     }
     recorder
@@ -285,7 +296,8 @@ async fn open_loop(
             let (workload, samples, completed) =
                 (Arc::clone(workload), samples.clone(), Arc::clone(completed));
             tokio::spawn(async move {
-                let result = workload.run_one(&client, &mut new_rng()).await;
+                let call = workload.pick(&mut new_rng());
+                let result = workload.run(&client, call).await;
                 completed.fetch_add(1, Ordering::Relaxed);
                 let _ = samples.send((result, intended, Instant::now()));
                 drop(permit);

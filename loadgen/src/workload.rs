@@ -186,12 +186,16 @@ impl Workload {
         &self.blobs[index]
     }
 
-    /// Performs one operation.
-    pub async fn run_one(&self, client: &Client, rng: &mut SmallRng) -> keymux_client::Result<()> {
+    /// Draws the next operation and its key.
+    pub fn pick(&self, rng: &mut SmallRng) -> Call {
+        Call { op: self.pick_op(rng), key: self.chooser.pick(rng) }
+    }
+
+    /// Performs `call`.
+    pub async fn run(&self, client: &Client, call: Call) -> keymux_client::Result<()> {
         let aad = crate::scenario::Scenario::AAD;
-        let op = self.pick_op(rng);
-        let key = self.pick_key(rng);
-        match op {
+        let key = &self.keys[call.key];
+        match call.op {
             Op::Wrap | Op::Mix => client.wrap_with(key, aad, &self.plaintext, &self.options).await.map(drop),
             Op::GenerateDataKey => {
                 client.generate_data_key_with(key, aad, self.dek_size, &self.options).await.map(drop)
@@ -200,6 +204,13 @@ impl Workload {
             Op::Rewrap => client.rewrap_with(aad, self.next_blob(), &self.options).await.map(drop),
         }
     }
+}
+
+/// One operation drawn from a [`Workload`], ready to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    op: Op,
+    key: usize,
 }
 
 #[cfg(test)]
