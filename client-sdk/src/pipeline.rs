@@ -72,6 +72,8 @@ struct Shared {
     closed: CancellationToken,
     /// Caps calls in flight at the proxy's `max_in_flight`; closed with the connection.
     permits: Semaphore,
+    /// The number of permits `permits` started with.
+    max_in_flight: usize,
 }
 
 impl Shared {
@@ -91,6 +93,11 @@ impl Shared {
 
     fn take(&self, request_id: u64) -> Option<Completion> {
         self.pending().calls.remove(&request_id)
+    }
+
+    /// Calls holding a permit: queued, sent or being answered.
+    fn in_flight(&self) -> usize {
+        self.max_in_flight - self.permits.available_permits()
     }
 
     /// Fails every pending call and wakes every task waiting on this connection.
@@ -187,6 +194,7 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             closed: CancellationToken::new(),
             permits: Semaphore::new(permits),
+            max_in_flight: permits,
         });
         // Unbounded, yet bounded in practice: a request is queued only while its caller
         // holds one of the `max_in_flight` permits (or until its deadline, if the caller
@@ -286,9 +294,10 @@ async fn write_loop<S: AsyncWrite>(
         if received == 0 {
             break; // every handle is gone
         }
-        if received < MAX_WRITE_BATCH {
-            // Callers woken by the same burst of responses are about to queue their next
-            // requests: let them run first, so one write carries them all.
+        if received < MAX_WRITE_BATCH && shared.in_flight() > received {
+            // Other calls are out, and answers come in bursts: callers woken by the same
+            // burst are about to queue their next requests. Let them run first, so one
+            // write carries them all. (With nothing else out, nobody is coming: write.)
             tokio::task::yield_now().await;
             while batch.len() < MAX_WRITE_BATCH {
                 match queue.try_recv() {
