@@ -84,6 +84,13 @@ impl Pool {
         if let Some(connection) = slot.live() {
             return Ok(connection);
         }
+        // Boxed: the handshake futures are large, and every call's future would carry
+        // them inline although almost every call takes the branch above.
+        Box::pin(self.reconnect(slot, deadline)).await
+    }
+
+    /// Replaces `slot`'s dead connection, unless another caller already did.
+    async fn reconnect(&self, slot: &Slot, deadline: Instant) -> Result<Arc<Connection>, Error> {
         let _connecting =
             timeout_at(deadline, slot.connecting.lock()).await.map_err(|_| Error::DeadlineExceeded)?;
         // Someone else may have reconnected while we waited.
