@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use keymux_client::{Endpoint, TlsConfig};
 
-use crate::scenario::Scenario;
+use crate::scenario::{Driver, Scenario};
 use crate::workload::{Mix, Op};
 
 /// Load generator for keymux: closed loop (`connections × pipeline` requests in flight)
@@ -35,6 +35,10 @@ pub struct Cli {
     /// Concurrent requests per connection.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub pipeline: u32,
+    /// Closed loop: `sdk` goes through the client SDK, as applications do; `raw` writes
+    /// frames straight to the socket (tcp and unix), so the generator costs little.
+    #[arg(long, value_enum, default_value_t = Driver::Sdk)]
+    pub driver: Driver,
     /// How long to measure, e.g. 10s, 1m.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -119,6 +123,7 @@ impl Cli {
             target: self.target.clone(),
             connections: self.connections as usize,
             pipeline: self.pipeline as usize,
+            driver: self.driver,
             duration: self.duration,
             warmup: self.warmup,
             rate: self.rate,

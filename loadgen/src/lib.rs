@@ -23,11 +23,12 @@ pub mod cli;
 pub mod embedded;
 pub mod output;
 pub mod progress;
+mod raw;
 pub mod report;
 pub mod scenario;
 pub mod stats;
 pub mod workload;
 
 pub use report::Report;
-pub use scenario::{Scenario, run};
+pub use scenario::{Driver, Scenario, run};
 pub use workload::{Mix, Op};

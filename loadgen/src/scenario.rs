@@ -25,10 +25,23 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::raw::RawLoop;
 use crate::report::Report;
 use crate::stats::Recorder;
 use crate::workload::{KeyChooser, Workload};
 pub use crate::workload::{Mix, Op};
+
+/// How the closed loop talks to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// Through the client SDK, as an application would: its cost is part of the
+    /// latency measured.
+    Sdk,
+    /// Frames written straight to the socket, `pipeline` slots per connection (tcp and
+    /// unix only): measures the proxy with as little generator cost as possible.
+    Raw,
+}
 
 /// A load test to run.
 #[derive(Debug, Clone, Serialize)]
@@ -38,8 +51,10 @@ pub struct Scenario {
     pub target: Endpoint,
     /// Clients, each with its own connection.
     pub connections: usize,
-    /// Concurrent request loops per connection.
+    /// Requests in flight per connection.
     pub pipeline: usize,
+    /// How the closed loop talks to the proxy.
+    pub driver: Driver,
     /// How long to measure, after the warm-up.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
@@ -89,6 +104,7 @@ impl Scenario {
             target,
             connections: 4,
             pipeline: 16,
+            driver: Driver::Sdk,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             rate: None,
@@ -117,6 +133,13 @@ impl Scenario {
         ensure!(!self.key.is_empty() && self.key.len() <= 255, "key must be 1 to 255 bytes");
         if matches!(self.op, Op::Unwrap | Op::Rewrap | Op::Mix) {
             ensure!(self.blobs > 0, "blobs must be at least 1 for {:?}", self.op);
+        }
+        if self.driver == Driver::Raw {
+            ensure!(self.rate.is_none(), "--driver raw runs the closed loop only; drop --rate");
+            ensure!(
+                matches!(self.target, Endpoint::Tcp { .. } | Endpoint::Unix(_)),
+                "--driver raw speaks tcp:// and unix:// only"
+            );
         }
         if let Some(rate) = self.rate {
             ensure!(rate > 0.0 && rate.is_finite(), "rate must be a positive number of requests per second");
@@ -154,7 +177,7 @@ fn display<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Res
 /// answered requests as they come, for a progress display.
 pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Result<Report> {
     scenario.validate()?;
-    let clients = connect_all(&scenario).await?;
+    let mut clients = connect_all(&scenario).await?;
     let chooser = KeyChooser::new(scenario.keys, scenario.zipf)?;
     let options = CallOptions::new().with_bypass_cache(scenario.no_cache);
     let mut workload =
@@ -164,13 +187,17 @@ pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Resul
         workload.set_blobs(blobs);
     }
     let workload = Arc::new(workload);
+    if scenario.driver == Driver::Raw {
+        clients.clear(); // the raw driver opens its own connections
+    }
 
     let started = Instant::now();
     let window =
         Window { from: started + scenario.warmup, until: started + scenario.warmup + scenario.duration };
-    let total = match scenario.rate {
-        None => closed_loop(&scenario, &clients, &workload, window, &completed).await?,
-        Some(rate) => open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await,
+    let total = match (scenario.rate, scenario.driver) {
+        (None, Driver::Raw) => raw_closed_loop(&scenario, &workload, window, &completed).await?,
+        (None, Driver::Sdk) => closed_loop(&scenario, &clients, &workload, window, &completed).await?,
+        (Some(rate), _) => open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await,
     };
     Ok(Report::new(scenario, &total))
 }
@@ -207,6 +234,29 @@ async fn closed_loop(
     let mut total = Recorder::new();
     while let Some(joined) = loops.join_next().await {
         total.merge(&joined.context("a request loop panicked")?);
+    }
+    Ok(total)
+}
+
+/// The closed loop over raw connections ([`crate::raw`]), one task each.
+async fn raw_closed_loop(
+    scenario: &Scenario,
+    workload: &Arc<Workload>,
+    window: Window,
+    completed: &Arc<AtomicU64>,
+) -> anyhow::Result<Recorder> {
+    let mut loops = JoinSet::new();
+    for _ in 0..scenario.connections {
+        let stream = crate::raw::connect(&scenario.target).await?;
+        let (workload, completed, pipeline) = (Arc::clone(workload), Arc::clone(completed), scenario.pipeline);
+        loops.spawn(async move {
+            let raw = RawLoop { pipeline, workload: &workload, window: (window.from, window.until) };
+            raw.run(stream, &mut new_rng(), &completed).await
+        });
+    }
+    let mut total = Recorder::new();
+    while let Some(joined) = loops.join_next().await {
+        total.merge(&joined.context("a raw connection loop panicked")??);
     }
     Ok(total)
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail, ensure};
 use keymux_client::{CallOptions, Client};
+use keymux_protocol::{Request, SecretBytes};
 use rand::RngExt;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
@@ -189,6 +190,23 @@ impl Workload {
     /// Draws the next operation and its key.
     pub fn pick(&self, rng: &mut SmallRng) -> Call {
         Call { op: self.pick_op(rng), key: self.chooser.pick(rng) }
+    }
+
+    /// `call` as a wire request, and whether it asks to bypass the cache (for the raw
+    /// driver, which encodes frames itself).
+    pub fn request(&self, call: Call) -> (Request, bool) {
+        let aad = crate::scenario::Scenario::AAD.to_vec();
+        let key = || self.keys[call.key].clone();
+        let request = match call.op {
+            Op::Wrap | Op::Mix => {
+                Request::Wrap { key: key(), aad, plaintext: SecretBytes::from(self.plaintext.clone()) }
+            }
+            Op::GenerateDataKey => Request::GenerateDataKey { key: key(), aad, length: self.dek_size },
+            Op::Unwrap => Request::Unwrap { aad, blob: self.next_blob().to_vec() },
+            Op::Rewrap => Request::Rewrap { aad, blob: self.next_blob().to_vec() },
+        };
+        let bypass = self.options.bypass_cache && matches!(call.op, Op::Unwrap | Op::Rewrap);
+        (request, bypass)
     }
 
     /// Performs `call`.

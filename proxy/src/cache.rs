@@ -1,9 +1,11 @@
 //! The unwrap cache: repeated unwraps of the same blob under the same AAD are answered
 //! without a backend call.
 //!
-//! Entries are keyed by a keyed BLAKE3 hash of (blob, aad) under a random per-process
-//! key, so the cache's keys reveal nothing and cannot be precomputed. Values are the
-//! DEKs, zeroized when evicted. The router checks the ACL and the key version's state
+//! Entries are keyed by the exact bytes of (blob, aad), so two requests share an entry
+//! only if they sent the same blob under the same AAD: no hash collision can hand one
+//! caller another's DEK. moka hashes keys with a randomly keyed SipHash, so crafted
+//! blobs cannot pile into one bucket. (The keys are ciphertext and AAD, which the
+//! clients send in the clear anyway.) Values are the DEKs, zeroized when evicted. The router checks the ACL and the key version's state
 //! *before* looking here, so a cached DEK is never served to a caller or for a version
 //! that may no longer be unwrapped.
 //!
@@ -16,15 +18,14 @@ use std::sync::{Arc, Mutex};
 
 use keymux_protocol::{Reply, SecretBytes};
 use moka::notification::RemovalCause;
-use zeroize::Zeroizing;
 
 use crate::backend::OpResult;
 use crate::config::CacheConfig;
 use crate::reply::Responder;
 use crate::telemetry::Metrics;
 
-/// A cache entry's identity: a keyed hash of (blob, aad).
-pub type CacheKey = [u8; 32];
+/// A cache entry's identity: the blob's length, the blob, then the AAD.
+pub type CacheKey = Arc<[u8]>;
 
 struct CachedDek {
     key: Arc<str>,
@@ -45,7 +46,6 @@ pub enum Join {
 /// The unwrap cache and its single-flight table.
 pub struct UnwrapCache {
     entries: moka::sync::Cache<CacheKey, Arc<CachedDek>>,
-    hash_key: Zeroizing<[u8; 32]>,
     pending: Mutex<HashMap<CacheKey, Pending>>,
     metrics: Arc<Metrics>,
 }
@@ -71,18 +71,17 @@ impl UnwrapCache {
                 }
             })
             .build();
-        let mut hash_key = Zeroizing::new([0u8; 32]);
-        getrandom::fill(hash_key.as_mut()).expect("the operating system's random number generator failed");
-        Self { entries, hash_key, pending: Mutex::default(), metrics }
+        Self { entries, pending: Mutex::default(), metrics }
     }
 
-    /// The entry key for `blob` under `aad`.
+    /// The entry key for `blob` under `aad`. The length prefix keeps the split between
+    /// the two unambiguous.
     pub fn key_for(&self, blob: &[u8], aad: &[u8]) -> CacheKey {
-        let mut hasher = blake3::Hasher::new_keyed(&self.hash_key);
-        hasher.update(&(blob.len() as u64).to_be_bytes());
-        hasher.update(blob);
-        hasher.update(aad);
-        *hasher.finalize().as_bytes()
+        let mut bytes = Vec::with_capacity(8 + blob.len() + aad.len());
+        bytes.extend_from_slice(&(blob.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(blob);
+        bytes.extend_from_slice(aad);
+        bytes.into()
     }
 
     /// The cached DEK, if present; counts a hit or a miss.
@@ -101,20 +100,20 @@ impl UnwrapCache {
 
     /// Registers `responder` as waiting for entry `key` of blob key `name`, `version`.
     /// If a leader filled the entry since the caller's miss, answers from it at once.
-    pub fn join(&self, key: CacheKey, name: &str, version: u32, responder: Responder) -> Join {
+    pub fn join(&self, key: &CacheKey, name: &str, version: u32, responder: Responder) -> Join {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = self.entries.get(&key) {
+        if let Some(entry) = self.entries.get(key) {
             drop(pending);
             responder.send(Ok(Reply::Unwrap { plaintext: entry.dek.clone() }));
             return Join::Wait;
         }
-        match pending.get_mut(&key) {
+        match pending.get_mut(key) {
             Some(entry) => {
                 entry.waiters.push(responder);
                 Join::Wait
             }
             None => {
-                pending.insert(key, Pending { key: Arc::from(name), version, waiters: vec![responder] });
+                pending.insert(Arc::clone(key), Pending { key: Arc::from(name), version, waiters: vec![responder] });
                 Join::Lead
             }
         }
@@ -132,7 +131,7 @@ impl UnwrapCache {
         if let Ok(Reply::Unwrap { plaintext }) = &result {
             let entry =
                 CachedDek { key: Arc::clone(&pending.key), version: pending.version, dek: plaintext.clone() };
-            self.entries.insert(*key, Arc::new(entry));
+            self.entries.insert(Arc::clone(key), Arc::new(entry));
         }
         drop(table);
         for responder in pending.waiters {
@@ -166,13 +165,13 @@ mod tests {
         let entry = |key: &str, version| {
             Arc::new(CachedDek { key: Arc::from(key), version, dek: SecretBytes::zeroed(32) })
         };
-        cache.entries.insert([1; 32], entry("k", 1));
-        cache.entries.insert([2; 32], entry("k", 2));
-        cache.entries.insert([3; 32], entry("other", 1));
+        cache.entries.insert(cache.key_for(b"1", b""), entry("k", 1));
+        cache.entries.insert(cache.key_for(b"2", b""), entry("k", 2));
+        cache.entries.insert(cache.key_for(b"3", b""), entry("other", 1));
         cache.invalidate_version("k", 1);
-        assert!(cache.entries.get(&[1; 32]).is_none(), "never served once invalidated");
-        assert!(cache.entries.get(&[2; 32]).is_some());
-        assert!(cache.entries.get(&[3; 32]).is_some());
+        assert!(cache.entries.get(&cache.key_for(b"1", b"")).is_none(), "never served once invalidated");
+        assert!(cache.entries.get(&cache.key_for(b"2", b"")).is_some());
+        assert!(cache.entries.get(&cache.key_for(b"3", b"")).is_some());
         for _ in 0..50 {
             if cache.entry_count() == 2 {
                 break;
