@@ -201,9 +201,12 @@ mod tests {
             "2",
             "--json",
             "out.json",
+            "--driver",
+            "raw",
         ])
         .unwrap();
         let scenario = cli.scenario();
+        assert_eq!(scenario.driver, Driver::Raw);
         assert_eq!(scenario.target, Endpoint::unix("/run/keymux.sock"));
         assert_eq!((scenario.connections, scenario.pipeline), (8, 64));
         assert_eq!(scenario.duration, Duration::from_secs(90));

@@ -47,7 +47,9 @@ pub(crate) async fn connect(target: &Endpoint) -> anyhow::Result<Box<dyn RawStre
             Box::new(stream)
         }
         Endpoint::Unix(path) => Box::new(
-            tokio::net::UnixStream::connect(path).await.with_context(|| format!("cannot connect to {target}"))?,
+            tokio::net::UnixStream::connect(path)
+                .await
+                .with_context(|| format!("cannot connect to {target}"))?,
         ),
         _ => bail!("--driver raw speaks tcp:// and unix:// only; use the sdk driver for {target}"),
     })
@@ -67,7 +69,8 @@ impl RawLoop<'_> {
     ) -> anyhow::Result<Recorder> {
         let limits = Limits::default();
         let mut splitter = FrameSplitter::new(limits.max_frame);
-        let (mut inbox, mut outbox) = (BytesMut::with_capacity(64 * 1024), BytesMut::with_capacity(64 * 1024));
+        let (mut inbox, mut outbox) =
+            (BytesMut::with_capacity(64 * 1024), BytesMut::with_capacity(64 * 1024));
         let mut recorder = Recorder::new();
         let (from, until) = self.window;
 
@@ -97,14 +100,17 @@ impl RawLoop<'_> {
                 stream.write_all(&outbox).await?;
                 outbox.clear();
             }
-            let read = match timeout_at(until.max(Instant::now()) + DRAIN_GRACE, stream.read_buf(&mut inbox)).await {
+            let read = match timeout_at(until.max(Instant::now()) + DRAIN_GRACE, stream.read_buf(&mut inbox))
+                .await
+            {
                 Ok(read) => read?,
                 Err(_) => bail!("{outstanding} requests were not answered within {DRAIN_GRACE:?}"),
             };
             ensure!(read > 0, "the proxy closed the connection");
             let now = Instant::now();
             while let Some(body) = splitter.split(&mut inbox).context("the proxy broke the framing")? {
-                let response = ResponseFrame::decode(&body).map_err(|e| anyhow::anyhow!("bad response: {e:?}"))?;
+                let response =
+                    ResponseFrame::decode(&body).map_err(|e| anyhow::anyhow!("bad response: {e:?}"))?;
                 let slot = (response.request_id & ((1 << SLOT_BITS) - 1)) as usize;
                 ensure!(
                     slot < self.pipeline && (response.request_id >> SLOT_BITS) as u32 == generation[slot],
@@ -130,7 +136,13 @@ impl RawLoop<'_> {
         Ok(recorder)
     }
 
-    fn encode(&self, slot: usize, generation: u32, rng: &mut SmallRng, out: &mut BytesMut) -> anyhow::Result<()> {
+    fn encode(
+        &self,
+        slot: usize,
+        generation: u32,
+        rng: &mut SmallRng,
+        out: &mut BytesMut,
+    ) -> anyhow::Result<()> {
         let request_id = (u64::from(generation) << SLOT_BITS) | slot as u64;
         let (request, bypass_cache) = self.workload.request(self.workload.pick(rng));
         let frame = RequestFrame { request_id, bypass_cache, timeout_ms: None, request };

@@ -61,7 +61,7 @@ pub struct Scenario {
     /// How long to run before measuring.
     #[serde(with = "humantime_serde")]
     pub warmup: Duration,
-    /// Open loop: requests per second, issued on a 1 ms grid whatever the answers do;
+    /// Open loop: requests per second, evenly spaced whatever the answers do;
     /// `None` runs the closed loop.
     pub rate: Option<f64>,
     /// Open loop: most requests in flight before the generator waits (latency is still
@@ -197,7 +197,9 @@ pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Resul
     let total = match (scenario.rate, scenario.driver) {
         (None, Driver::Raw) => raw_closed_loop(&scenario, &workload, window, &completed).await?,
         (None, Driver::Sdk) => closed_loop(&scenario, &clients, &workload, window, &completed).await?,
-        (Some(rate), _) => open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await,
+        (Some(rate), _) => {
+            open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await
+        }
     };
     Ok(Report::new(scenario, &total))
 }
@@ -248,7 +250,8 @@ async fn raw_closed_loop(
     let mut loops = JoinSet::new();
     for _ in 0..scenario.connections {
         let stream = crate::raw::connect(&scenario.target).await?;
-        let (workload, completed, pipeline) = (Arc::clone(workload), Arc::clone(completed), scenario.pipeline);
+        let (workload, completed, pipeline) =
+            (Arc::clone(workload), Arc::clone(completed), scenario.pipeline);
         loops.spawn(async move {
             let raw = RawLoop { pipeline, workload: &workload, window: (window.from, window.until) };
             raw.run(stream, &mut new_rng(), &completed).await
@@ -300,9 +303,13 @@ async fn connection_loop(
     recorder
 }
 
-/// The open loop: `rate` requests a second, issued on a 1 ms grid and spread over the
-/// clients round-robin, whether or not earlier ones were answered. Each latency runs
-/// from the request's *intended* time (its grid tick), so a stall in the proxy or in
+/// The pacer sleeps only when the next request is further off than this; closer ones
+/// go out at once (still timed from their intended instant).
+const PACER_SLACK: Duration = Duration::from_micros(50);
+
+/// The open loop: `rate` requests a second, evenly spaced and spread over the clients
+/// round-robin, whether or not earlier ones were answered. Each latency runs
+/// from the request's *intended* time (evenly spaced), so a stall in the proxy or in
 /// the generator shows up in full instead of being hidden by coordinated omission.
 async fn open_loop(
     rate: f64,
@@ -327,25 +334,30 @@ async fn open_loop(
         }
         recorder
     });
-    let mut ticks = tokio::time::interval(Duration::from_millis(1));
-    // Missed ticks are issued at once, each still carrying its own intended time.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let per_tick = rate / 1000.0;
-    let (mut owed, mut next) = (0.0, 0usize);
-    loop {
-        let intended = ticks.tick().await;
-        if intended >= window.until {
-            break;
-        }
-        owed += per_tick;
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let permit = Arc::clone(&permits).acquire_owned().await.expect("never closed");
-            let client = clients[next % clients.len()].clone();
-            next += 1;
+    // The pacer is an OS thread: tokio's timers tick in whole milliseconds, which would
+    // send requests in bursts and charge the generator's own lateness to the proxy.
+    let runtime = tokio::runtime::Handle::current();
+    let (clients, workload, completed) = (clients.to_vec(), Arc::clone(workload), Arc::clone(completed));
+    let pacer = std::thread::spawn(move || {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let start = Instant::now();
+        for n in 0u32.. {
+            let intended = start + interval * n;
+            if intended >= window.until {
+                break;
+            }
+            let ahead = intended.saturating_duration_since(Instant::now());
+            if ahead > PACER_SLACK {
+                std::thread::sleep(ahead);
+            }
+            let permit = match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => runtime.block_on(Arc::clone(&permits).acquire_owned()).expect("never closed"),
+            };
+            let client = clients[n as usize % clients.len()].clone();
             let (workload, samples, completed) =
-                (Arc::clone(workload), samples.clone(), Arc::clone(completed));
-            tokio::spawn(async move {
+                (Arc::clone(&workload), samples.clone(), Arc::clone(&completed));
+            runtime.spawn(async move {
                 let call = workload.pick(&mut new_rng());
                 let result = workload.run(&client, call).await;
                 completed.fetch_add(1, Ordering::Relaxed);
@@ -353,8 +365,8 @@ async fn open_loop(
                 drop(permit);
             });
         }
-    }
-    drop(samples);
+    });
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     collector.await.unwrap_or_default()
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use keymux_client::Status;
 use keymux_client::testing::{Action, ScriptedServer, toy_keystore};
-use keymux_loadgen::{Op, Scenario, run};
+use keymux_loadgen::{Driver, Op, Scenario, run};
 use keymux_protocol::{Request, RequestFrame};
 
 fn scenario(server: &ScriptedServer, op: Op) -> Scenario {
@@ -138,4 +138,44 @@ async fn open_loop_mix_over_keys_against_an_embedded_proxy() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "an SVG line plot");
     assert!(keymux_loadgen::output::write_plot(&report, &dir.path().join("run.png")).is_err());
     proxy.shutdown().await;
+}
+
+/// The raw driver against an embedded proxy: cache-hit unwraps with every request
+/// answered, `pipeline` in flight per connection, and errors counted by status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_driver_loads_an_embedded_proxy() {
+    let mut scenario = Scenario::new("tcp://127.0.0.1:1".parse().unwrap());
+    let proxy = keymux_loadgen::embedded::EmbeddedProxy::start(&scenario.key_names()).await.unwrap();
+    scenario.target = proxy.endpoint();
+    scenario.driver = Driver::Raw;
+    scenario.op = Op::Unwrap;
+    scenario.blobs = 10;
+    scenario.connections = 3;
+    scenario.pipeline = 8;
+    scenario.warmup = Duration::from_millis(100);
+    scenario.duration = Duration::from_millis(500);
+    let report = run(scenario.clone(), Default::default()).await.unwrap();
+    assert!(report.ops > 100 && report.errors.is_empty(), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["config"]["driver"], "raw");
+
+    // An unknown key is answered UNKNOWN_KEY, request after request.
+    scenario.op = Op::Wrap;
+    scenario.key = "no-such-key".into();
+    let report = run(scenario, Default::default()).await.unwrap();
+    assert_eq!(report.ops, 0, "{report}");
+    assert!(report.errors.get("UNKNOWN_KEY").is_some_and(|n| *n > 100), "{report}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn raw_driver_refuses_what_it_cannot_do() {
+    let mut scenario = Scenario::new("tls://127.0.0.1:1".parse().unwrap());
+    scenario.driver = Driver::Raw;
+    let error = run(scenario.clone(), Default::default()).await.unwrap_err();
+    assert!(error.to_string().contains("tcp:// and unix:// only"), "{error:#}");
+    scenario.target = "tcp://127.0.0.1:1".parse().unwrap();
+    scenario.rate = Some(100.0);
+    let error = run(scenario, Default::default()).await.unwrap_err();
+    assert!(error.to_string().contains("closed loop only"), "{error:#}");
 }

@@ -113,7 +113,10 @@ impl UnwrapCache {
                 Join::Wait
             }
             None => {
-                pending.insert(Arc::clone(key), Pending { key: Arc::from(name), version, waiters: vec![responder] });
+                pending.insert(
+                    Arc::clone(key),
+                    Pending { key: Arc::from(name), version, waiters: vec![responder] },
+                );
                 Join::Lead
             }
         }
