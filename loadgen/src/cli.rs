@@ -81,8 +81,9 @@ pub struct Cli {
     /// Also write the latency histogram as an HdrHistogram log to this file.
     #[arg(long, value_name = "FILE")]
     pub hdr: Option<PathBuf>,
-    /// Also plot latency by percentile to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also plot latency by percentile to this file, *.svg or *.png (either needs a
+    /// TrueType font: Debian's fonts-dejavu-core, or $KEYMUX_PLOT_FONT).
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub plot: Option<PathBuf>,
     /// For tls:// and quic:// targets: PEM file with the CA that signed the proxy's
     /// certificate.

@@ -27,15 +27,60 @@ pub fn write_hdr(report: &Report, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Plots latency against percentile (0 to 99.999, log-scaled in "nines") as SVG.
+/// Plots latency against percentile (0 to 99.999, log-scaled in "nines") as SVG, or as
+/// PNG when the file is named `*.png`. Needs a TrueType font: [`PLOT_FONTS`].
 pub fn write_plot(report: &Report, path: &Path) -> anyhow::Result<()> {
-    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
-        bail!("--plot writes SVG: name the file *.svg");
-    }
-    let histogram = &report.histogram;
-    if histogram.is_empty() {
+    if report.histogram.is_empty() {
         bail!("nothing was measured, so there is nothing to plot");
     }
+    let format = path.extension().and_then(|e| e.to_str());
+    if !matches!(format, Some("svg" | "png")) {
+        bail!("--plot writes SVG or PNG: name the file *.svg or *.png");
+    }
+    // Both formats lay text out with the font (SVG too, to place its labels).
+    register_font()?;
+    match format {
+        Some("png") => draw(report, BitMapBackend::new(path, PLOT_SIZE).into_drawing_area()),
+        _ => draw(report, SVGBackend::new(path, PLOT_SIZE).into_drawing_area()),
+    }
+    .with_context(|| format!("writing the plot {}", path.display()))
+}
+
+const PLOT_SIZE: (u32, u32) = (900, 500);
+
+/// Where a plot looks for its font, after `$KEYMUX_PLOT_FONT` (Debian's
+/// fonts-dejavu-core provides the first).
+pub const PLOT_FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+fn register_font() -> anyhow::Result<()> {
+    let candidates =
+        std::env::var("KEYMUX_PLOT_FONT").into_iter().chain(PLOT_FONTS.iter().map(|p| (*p).to_owned()));
+    for candidate in candidates {
+        if let Ok(bytes) = std::fs::read(&candidate) {
+            // plotters keeps fonts for the life of the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    bail!(
+        "a plot needs a TrueType font: set KEYMUX_PLOT_FONT or install one of {PLOT_FONTS:?} \
+         (Debian: fonts-dejavu-core)"
+    )
+}
+
+fn draw<DB>(report: &Report, root: DrawingArea<DB, plotters::coord::Shift>) -> anyhow::Result<()>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let histogram = &report.histogram;
     // x = number of nines: 0 -> p0, 1 -> p90, 2 -> p99, 3 -> p99.9, 5 -> p99.999.
     let points: Vec<(f64, f64)> = (0..=500)
         .map(|i| {
@@ -45,7 +90,6 @@ pub fn write_plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         })
         .collect();
     let max_ms = points.iter().map(|(_, y)| *y).fold(0.0, f64::max).max(0.001) * 1.1;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let caption = format!(
         "{:?} against {}: {:.0} ops/s",
@@ -72,6 +116,6 @@ pub fn write_plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         .x_labels(6)
         .draw()?;
     chart.draw_series(LineSeries::new(points, &BLUE))?;
-    root.present().context("writing the plot")?;
+    root.present()?;
     Ok(())
 }

@@ -136,7 +136,11 @@ async fn open_loop_mix_over_keys_against_an_embedded_proxy() {
     keymux_loadgen::output::write_plot(&report, &plot).unwrap();
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "an SVG line plot");
-    assert!(keymux_loadgen::output::write_plot(&report, &dir.path().join("run.png")).is_err());
+    let png = dir.path().join("run.png");
+    keymux_loadgen::output::write_plot(&report, &png).unwrap();
+    let image = std::fs::read(&png).unwrap();
+    assert!(image.starts_with(b"\x89PNG\r\n\x1a\n") && image.len() > 5_000, "a real PNG image");
+    assert!(keymux_loadgen::output::write_plot(&report, &dir.path().join("run.jpg")).is_err());
     proxy.shutdown().await;
 }
 
