@@ -5,8 +5,11 @@
 //! the soft keystore it is a handle on the shared key material. Workers take whole
 //! batches, so a backend with a high per-call cost can pack them.
 
+pub mod kms;
 pub mod pkcs11;
 pub mod soft;
+
+use std::time::Instant;
 
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
@@ -130,6 +133,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Destroys one version's key material for good.
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError>;
+
+    /// Adds the backend's own metrics to the proxy's registry (default: none).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// Checks that `version` of `key` may be destroyed: never the current version (new
@@ -164,4 +170,18 @@ pub trait BackendWorker: Send {
     /// Runs `ops` (all on `key`), pushing exactly one result per op onto `out`, in
     /// order. Must not panic on any input.
     fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>);
+
+    /// [`BackendWorker::run_batch`], knowing each operation's deadline (`deadlines[i]`
+    /// is `ops[i]`'s). Backends that may wait (KMS admission control and retries) stop
+    /// waiting by then; the default ignores deadlines.
+    fn run_batch_until(
+        &mut self,
+        key: &KeyInfo,
+        ops: &[Op],
+        deadlines: &[Option<Instant>],
+        out: &mut Vec<OpResult>,
+    ) {
+        let _ = deadlines;
+        self.run_batch(key, ops, out);
+    }
 }

@@ -123,12 +123,14 @@ impl Executor {
     fn run_batch(&self, worker: &mut dyn BackendWorker, queue: &KeyQueue, jobs: &mut Vec<Job>) -> bool {
         let now = Instant::now();
         let mut ops = Vec::with_capacity(jobs.len());
+        let mut deadlines = Vec::with_capacity(jobs.len());
         let mut completions = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             if job.deadline.is_some_and(|deadline| deadline <= now) {
                 job.completion.complete(Err(OpError::Timeout));
             } else {
                 ops.push(job.op);
+                deadlines.push(job.deadline);
                 completions.push(job.completion);
             }
         }
@@ -143,7 +145,9 @@ impl Executor {
             }
         };
         let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
-        let healthy = catch_unwind(AssertUnwindSafe(|| worker.run_batch(&key, &ops, &mut results))).is_ok();
+        let healthy =
+            catch_unwind(AssertUnwindSafe(|| worker.run_batch_until(&key, &ops, &deadlines, &mut results)))
+                .is_ok();
         self.record(&ops);
         let mut results = results.into_iter();
         for completion in completions {
