@@ -172,16 +172,21 @@ pub trait BackendWorker: Send {
     fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>);
 
     /// [`BackendWorker::run_batch`], knowing each operation's deadline (`deadlines[i]`
-    /// is `ops[i]`'s). Backends that may wait (KMS admission control and retries) stop
-    /// waiting by then; the default ignores deadlines.
-    fn run_batch_until(
+    /// is `ops[i]`'s), handing each result to `done(i, result)` (once per op, in any
+    /// order) as soon as it is ready. Backends whose operations finish at different
+    /// times (KMS calls, admission waits, retries) answer each client without waiting
+    /// for the rest of the batch. The default runs [`BackendWorker::run_batch`] and
+    /// hands the results over in order.
+    fn run_batch_each(
         &mut self,
         key: &KeyInfo,
         ops: &[Op],
         deadlines: &[Option<Instant>],
-        out: &mut Vec<OpResult>,
+        done: &mut (dyn FnMut(usize, OpResult) + Send),
     ) {
         let _ = deadlines;
-        self.run_batch(key, ops, out);
+        let mut out = Vec::with_capacity(ops.len());
+        self.run_batch(key, ops, &mut out);
+        out.into_iter().enumerate().for_each(|(index, result)| done(index, result));
     }
 }

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{KeyQueue, Ready};
-use super::{Dispatcher, Job};
+use super::{Completion, Dispatcher, Job};
 use crate::backend::{Backend, BackendWorker, Op, OpResult};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
@@ -144,16 +144,20 @@ impl Executor {
                 return true;
             }
         };
-        let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
-        let healthy =
-            catch_unwind(AssertUnwindSafe(|| worker.run_batch_until(&key, &ops, &deadlines, &mut results)))
-                .is_ok();
+        // Counted before the batch runs: a client may read the metrics as soon as its
+        // own operation is answered, before the rest of the batch is.
         self.record(&ops);
-        let mut results = results.into_iter();
-        for completion in completions {
-            let result =
-                results.next().unwrap_or_else(|| Err(OpError::Internal("backend gave no result".into())));
-            completion.complete(result);
+        let mut completions: Vec<Option<Completion>> = completions.into_iter().map(Some).collect();
+        let mut done = |index: usize, result: OpResult| {
+            if let Some(completion) = completions.get_mut(index).and_then(Option::take) {
+                completion.complete(result);
+            }
+        };
+        let healthy =
+            catch_unwind(AssertUnwindSafe(|| worker.run_batch_each(&key, &ops, &deadlines, &mut done)))
+                .is_ok();
+        for completion in completions.into_iter().flatten() {
+            completion.complete(Err(OpError::Internal("backend gave no result".into())));
         }
         healthy
     }

@@ -255,15 +255,15 @@ impl BackendWorker for GatedWorker {
         self.inner.run_batch(key, ops, out);
     }
 
-    fn run_batch_until(
+    fn run_batch_each(
         &mut self,
         key: &KeyInfo,
         ops: &[Op],
         deadlines: &[Option<std::time::Instant>],
-        out: &mut Vec<OpResult>,
+        done: &mut (dyn FnMut(usize, OpResult) + Send),
     ) {
         let _inside = self.gate.pass();
-        self.inner.run_batch_until(key, ops, deadlines, out);
+        self.inner.run_batch_each(key, ops, deadlines, done);
     }
 }
 

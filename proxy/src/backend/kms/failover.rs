@@ -10,6 +10,7 @@
 //! circuit when it answers, so work returns to the primary by itself.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kms::Client;
@@ -36,9 +37,25 @@ pub(crate) struct Region {
     bucket: TokenBucket,
     circuit: Circuit,
     in_flight: Semaphore,
+    /// A moving average of answered calls' latency, in microseconds: admission leaves
+    /// this much of a deadline for the call itself.
+    latency_us: AtomicU64,
 }
 
 impl Region {
+    /// The typical latency of an answered call.
+    fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
+    }
+
+    /// Folds one answered call's latency into the average (weight 1/8).
+    fn record_latency(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        self.latency_us.store(new, Ordering::Relaxed);
+    }
+
     /// A region with its own token bucket, circuit and in-flight limit.
     pub(crate) fn new(region: &KmsRegionConfig, client: Client, config: &KmsConfig) -> Self {
         Self {
@@ -48,6 +65,7 @@ impl Region {
             bucket: TokenBucket::new(config.rate, config.burst),
             circuit: Circuit::new(config.failure_threshold),
             in_flight: Semaphore::new(config.max_in_flight),
+            latency_us: AtomicU64::new(0),
         }
     }
 }
@@ -116,7 +134,10 @@ impl Regions {
             };
             let region = &self.regions[index];
             let now = Instant::now();
-            match region.bucket.reserve(now, deadline) {
+            // Leave room for the call itself: a request sent just before its deadline
+            // would be answered after it, a KMS call paid for nothing.
+            let send_by = deadline.checked_sub(region.latency()).unwrap_or(now);
+            match region.bucket.reserve(now, send_by) {
                 Ok(wait) if wait.is_zero() => {}
                 Ok(wait) => tokio::time::sleep(wait).await,
                 Err(retry_after) => {
@@ -129,7 +150,8 @@ impl Regions {
             else {
                 return Err(OpError::Timeout);
             };
-            let attempt_end = deadline.min(Instant::now() + self.settings.call_timeout);
+            let sent = Instant::now();
+            let attempt_end = deadline.min(sent + self.settings.call_timeout);
             let outcome = tokio::time::timeout_at(
                 tokio::time::Instant::from_std(attempt_end),
                 call(region.client.clone()),
@@ -138,11 +160,11 @@ impl Regions {
             drop(permit);
             let fault = match outcome {
                 Ok(Ok(value)) => {
-                    self.answered(region, name);
+                    self.answered(region, name, sent.elapsed());
                     return Ok(value);
                 }
                 Ok(Err(Fault::Op(error))) => {
-                    self.answered(region, name);
+                    self.answered(region, name, sent.elapsed());
                     return Err(error);
                 }
                 Ok(Err(Fault::Throttled)) => Retry::Throttled,
@@ -185,8 +207,9 @@ impl Regions {
         }
     }
 
-    fn answered(&self, region: &Region, name: &'static str) {
+    fn answered(&self, region: &Region, name: &'static str, took: Duration) {
         region.circuit.record_answer();
+        region.record_latency(took);
         self.metrics.call(&region.label, name, KmsOutcome::Answered);
     }
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
 use super::Shared;
@@ -32,23 +33,38 @@ impl KmsWorker {
 
 impl BackendWorker for KmsWorker {
     fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
-        self.run_batch_until(key, ops, &vec![None; ops.len()], out);
+        let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
+        self.run_batch_each(key, ops, &vec![None; ops.len()], &mut |index, result| {
+            results[index] = Some(result)
+        });
+        out.extend(
+            results.into_iter().map(|r| r.unwrap_or_else(|| Err(OpError::Internal("not run".into())))),
+        );
     }
 
-    fn run_batch_until(
+    /// Runs every operation of the batch concurrently, answering each as it finishes.
+    fn run_batch_each(
         &mut self,
         key: &KeyInfo,
         ops: &[Op],
         deadlines: &[Option<Instant>],
-        out: &mut Vec<OpResult>,
+        done: &mut (dyn FnMut(usize, OpResult) + Send),
     ) {
         let shared = &*self.shared;
         let fallback = Instant::now() + shared.max_wait;
-        let runs = ops.iter().enumerate().map(|(i, op)| {
-            let deadline = deadlines.get(i).copied().flatten().unwrap_or(fallback);
-            shared.run(key, op, deadline)
+        let mut runs: FuturesUnordered<_> = ops
+            .iter()
+            .enumerate()
+            .map(|(index, op)| {
+                let deadline = deadlines.get(index).copied().flatten().unwrap_or(fallback);
+                async move { (index, shared.run(key, op, deadline).await) }
+            })
+            .collect();
+        shared.block_on(async {
+            while let Some((index, result)) = runs.next().await {
+                done(index, result);
+            }
         });
-        out.extend(shared.block_on(join_all(runs)));
     }
 }
 
