@@ -428,4 +428,27 @@ mod tests {
         }
         assert_eq!(metrics.requests(Opcode::Wrap, Status::Ok), 1);
     }
+
+    #[test]
+    fn kms_metrics_join_the_registry() {
+        let kms = KmsMetrics::default();
+        let metrics = Metrics::with_extra(|registry| kms.register(registry));
+        kms.call("eu-west-1", "decrypt", KmsOutcome::Answered);
+        kms.call("eu-west-1", "decrypt", KmsOutcome::Throttled);
+        kms.retry("eu-west-1");
+        kms.circuit("eu-west-1", true);
+        kms.intermediate_lookup(true);
+        let text = metrics.encode();
+        for name in [
+            "keymux_kms_calls_total{backend=\"eu-west-1\",call=\"decrypt\",outcome=\"answered\"} 1",
+            "keymux_kms_throttles_total{backend=\"eu-west-1\"} 1",
+            "keymux_kms_retries_total{backend=\"eu-west-1\"} 1",
+            "keymux_kms_circuit_open{backend=\"eu-west-1\"} 1",
+            "keymux_kms_circuit_opens_total{backend=\"eu-west-1\"} 1",
+            "keymux_kms_intermediate_cache_hits_total 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert_eq!(kms.calls("eu-west-1", "decrypt", KmsOutcome::Throttled), 1);
+    }
 }

@@ -2,10 +2,11 @@
 //! test can cut and restore, and that notes when each KMS request passes through.
 //!
 //! Cutting closes every forwarded connection and closes new ones as soon as they are
-//! accepted, as a failed load balancer or a dead region would.
+//! accepted, as a failed load balancer or a dead region would. Throttling answers the
+//! next requests with KMS's `ThrottlingException` itself, as KMS does over its quota.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,6 +20,8 @@ const REQUEST_MARK: &[u8] = b"x-amz-target:";
 #[derive(Default)]
 struct State {
     cut: AtomicBool,
+    /// Requests still to answer with a throttling error.
+    throttle: AtomicUsize,
     connections: Mutex<Vec<AbortHandle>>,
     requests: Mutex<Vec<Instant>>,
 }
@@ -55,7 +58,11 @@ impl Forwarder {
                 if shared.cut.load(Ordering::SeqCst) {
                     continue;
                 }
-                let task = tokio::spawn(forward(client, target, Arc::clone(&shared)));
+                let task = if shared.throttle.load(Ordering::SeqCst) > 0 {
+                    tokio::spawn(throttle(client, target, Arc::clone(&shared)))
+                } else {
+                    tokio::spawn(forward(client, target, Arc::clone(&shared), Vec::new()))
+                };
                 shared.connections.lock().unwrap().push(task.abort_handle());
             }
         });
@@ -75,6 +82,15 @@ impl Forwarder {
         }
     }
 
+    /// Answers the next `count` requests with `ThrottlingException` (closing the
+    /// current connections, so that every request passes the check), then forwards.
+    pub fn throttle_next(&self, count: usize) {
+        self.state.throttle.store(count, Ordering::SeqCst);
+        for connection in self.state.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
     /// Forwards again.
     pub fn restore(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
@@ -86,8 +102,59 @@ impl Forwarder {
     }
 }
 
-async fn forward(mut client: TcpStream, target: SocketAddr, state: Arc<State>) {
+/// Reads one HTTP/1.1 request (headers, then a `content-length` body) into `buffer`.
+async fn read_request(client: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                return Some(());
+            }
+        }
+        let n = client.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Answers requests with `ThrottlingException` while the count lasts, then forwards
+/// the connection.
+async fn throttle(mut client: TcpStream, target: SocketAddr, state: Arc<State>) {
+    const BODY: &str = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    loop {
+        let mut request = Vec::new();
+        if read_request(&mut client, &mut request).await.is_none() {
+            return;
+        }
+        let throttled =
+            state.throttle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if !throttled {
+            return forward(client, target, state, request).await;
+        }
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        if client.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Forwards a connection, `first` being bytes already read from the client.
+async fn forward(mut client: TcpStream, target: SocketAddr, state: Arc<State>, first: Vec<u8>) {
     let Ok(mut server) = TcpStream::connect(target).await else { return };
+    if !first.is_empty() {
+        state.requests.lock().unwrap().push(Instant::now());
+        if server.write_all(&first).await.is_err() {
+            return;
+        }
+    }
     let (mut client_read, mut client_write) = client.split();
     let (mut server_read, mut server_write) = server.split();
     let upstream = async {

@@ -134,9 +134,11 @@ impl Regions {
             };
             let region = &self.regions[index];
             let now = Instant::now();
-            // Leave room for the call itself: a request sent just before its deadline
-            // would be answered after it, a KMS call paid for nothing.
-            let send_by = deadline.checked_sub(region.latency()).unwrap_or(now);
+            // Leave room for the call itself (twice its typical latency, and 5 ms for
+            // the answer's way back): a request sent just before its deadline would be
+            // answered after it, a KMS call paid for nothing.
+            let room = region.latency() * 2 + Duration::from_millis(5);
+            let send_by = deadline.checked_sub(room).unwrap_or(now);
             match region.bucket.reserve(now, send_by) {
                 Ok(wait) if wait.is_zero() => {}
                 Ok(wait) => tokio::time::sleep(wait).await,

@@ -79,7 +79,16 @@ fn missing(what: &str) -> Fault {
 }
 
 impl Shared {
+    /// Runs one operation; whatever it waits for (admission, a shared intermediate-key
+    /// call, retries), it is answered TIMEOUT once its deadline passes.
     async fn run(&self, key: &KeyInfo, op: &Op, deadline: Instant) -> OpResult {
+        let deadline_at = tokio::time::Instant::from_std(deadline);
+        tokio::time::timeout_at(deadline_at, self.run_op(key, op, deadline))
+            .await
+            .unwrap_or(Err(OpError::Timeout))
+    }
+
+    async fn run_op(&self, key: &KeyInfo, op: &Op, deadline: Instant) -> OpResult {
         match op {
             Op::Wrap { aad, plaintext } => {
                 Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose(), deadline).await? })
