@@ -68,22 +68,28 @@ pub(crate) struct Shared {
     max_wait: Duration,
 }
 
+/// Runs `future` on `runtime` and waits for it, from any thread: from inside another
+/// runtime (a proxy starting up, a test) through a short-lived thread, since a thread
+/// that drives one runtime cannot block on another.
+fn block_on<F: Future + Send>(runtime: &tokio::runtime::Handle, future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return runtime.block_on(future);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| runtime.block_on(future)).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 impl Shared {
-    /// Runs `future` on the backend's runtime and waits for it, from any thread (from
-    /// inside another runtime too, through a short-lived thread).
+    /// Runs `future` on the backend's runtime and waits for it.
     fn block_on<F: Future + Send>(&self, future: F) -> F::Output
     where
         F::Output: Send,
     {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return self.handle.block_on(future);
-        }
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| self.handle.block_on(future))
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        block_on(&self.handle, future)
     }
 }
 
@@ -120,16 +126,7 @@ impl KmsBackend {
             }
             regions
         };
-        let regions = if tokio::runtime::Handle::try_current().is_err() {
-            handle.block_on(connect)
-        } else {
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| handle.block_on(connect))
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-        };
+        let regions = block_on(&handle, connect);
         let regions = Arc::new(Regions::new(regions, settings, metrics.clone()));
         handle.spawn(Regions::probe(Arc::downgrade(&regions)));
         let shared = Shared {
