@@ -241,6 +241,236 @@ pub enum BackendConfig {
     Soft(SoftConfig),
     /// An HSM through PKCS#11.
     Pkcs11(Pkcs11Config),
+    /// AWS KMS, or a server that speaks its API.
+    Kms(KmsConfig),
+}
+
+/// `[backend] type = "kms"`: KEKs in AWS KMS (or a server speaking its API), named by
+/// aliases. See `docs/KMS.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConfig {
+    /// The regions (or endpoints) holding the keys, in order of preference: work goes to
+    /// the first whose circuit is closed. More than one needs multi-region keys.
+    pub regions: Vec<KmsRegionConfig>,
+    /// Aliases `alias/<alias_prefix>/<key>/v<version>` name the keys. Default `keymux`.
+    #[serde(default = "KmsConfig::default_alias_prefix")]
+    pub alias_prefix: String,
+    /// A shared credentials file (AWS format) to read instead of `~/.aws/credentials`;
+    /// the rest of the standard chain (environment, web identity, ECS, IMDS) still
+    /// applies. Credentials never go in this config file.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// The profile to read from the shared files. Default: the chain's own (`default`,
+    /// or `AWS_PROFILE`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Executor threads; each runs one batch at a time, its operations concurrently.
+    /// Default 4.
+    #[serde(default = "KmsConfig::default_executors")]
+    pub executors: usize,
+    /// KMS requests in flight per region at most. Default 64.
+    #[serde(default = "KmsConfig::default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests per second per region (token bucket). Default 5000, below AWS's
+    /// smallest shared quota for symmetric operations (10,000/s per account and region).
+    #[serde(default = "KmsConfig::default_rate")]
+    pub rate: f64,
+    /// Requests a region may take at once above the rate. Default 500.
+    #[serde(default = "KmsConfig::default_burst")]
+    pub burst: u32,
+    /// How long an operation without a client deadline may wait for admission and
+    /// retries before it is answered BUSY. Default 2 s.
+    #[serde(default = "KmsConfig::default_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Longest one KMS request may take; longer counts as a failure. Default 2 s.
+    #[serde(default = "KmsConfig::default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Longest a TCP + TLS connect may take. Default 1 s.
+    #[serde(default = "KmsConfig::default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retries of one operation after throttling or a failure. Default 4.
+    #[serde(default = "KmsConfig::default_max_retries")]
+    pub max_retries: u32,
+    /// First retry backoff, doubled per retry, with full jitter. Default 25 ms.
+    #[serde(default = "KmsConfig::default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Consecutive failures (errors or timeouts) that open a region's circuit.
+    /// Default 5.
+    #[serde(default = "KmsConfig::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// While a circuit is open, how often the region is probed; requests fail fast
+    /// (or move to the next region) meanwhile. Default 250 ms.
+    #[serde(default = "KmsConfig::default_probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Intermediate mode: which keys use it, and the epochs.
+    #[serde(default)]
+    pub intermediate: IntermediateConfig,
+}
+
+/// One `[[backend.regions]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsRegionConfig {
+    /// The AWS region, e.g. `eu-west-1`.
+    pub region: String,
+    /// An endpoint override (a KMS-compatible server, a VPC endpoint). Default: the
+    /// region's public endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The name in metrics and logs. Default: the region.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl KmsRegionConfig {
+    /// The name in metrics and logs.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.region)
+    }
+}
+
+/// `[backend.intermediate]`: keys whose wraps seal DEKs locally under an intermediate
+/// key that KMS wraps once per epoch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntermediateConfig {
+    /// Globs on key names that use intermediate mode for new wraps. Default none.
+    /// Unwraps of intermediate blobs work for every key.
+    pub keys: Vec<String>,
+    /// An intermediate key wraps for at most this long. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// An intermediate key wraps at most this many DEKs. Default 1,000,000 (at most
+    /// 2^32: nonces are random 96-bit values).
+    pub max_uses: u64,
+    /// Unwrapped intermediate keys kept for unwraps. Default 10,000.
+    pub cache_entries: u64,
+    /// How long an unwrapped intermediate key is kept. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for IntermediateConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            lifetime: Duration::from_secs(300),
+            max_uses: 1_000_000,
+            cache_entries: 10_000,
+            cache_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl KmsConfig {
+    fn default_alias_prefix() -> String {
+        "keymux".into()
+    }
+    fn default_executors() -> usize {
+        4
+    }
+    fn default_max_in_flight() -> usize {
+        64
+    }
+    fn default_rate() -> f64 {
+        5000.0
+    }
+    fn default_burst() -> u32 {
+        500
+    }
+    fn default_max_wait() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_call_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_max_retries() -> u32 {
+        4
+    }
+    fn default_backoff() -> Duration {
+        Duration::from_millis(25)
+    }
+    fn default_failure_threshold() -> u32 {
+        5
+    }
+    fn default_probe_interval() -> Duration {
+        Duration::from_millis(250)
+    }
+
+    /// A config for `regions` with every other setting at its default.
+    pub fn new(regions: Vec<KmsRegionConfig>) -> Self {
+        Self {
+            regions,
+            alias_prefix: Self::default_alias_prefix(),
+            credentials_file: None,
+            profile: None,
+            executors: Self::default_executors(),
+            max_in_flight: Self::default_max_in_flight(),
+            rate: Self::default_rate(),
+            burst: Self::default_burst(),
+            max_wait: Self::default_max_wait(),
+            call_timeout: Self::default_call_timeout(),
+            connect_timeout: Self::default_connect_timeout(),
+            max_retries: Self::default_max_retries(),
+            backoff: Self::default_backoff(),
+            failure_threshold: Self::default_failure_threshold(),
+            probe_interval: Self::default_probe_interval(),
+            intermediate: IntermediateConfig::default(),
+        }
+    }
+
+    /// Checks every value, naming the offending key (under `backend.`).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, message: &str| Err((format!("backend.{key}"), message.to_owned()));
+        if self.regions.is_empty() {
+            return fail("regions", "list at least one [[backend.regions]]");
+        }
+        for (index, region) in self.regions.iter().enumerate() {
+            if region.region.is_empty() {
+                return Err((format!("backend.regions[{index}].region"), "must not be empty".into()));
+            }
+        }
+        let prefix_ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if self.alias_prefix.is_empty() || !self.alias_prefix.chars().all(prefix_ok) {
+            return fail("alias_prefix", "letters, digits, '_' and '-' only");
+        }
+        if !(1..=256).contains(&self.executors) {
+            return fail("executors", "must be 1..=256");
+        }
+        if self.max_in_flight == 0 {
+            return fail("max_in_flight", "must be at least 1");
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return fail("rate", "must be a positive number");
+        }
+        if self.burst == 0 {
+            return fail("burst", "must be at least 1");
+        }
+        if self.call_timeout.is_zero() || self.connect_timeout.is_zero() || self.max_wait.is_zero() {
+            return fail("call_timeout", "call_timeout, connect_timeout and max_wait must be positive");
+        }
+        if self.failure_threshold == 0 {
+            return fail("failure_threshold", "must be at least 1");
+        }
+        if self.probe_interval.is_zero() {
+            return fail("probe_interval", "must be positive");
+        }
+        let intermediate = &self.intermediate;
+        if !(1..=1 << 32).contains(&intermediate.max_uses) {
+            return fail("intermediate.max_uses", "must be 1..=4294967296 (random 96-bit nonces)");
+        }
+        if intermediate.lifetime.is_zero() || intermediate.cache_ttl.is_zero() {
+            return fail("intermediate.lifetime", "lifetime and cache_ttl must be positive");
+        }
+        if intermediate.cache_entries == 0 {
+            return fail("intermediate.cache_entries", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `[backend] type = "pkcs11"`: KEKs as non-extractable AES-256 keys on an HSM token.
@@ -649,6 +879,11 @@ impl Config {
                     return invalid("backend.pin", "env variable name is empty".into());
                 }
             }
+            BackendConfig::Kms(kms) => {
+                if let Err((key, message)) = kms.validate() {
+                    return Err(ConfigError::Invalid { key, message });
+                }
+            }
         }
         if self.keys.refresh_interval < Duration::from_millis(100) {
             return invalid("keys.refresh_interval", "must be at least 100ms".into());
@@ -741,6 +976,24 @@ mod tests {
         assert_eq!(hsm.pin, SecretSource::Env("KEYMUX_PKCS11_PIN".into()));
         let both = format!("{}\nslot = 0\n", std::fs::read_to_string(&path).unwrap());
         assert!(Config::parse(&both).unwrap_err().to_string().starts_with("backend.token_label"));
+    }
+
+    #[test]
+    fn the_kms_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kms.toml");
+        let config = Config::load(&path).unwrap();
+        let BackendConfig::Kms(kms) = &config.backend else { panic!("a kms backend") };
+        assert_eq!(kms.regions.len(), 2);
+        assert_eq!(kms.regions[0].label(), "eu-west-1");
+        assert_eq!(kms.intermediate.keys, vec!["bulk-*".to_owned()]);
+        assert_eq!(kms.probe_interval, Duration::from_millis(250));
+        let none = "[backend]\ntype = \"kms\"\nregions = []\n";
+        assert!(Config::parse(none).unwrap_err().to_string().starts_with("backend.regions"));
+        let slow = format!(
+            "{}\n[backend.intermediate]\nmax_uses = 0\n",
+            "[backend]\ntype = \"kms\"\n[[backend.regions]]\nregion = \"x\""
+        );
+        assert!(Config::parse(&slow).unwrap_err().to_string().starts_with("backend.intermediate.max_uses"));
     }
 
     #[test]

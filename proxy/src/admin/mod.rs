@@ -125,6 +125,17 @@ fn describe_backend(config: &Config) -> String {
             };
             format!("PKCS#11 {} {token}, {} sessions", hsm.module.display(), hsm.sessions)
         }
+        BackendConfig::Kms(kms) => {
+            let regions: Vec<String> = kms
+                .regions
+                .iter()
+                .map(|r| match &r.endpoint {
+                    Some(endpoint) => format!("{} ({endpoint})", r.region),
+                    None => r.region.clone(),
+                })
+                .collect();
+            format!("KMS {}, aliases alias/{}/...", regions.join(" then "), kms.alias_prefix)
+        }
     }
 }
 

@@ -5,8 +5,11 @@
 //! the soft keystore it is a handle on the shared key material. Workers take whole
 //! batches, so a backend with a high per-call cost can pack them.
 
+pub mod kms;
 pub mod pkcs11;
 pub mod soft;
+
+use std::time::Instant;
 
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
@@ -130,6 +133,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Destroys one version's key material for good.
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError>;
+
+    /// Adds the backend's own metrics to the proxy's registry (default: none).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// Checks that `version` of `key` may be destroyed: never the current version (new
@@ -164,4 +170,23 @@ pub trait BackendWorker: Send {
     /// Runs `ops` (all on `key`), pushing exactly one result per op onto `out`, in
     /// order. Must not panic on any input.
     fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>);
+
+    /// [`BackendWorker::run_batch`], knowing each operation's deadline (`deadlines[i]`
+    /// is `ops[i]`'s), handing each result to `done(i, result)` (once per op, in any
+    /// order) as soon as it is ready. Backends whose operations finish at different
+    /// times (KMS calls, admission waits, retries) answer each client without waiting
+    /// for the rest of the batch. The default runs [`BackendWorker::run_batch`] and
+    /// hands the results over in order.
+    fn run_batch_each(
+        &mut self,
+        key: &KeyInfo,
+        ops: &[Op],
+        deadlines: &[Option<Instant>],
+        done: &mut (dyn FnMut(usize, OpResult) + Send),
+    ) {
+        let _ = deadlines;
+        let mut out = Vec::with_capacity(ops.len());
+        self.run_batch(key, ops, &mut out);
+        out.into_iter().enumerate().for_each(|(index, result)| done(index, result));
+    }
 }

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{KeyQueue, Ready};
-use super::{Dispatcher, Job};
+use super::{Completion, Dispatcher, Job};
 use crate::backend::{Backend, BackendWorker, Op, OpResult};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
@@ -123,12 +123,14 @@ impl Executor {
     fn run_batch(&self, worker: &mut dyn BackendWorker, queue: &KeyQueue, jobs: &mut Vec<Job>) -> bool {
         let now = Instant::now();
         let mut ops = Vec::with_capacity(jobs.len());
+        let mut deadlines = Vec::with_capacity(jobs.len());
         let mut completions = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             if job.deadline.is_some_and(|deadline| deadline <= now) {
                 job.completion.complete(Err(OpError::Timeout));
             } else {
                 ops.push(job.op);
+                deadlines.push(job.deadline);
                 completions.push(job.completion);
             }
         }
@@ -142,14 +144,20 @@ impl Executor {
                 return true;
             }
         };
-        let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
-        let healthy = catch_unwind(AssertUnwindSafe(|| worker.run_batch(&key, &ops, &mut results))).is_ok();
+        // Counted before the batch runs: a client may read the metrics as soon as its
+        // own operation is answered, before the rest of the batch is.
         self.record(&ops);
-        let mut results = results.into_iter();
-        for completion in completions {
-            let result =
-                results.next().unwrap_or_else(|| Err(OpError::Internal("backend gave no result".into())));
-            completion.complete(result);
+        let mut completions: Vec<Option<Completion>> = completions.into_iter().map(Some).collect();
+        let mut done = |index: usize, result: OpResult| {
+            if let Some(completion) = completions.get_mut(index).and_then(Option::take) {
+                completion.complete(result);
+            }
+        };
+        let healthy =
+            catch_unwind(AssertUnwindSafe(|| worker.run_batch_each(&key, &ops, &deadlines, &mut done)))
+                .is_ok();
+        for completion in completions.into_iter().flatten() {
+            completion.complete(Err(OpError::Internal("backend gave no result".into())));
         }
         healthy
     }

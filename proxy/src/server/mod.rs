@@ -25,6 +25,7 @@ pub use reload::CertReloader;
 use crate::acl::Acl;
 use crate::audit::{AuditLog, Event};
 use crate::backend::Backend;
+use crate::backend::kms::{KmsBackend, KmsError};
 use crate::backend::pkcs11::{Pkcs11Backend, Pkcs11Error};
 use crate::backend::soft::{KeystoreError, SoftBackend};
 use crate::batch::{BatchSettings, Dispatcher, Executors};
@@ -59,6 +60,9 @@ pub enum StartError {
     /// The PKCS#11 token could not be opened.
     #[error("pkcs11: {0}")]
     Pkcs11(#[from] Pkcs11Error),
+    /// The KMS backend could not be set up.
+    #[error("kms: {0}")]
+    Kms(#[from] KmsError),
     /// The backend could not list its keys.
     #[error("backend: {0}")]
     Backend(#[from] OpError),
@@ -83,6 +87,7 @@ pub fn open_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, StartErr
     match config {
         BackendConfig::Soft(soft) => Ok(Arc::new(SoftBackend::open(soft)?)),
         BackendConfig::Pkcs11(hsm) => Ok(Arc::new(Pkcs11Backend::open(hsm)?)),
+        BackendConfig::Kms(kms) => Ok(Arc::new(KmsBackend::open(kms)?)),
     }
 }
 
@@ -174,7 +179,7 @@ pub async fn start_with_backend(
     config: &Config,
     backend: Arc<dyn Backend>,
 ) -> Result<RunningServer, StartError> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_extra(|registry| backend.register_metrics(registry));
     let registry = Arc::new(KeyRegistry::new(backend.list_keys()?));
     let limits = config.limits.to_limits();
     let dispatcher = Arc::new(Dispatcher::new(

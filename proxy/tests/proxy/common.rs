@@ -57,7 +57,8 @@ impl TestProxy {
         Self::start_on(|config| config.backend = crate::hsm_token::token().backend_config(), tweak).await
     }
 
-    async fn start_on(backend: impl FnOnce(&mut Config), tweak: impl FnOnce(&mut Config)) -> Self {
+    /// Starts a proxy whose backend `backend` configures, then `tweak` the rest.
+    pub async fn start_on(backend: impl FnOnce(&mut Config), tweak: impl FnOnce(&mut Config)) -> Self {
         keymux_proxy::telemetry::init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
@@ -100,6 +101,15 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// The sum of every sample in a metrics page whose name and labels start with
+/// `prefix` (e.g. `keymux_kms_calls_total{backend="a",call="decrypt"`); 0 if none.
+pub fn metric_sum(page: &str, prefix: &str) -> f64 {
+    page.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of the sample `name` (with labels, as printed) in a metrics page.
@@ -228,6 +238,10 @@ impl Backend for GatedBackend {
     fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
         self.inner.destroy_version(name, version)
     }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.register_metrics(registry);
+    }
 }
 
 struct GatedWorker {
@@ -239,6 +253,17 @@ impl BackendWorker for GatedWorker {
     fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
         let _inside = self.gate.pass();
         self.inner.run_batch(key, ops, out);
+    }
+
+    fn run_batch_each(
+        &mut self,
+        key: &KeyInfo,
+        ops: &[Op],
+        deadlines: &[Option<std::time::Instant>],
+        done: &mut (dyn FnMut(usize, OpResult) + Send),
+    ) {
+        let _inside = self.gate.pass();
+        self.inner.run_batch_each(key, ops, deadlines, done);
     }
 }
 

@@ -1,0 +1,305 @@
+//! Key administration and listing on KMS: the [`crate::backend::Backend`] admin calls.
+//!
+//! Creating a version creates a symmetric KMS key (a multi-region key when the
+//! configured regions differ), replicates it to every other configured region, and
+//! names it with the version alias in each. Disabling disables the KMS key in every
+//! region, so KMS itself refuses it. Destroying removes the alias and schedules the KMS
+//! key's deletion (KMS's minimum waiting period, 7 days, applies). These calls are rare
+//! and bypass admission control; listing costs one ListAliases page per 100 aliases
+//! and one DescribeKey per version, at every `keys.refresh_interval`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use aws_sdk_kms::config::http::HttpResponse;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::types::KeyState;
+use futures_util::future::join_all;
+
+use super::Shared;
+use super::client::{Fault, classify};
+use super::failover::Region;
+use super::names::{Parsed, check_key_name};
+use crate::backend::{check_destroyable, validate_key_name};
+use crate::error::OpError;
+use crate::keys::{KeyInfo, VersionInfo, VersionState};
+
+/// An admin request's failure as an operation error.
+fn admin<E>(error: SdkError<E, HttpResponse>) -> OpError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        Fault::Op(error) => error,
+        Fault::Throttled => OpError::BackendUnavailable {
+            reason: "KMS throttled an admin request".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        },
+        Fault::Unavailable(reason) => {
+            OpError::BackendUnavailable { reason, retry_after: std::time::Duration::from_secs(1) }
+        }
+    }
+}
+
+fn has_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>, code: &str) -> bool {
+    error.code() == Some(code)
+}
+
+impl Shared {
+    fn primary(&self) -> Result<&Region, OpError> {
+        self.regions.all().first().ok_or_else(|| OpError::Internal("no KMS region configured".into()))
+    }
+
+    /// Every key, read from the first region that answers.
+    pub(crate) async fn list(&self) -> Result<Vec<KeyInfo>, OpError> {
+        let mut last = None;
+        for region in self.regions.all() {
+            match self.list_in(region).await {
+                Ok(keys) => return Ok(keys),
+                Err(error) => {
+                    tracing::warn!(region = %region.label, %error, "cannot list KMS keys here");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| OpError::Internal("no KMS region configured".into())))
+    }
+
+    /// Every alias of ours in `region`: (alias, target key id).
+    async fn aliases(&self, region: &Region) -> Result<Vec<(String, String)>, OpError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = region
+                .client
+                .list_aliases()
+                .limit(100)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(admin)?;
+            for alias in page.aliases() {
+                if let (Some(name), Some(target)) = (alias.alias_name(), alias.target_key_id())
+                    && self.names.parse(name).is_some()
+                {
+                    out.push((name.to_owned(), target.to_owned()));
+                }
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_in(&self, region: &Region) -> Result<Vec<KeyInfo>, OpError> {
+        let aliases = self.aliases(region).await?;
+        let mut versions = Vec::new();
+        let mut minimums = Vec::new();
+        for (alias, target) in &aliases {
+            match self.names.parse(alias) {
+                Some(Parsed::Version(key, version)) => versions.push((key, version, target)),
+                Some(Parsed::MinVersion(key, version)) => minimums.push((key, version)),
+                None => {}
+            }
+        }
+        let described = join_all(
+            versions.iter().map(|(_, _, target)| region.client.describe_key().key_id(*target).send()),
+        )
+        .await;
+        let mut keys: BTreeMap<&str, KeyInfo> = BTreeMap::new();
+        for ((key, version, _), described) in versions.iter().zip(described) {
+            let described = described.map_err(admin)?;
+            let Some(metadata) = described.key_metadata() else { continue };
+            let state = if metadata.key_state() == Some(&KeyState::Enabled) {
+                VersionState::Enabled
+            } else {
+                VersionState::Disabled
+            };
+            let created_at = metadata.creation_date().map_or(0, |d| u64::try_from(d.secs()).unwrap_or(0));
+            let info = keys.entry(key).or_insert_with(|| KeyInfo {
+                name: (*key).to_owned(),
+                versions: Vec::new(),
+                min_decryption_version: 1,
+            });
+            info.versions.push(VersionInfo { version: *version, state, created_at });
+        }
+        for (key, version) in minimums {
+            if let Some(info) = keys.get_mut(key) {
+                info.min_decryption_version = info.min_decryption_version.max(version);
+            }
+        }
+        let mut keys: Vec<KeyInfo> = keys.into_values().collect();
+        for key in &mut keys {
+            key.versions.sort_by_key(|v| v.version);
+        }
+        Ok(keys)
+    }
+
+    async fn key(&self, name: &str) -> Result<KeyInfo, OpError> {
+        let keys = self.list_in(self.primary()?).await?;
+        keys.into_iter().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
+    }
+
+    /// The KMS key id an alias names in `region`, if it exists.
+    async fn alias_target(&self, region: &Region, alias: &str) -> Result<Option<String>, OpError> {
+        match region.client.describe_key().key_id(alias).send().await {
+            Ok(described) => Ok(described.key_metadata().map(|m| m.key_id().to_owned())),
+            Err(error) if has_code(&error, "NotFoundException") => Ok(None),
+            Err(error) => Err(admin(error)),
+        }
+    }
+
+    /// The KMS key id of `version` of `name` in `region`.
+    async fn key_id(&self, region: &Region, name: &str, version: u32) -> Result<String, OpError> {
+        self.alias_target(region, &self.names.version(name, version))
+            .await?
+            .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })
+    }
+
+    /// Points `alias` at `key_id` in `region`; an alias that already names that key
+    /// (a replica sharing it) is fine.
+    async fn create_alias(&self, region: &Region, alias: &str, key_id: &str) -> Result<(), OpError> {
+        match region.client.create_alias().alias_name(alias).target_key_id(key_id).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if has_code(&error, "AlreadyExistsException") => {
+                if self.alias_target(region, alias).await?.as_deref() == Some(key_id) {
+                    Ok(())
+                } else {
+                    Err(OpError::BadRequest(format!(
+                        "{alias} already names another KMS key in {}",
+                        region.label
+                    )))
+                }
+            }
+            Err(error) => Err(admin(error)),
+        }
+    }
+
+    /// Creates the KMS key for `version` of `name`, replicated to every region, and its
+    /// alias in each.
+    async fn create_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        let primary = self.primary()?;
+        let multi_region = self.regions.all().iter().any(|r| r.region != primary.region);
+        let created = primary
+            .client
+            .create_key()
+            .description(format!("keymux key {name} version {version}"))
+            .multi_region(multi_region)
+            .send()
+            .await
+            .map_err(admin)?;
+        let key_id = created
+            .key_metadata()
+            .map(|m| m.key_id().to_owned())
+            .ok_or_else(|| OpError::Internal("KMS created a key without metadata".into()))?;
+        let mut replicated = HashSet::from([primary.region.as_str()]);
+        for region in self.regions.all() {
+            if replicated.insert(region.region.as_str()) {
+                primary
+                    .client
+                    .replicate_key()
+                    .key_id(&key_id)
+                    .replica_region(&region.region)
+                    .send()
+                    .await
+                    .map_err(admin)?;
+            }
+        }
+        let alias = self.names.version(name, version);
+        for region in self.regions.all() {
+            self.create_alias(region, &alias, &key_id).await?;
+        }
+        Ok(())
+    }
+
+    /// `Backend::create_key`.
+    pub(crate) async fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
+        validate_key_name(name)?;
+        check_key_name(name)?;
+        if self.key(name).await.is_ok() {
+            return Err(OpError::BadRequest(format!("key {name:?} already exists")));
+        }
+        self.create_version(name, 1).await?;
+        self.key(name).await
+    }
+
+    /// `Backend::rotate_key`.
+    pub(crate) async fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+        let key = self.key(name).await?;
+        let version = key.versions.last().map_or(1, |v| v.version + 1);
+        self.create_version(name, version).await?;
+        Ok(version)
+    }
+
+    /// `Backend::set_version_state`: enables or disables the KMS key in every region.
+    pub(crate) async fn set_version_state(
+        &self,
+        name: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<(), OpError> {
+        for region in self.regions.all() {
+            let key_id = self.key_id(region, name, version).await?;
+            match state {
+                VersionState::Enabled => {
+                    region.client.enable_key().key_id(key_id).send().await.map(drop).map_err(admin)
+                }
+                VersionState::Disabled => {
+                    region.client.disable_key().key_id(key_id).send().await.map(drop).map_err(admin)
+                }
+            }?;
+        }
+        Ok(())
+    }
+
+    /// `Backend::set_min_decryption_version`: a `min-v<N>` alias in every region,
+    /// replacing the old one.
+    pub(crate) async fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        let key = self.key(name).await?;
+        if !key.versions.iter().any(|v| v.version == version) {
+            return Err(OpError::UnknownVersion { key: name.into(), version });
+        }
+        let alias = self.names.min_version(name, version);
+        for region in self.regions.all() {
+            let key_id = self.key_id(region, name, version).await?;
+            self.create_alias(region, &alias, &key_id).await?;
+            for (old, _) in self.aliases(region).await? {
+                if old != alias
+                    && matches!(self.names.parse(&old), Some(Parsed::MinVersion(k, _)) if k == name)
+                {
+                    match region.client.delete_alias().alias_name(&old).send().await {
+                        Ok(_) => {}
+                        Err(error) if has_code(&error, "NotFoundException") => {}
+                        Err(error) => return Err(admin(error)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `Backend::destroy_version`: removes the alias and schedules the KMS key's
+    /// deletion in every region, replicas first.
+    pub(crate) async fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+        check_destroyable(&self.key(name).await?, version)?;
+        let alias = self.names.version(name, version);
+        let mut targets = Vec::new();
+        for region in self.regions.all() {
+            targets.push(self.key_id(region, name, version).await?);
+        }
+        for (region, key_id) in self.regions.all().iter().zip(&targets).rev() {
+            match region.client.delete_alias().alias_name(&alias).send().await {
+                Ok(_) => {}
+                Err(error) if has_code(&error, "NotFoundException") => {}
+                Err(error) => return Err(admin(error)),
+            }
+            match region.client.schedule_key_deletion().key_id(key_id).pending_window_in_days(7).send().await
+            {
+                Ok(_) => {}
+                Err(error) if has_code(&error, "KMSInvalidStateException") => {}
+                Err(error) => return Err(admin(error)),
+            }
+        }
+        Ok(())
+    }
+}
