@@ -101,10 +101,13 @@ fn feed_in_chunks(
         // Between reads the buffer holds at most one partial frame: a length prefix, or
         // a body under max_frame (its prefix already consumed).
         assert!(buf.len() < LENGTH_PREFIX_LEN.max(max_frame), "{} bytes buffered", buf.len());
-        // The splitter's reservations are for one frame at most; BytesMut may round a
-        // reservation up to double, and the reads themselves add at most one chunk.
+        // The splitter reserves for one frame at most, and a read adds one chunk: call
+        // that `need`. When BytesMut cannot reuse its allocation it takes the larger of
+        // twice the old one and `need`, which it does only while the old one is under
+        // `2 * need`: so no allocation passes `4 * need`. (2x was assumed here once;
+        // proptest found the case below.)
         assert!(
-            buf.capacity() <= 2 * (max_frame + LENGTH_PREFIX_LEN + max_chunk),
+            buf.capacity() <= 4 * (max_frame + LENGTH_PREFIX_LEN + max_chunk),
             "capacity {} for max_frame {max_frame}",
             buf.capacity()
         );
@@ -215,6 +218,27 @@ proptest! {
             prop_assert_eq!(header.to_bytes().unwrap(), &blob[..header.encoded_len()]);
         }
     }
+}
+
+/// A case proptest once found (`hostile_streams_never_panic`): four pieces, fed 8 and 4
+/// bytes at a time with `max_frame` 90. Each piece is its length and its non-zero bytes.
+#[test]
+fn small_chunks_near_max_frame_keep_the_buffer_bounded() {
+    let pieces: [(usize, &[(usize, u8)]); 4] = [
+        (16, &[(3, 12), (4, 1), (5, 16)]),
+        (94, &[(3, 90), (4, 1), (5, 4), (17, 43), (62, 31)]),
+        (42, &[(3, 38), (4, 1)]),
+        (65, &[(3, 61), (4, 1)]),
+    ];
+    let mut wire = Vec::new();
+    for (len, bytes) in pieces {
+        let mut piece = vec![0u8; len];
+        bytes.iter().for_each(|(at, value)| piece[*at] = *value);
+        wire.extend(piece);
+    }
+    let limits = Limits { max_frame: 90, ..small_limits() };
+    let mut splitter = FrameSplitter::new(90);
+    feed_in_chunks(&mut splitter, &wire, &[8, 4], |body| decode_both_ways(&body, &limits));
 }
 
 /// A stream of maximum-size frames keeps the buffer within the bound too (the random
