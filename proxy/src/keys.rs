@@ -4,7 +4,8 @@
 //! registry holds a snapshot of what it reported, swapped atomically on refresh, so
 //! the request path reads it without locks.
 
-use std::collections::HashMap;
+// Operator-chosen key names: a fast hasher, no flooding to fear.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

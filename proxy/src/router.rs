@@ -135,18 +135,20 @@ impl Router {
         deadline: Option<Instant>,
         responder: Responder,
     ) {
-        let key = blob.header.key.clone();
         let cache = self.cache.as_ref().filter(|_| !bypass_cache);
         let Some(cache) = cache else {
+            let key = blob.header.key.clone();
             let job =
                 Job { op: Op::Unwrap { aad, blob }, deadline, completion: Completion::Respond(responder) };
             return self.dispatcher.submit(&key, job);
         };
-        let entry = cache.key_for(blob.bytes(), &aad);
-        if let Some(plaintext) = cache.get(&entry) {
+        let lookup = cache.key_for(blob.bytes(), &aad);
+        if let Some(plaintext) = cache.get(&lookup) {
             return responder.send(Ok(Reply::Unwrap { plaintext }));
         }
-        if cache.join(&entry, &key, blob.header.version, responder) == Join::Lead {
+        // A miss: only now is the key's name worth a copy.
+        let key = blob.header.key.clone();
+        if let Join::Lead(entry) = cache.join(&lookup, &key, blob.header.version, responder) {
             // The outcome is shared by every waiter, so it must not inherit one client's
             // deadline; each client still enforces its own.
             let completion = Completion::FillCache(CacheFill::new(Arc::clone(cache), entry));

@@ -1,6 +1,7 @@
 //! The per-key queues and the ready channel.
 
-use std::collections::HashMap;
+// Operator-chosen key names: a fast hasher, no flooding to fear.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
