@@ -3,11 +3,11 @@
 //!
 //! Entries are keyed by the exact bytes of (blob, aad), so two requests share an entry
 //! only if they sent the same blob under the same AAD: no hash collision can hand one
-//! caller another's DEK. moka hashes keys with a randomly keyed SipHash, so crafted
-//! blobs cannot pile into one bucket. (The keys are ciphertext and AAD, which the
-//! clients send in the clear anyway.) Values are the DEKs, zeroized when evicted. The router checks the ACL and the key version's state
-//! *before* looking here, so a cached DEK is never served to a caller or for a version
-//! that may no longer be unwrapped.
+//! caller another's DEK. Keys are hashed with a randomly seeded hasher
+//! ([`EntryHasher`]). (The keys are ciphertext and AAD, which the clients send in the
+//! clear anyway.) Values are the DEKs, zeroized when evicted. The router checks the ACL
+//! and the key version's state *before* looking here, so a cached DEK is never served
+//! to a caller or for a version that may no longer be unwrapped.
 //!
 //! Concurrent misses on the same entry share one backend call: the first miss becomes
 //! the leader and queues the unwrap; later ones wait on the leader's entry in
@@ -32,7 +32,7 @@ pub type CacheKey = Arc<[u8]>;
 /// cache hit's instructions over these ~120-byte keys. Flooding one bucket would need
 /// colliding keys without knowing the seed, and entries are only made from blobs that
 /// verified, whose bytes a client cannot choose.
-type EntryHasher = foldhash::quality::RandomState;
+pub type EntryHasher = foldhash::quality::RandomState;
 
 struct CachedDek {
     key: Arc<str>,
