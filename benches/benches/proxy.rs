@@ -43,28 +43,20 @@ fn soft(c: &mut Criterion) {
     let mut group = c.benchmark_group("soft AES-256-GCM");
     for batch in [1usize, 64] {
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_function(format!("wrap, batch of {batch}"), |b| {
-            b.iter_batched(
-                || (0..batch).map(|_| wrap()).collect::<Vec<_>>(),
-                |ops| {
-                    let mut out = Vec::with_capacity(batch);
-                    worker.run_batch(&key, &ops, &mut out);
-                    out
-                },
-                BatchSize::SmallInput,
-            )
-        });
-        group.bench_function(format!("unwrap, batch of {batch}"), |b| {
-            b.iter_batched(
-                || (0..batch).map(|_| unwrap()).collect::<Vec<_>>(),
-                |ops| {
-                    let mut out = Vec::with_capacity(batch);
-                    worker.run_batch(&key, &ops, &mut out);
-                    out
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        let ops: [(&str, &dyn Fn() -> Op); 2] = [("wrap", &wrap), ("unwrap", &unwrap)];
+        for (name, make) in ops {
+            group.bench_function(format!("{name}, batch of {batch}"), |b| {
+                b.iter_batched(
+                    || (0..batch).map(|_| make()).collect::<Vec<_>>(),
+                    |ops| {
+                        let mut out = Vec::with_capacity(batch);
+                        worker.run_batch(&key, &ops, &mut out);
+                        out
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
     }
     group.finish();
 }

@@ -18,6 +18,7 @@ use rand::rngs::SmallRng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
+use crate::scenario::Window;
 use crate::stats::Recorder;
 use crate::workload::Workload;
 
@@ -32,8 +33,8 @@ pub(crate) struct RawLoop<'a> {
     pub(crate) pipeline: usize,
     /// What to send.
     pub(crate) workload: &'a Workload,
-    /// The measured window: `(from, until)`.
-    pub(crate) window: (Instant, Instant),
+    /// The measured window.
+    pub(crate) window: Window,
 }
 
 /// Opens a byte stream to `target`; only TCP and Unix sockets are spoken raw.
@@ -72,7 +73,7 @@ impl RawLoop<'_> {
         let (mut inbox, mut outbox) =
             (BytesMut::with_capacity(64 * 1024), BytesMut::with_capacity(64 * 1024));
         let mut recorder = Recorder::new();
-        let (from, until) = self.window;
+        let until = self.window.until;
 
         // HELLO first, as every client does, to check the proxy lets this many through.
         RequestFrame::new(0, Request::Hello { client_name: "keymux-loadgen raw".into() })
@@ -118,7 +119,7 @@ impl RawLoop<'_> {
                     response.request_id
                 );
                 completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if (from..=until).contains(&now) {
+                if self.window.contains(now) {
                     match response.result {
                         Ok(_) => recorder.record_ok(now - sent[slot]),
                         Err(failure) => recorder.record_error(&failure.into()),

@@ -177,7 +177,9 @@ fn display<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Res
 /// answered requests as they come, for a progress display.
 pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Result<Report> {
     scenario.validate()?;
-    let mut clients = connect_all(&scenario).await?;
+    // The raw driver opens its own connections: one SDK client is enough to make blobs.
+    let sdk_connections = if scenario.driver == Driver::Raw { 1 } else { scenario.connections };
+    let clients = connect_all(&scenario, sdk_connections).await?;
     let chooser = KeyChooser::new(scenario.keys, scenario.zipf)?;
     let options = CallOptions::new().with_bypass_cache(scenario.no_cache);
     let mut workload =
@@ -187,9 +189,6 @@ pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Resul
         workload.set_blobs(blobs);
     }
     let workload = Arc::new(workload);
-    if scenario.driver == Driver::Raw {
-        clients.clear(); // the raw driver opens its own connections
-    }
 
     let started = Instant::now();
     let window =
@@ -206,13 +205,14 @@ pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Resul
 
 /// The measured part of a run: what completes between `from` and `until`.
 #[derive(Clone, Copy)]
-struct Window {
+pub(crate) struct Window {
     from: Instant,
-    until: Instant,
+    pub(crate) until: Instant,
 }
 
 impl Window {
-    fn contains(&self, at: Instant) -> bool {
+    /// Whether `at` falls in the window.
+    pub(crate) fn contains(&self, at: Instant) -> bool {
         at >= self.from && at <= self.until
     }
 }
@@ -231,13 +231,10 @@ async fn closed_loop(
     let mut loops = JoinSet::new();
     for client in clients {
         let (client, workload, completed) = (client.clone(), Arc::clone(workload), Arc::clone(completed));
-        loops.spawn(connection_loop(client, workload, scenario.pipeline, window, completed));
+        let pipeline = scenario.pipeline;
+        loops.spawn(async move { Ok(connection_loop(client, workload, pipeline, window, completed).await) });
     }
-    let mut total = Recorder::new();
-    while let Some(joined) = loops.join_next().await {
-        total.merge(&joined.context("a request loop panicked")?);
-    }
-    Ok(total)
+    merge_all(loops).await
 }
 
 /// The closed loop over raw connections ([`crate::raw`]), one task each.
@@ -253,13 +250,18 @@ async fn raw_closed_loop(
         let (workload, completed, pipeline) =
             (Arc::clone(workload), Arc::clone(completed), scenario.pipeline);
         loops.spawn(async move {
-            let raw = RawLoop { pipeline, workload: &workload, window: (window.from, window.until) };
+            let raw = RawLoop { pipeline, workload: &workload, window };
             raw.run(stream, &mut new_rng(), &completed).await
         });
     }
+    merge_all(loops).await
+}
+
+/// Waits for every connection loop and adds up what they measured.
+async fn merge_all(mut loops: JoinSet<anyhow::Result<Recorder>>) -> anyhow::Result<Recorder> {
     let mut total = Recorder::new();
     while let Some(joined) = loops.join_next().await {
-        total.merge(&joined.context("a raw connection loop panicked")??);
+        total.merge(&joined.context("a connection loop panicked")??);
     }
     Ok(total)
 }
@@ -370,13 +372,13 @@ async fn open_loop(
     collector.await.unwrap_or_default()
 }
 
-async fn connect_all(scenario: &Scenario) -> anyhow::Result<Vec<Client>> {
+async fn connect_all(scenario: &Scenario, count: usize) -> anyhow::Result<Vec<Client>> {
     let config = scenario.client_config();
     let mut connecting = JoinSet::new();
-    for _ in 0..scenario.connections {
+    for _ in 0..count {
         connecting.spawn(Client::connect(config.clone()));
     }
-    let mut clients = Vec::with_capacity(scenario.connections);
+    let mut clients = Vec::with_capacity(count);
     while let Some(joined) = connecting.join_next().await {
         clients.push(joined?.with_context(|| format!("cannot connect to {}", scenario.target))?);
     }

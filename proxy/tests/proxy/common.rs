@@ -364,3 +364,31 @@ pub fn raw_frame(version: u8, opcode: u8, flags: u16, id: u64, payload: &[u8]) -
     frame.extend_from_slice(&body);
     frame
 }
+
+/// Every operation once through `client` (ping, wrap and unwrap of `first`-filled key,
+/// a `dek_len`-byte data key rewrapped and unwrapped), then 2,000 concurrent wraps and
+/// unwraps of `pipelined`-filled keys: what each transport must carry.
+pub async fn every_op_then_pipelined(
+    client: Arc<keymux_client::Client>,
+    dek_len: u16,
+    first: u8,
+    pipelined: u8,
+) {
+    client.ping().await.unwrap();
+    let blob = client.wrap("default", b"ctx", &[first; 32]).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[first; 32]);
+    let data_key = client.generate_data_key("default", b"ctx", dek_len).await.unwrap();
+    let rewrapped = client.rewrap(b"ctx", &data_key.blob).await.unwrap();
+    assert_eq!(client.unwrap(b"ctx", &rewrapped).await.unwrap().expose(), data_key.plaintext.expose());
+
+    let calls = (0..2000u32).map(|i| {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            let blob = client.wrap("default", &i.to_be_bytes(), &[pipelined; 32]).await.unwrap();
+            client.unwrap(&i.to_be_bytes(), &blob).await.unwrap()
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.unwrap().expose(), &[pipelined; 32]);
+    }
+}

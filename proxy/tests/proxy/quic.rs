@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keymux_client::{Client, ClientConfig, Endpoint};
 
 use crate::certs::{Pki, sdk_client};
-use crate::common::TestProxy;
+use crate::common::{TestProxy, every_op_then_pipelined};
 
 fn quic_endpoint(proxy: &TestProxy) -> Endpoint {
     Endpoint::quic("localhost", proxy.server.quic_addr().unwrap().port())
@@ -18,23 +18,7 @@ async fn round_trips_and_pipelining_over_quic() {
     let proxy = TestProxy::start(|config| pki.enable(config)).await;
     let me = pki.client_cn("svc-a");
     let client = Arc::new(sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 2).await.unwrap());
-    client.ping().await.unwrap();
-    let blob = client.wrap("default", b"ctx", &[5; 32]).await.unwrap();
-    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[5; 32]);
-    let data_key = client.generate_data_key("default", b"ctx", 32).await.unwrap();
-    let rewrapped = client.rewrap(b"ctx", &data_key.blob).await.unwrap();
-    assert_eq!(client.unwrap(b"ctx", &rewrapped).await.unwrap().expose(), data_key.plaintext.expose());
-
-    let calls = (0..2000u32).map(|i| {
-        let client = Arc::clone(&client);
-        tokio::spawn(async move {
-            let blob = client.wrap("default", &i.to_be_bytes(), &[9; 32]).await.unwrap();
-            client.unwrap(&i.to_be_bytes(), &blob).await.unwrap()
-        })
-    });
-    for call in futures_util::future::join_all(calls).await {
-        assert_eq!(call.unwrap().expose(), &[9; 32]);
-    }
+    every_op_then_pipelined(client, 32, 5, 9).await;
 }
 
 #[tokio::test]

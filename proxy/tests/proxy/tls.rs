@@ -9,7 +9,7 @@ use keymux_proxy::config::ClientAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::certs::{Issued, Pki, Subject, der_of, raw_tls, sdk_client};
-use crate::common::{TestProxy, metric, raw_frame};
+use crate::common::{TestProxy, every_op_then_pipelined, metric, raw_frame};
 
 /// The certificate new connections get, polled (up to 2 s) until it is `expected`'s.
 async fn served_after_reload(
@@ -39,23 +39,7 @@ async fn round_trips_and_pipelining_over_tls_with_a_client_certificate() {
     let proxy = TestProxy::start(|config| pki.enable(config)).await;
     let me = pki.client_cn("svc-a");
     let client = Arc::new(sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap());
-    client.ping().await.unwrap();
-    let blob = client.wrap("default", b"ctx", &[3; 32]).await.unwrap();
-    assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[3; 32]);
-    let data_key = client.generate_data_key("default", b"ctx", 16).await.unwrap();
-    let rewrapped = client.rewrap(b"ctx", &data_key.blob).await.unwrap();
-    assert_eq!(client.unwrap(b"ctx", &rewrapped).await.unwrap().expose(), data_key.plaintext.expose());
-
-    let calls = (0..2000u32).map(|i| {
-        let client = Arc::clone(&client);
-        tokio::spawn(async move {
-            let blob = client.wrap("default", &i.to_be_bytes(), &[7; 32]).await.unwrap();
-            client.unwrap(&i.to_be_bytes(), &blob).await.unwrap()
-        })
-    });
-    for call in futures_util::future::join_all(calls).await {
-        assert_eq!(call.unwrap().expose(), &[7; 32]);
-    }
+    every_op_then_pipelined(client, 16, 3, 7).await;
 }
 
 #[tokio::test]
