@@ -231,17 +231,22 @@ fn last_record(path: &Path) -> io::Result<(u64, String)> {
     };
     let length = file.metadata()?.len();
     file.seek(SeekFrom::Start(length.saturating_sub(64 * 1024)))?;
-    let mut tail = String::new();
-    file.read_to_string(&mut tail)?;
-    let Some(line) = tail.lines().rev().find(|line| !line.trim().is_empty()) else {
+    // Bytes, not a string: the seek may land inside a multi-byte character of an
+    // earlier record, and only the last line needs to be text.
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let Some(line) = tail.split(|byte| *byte == b'\n').rev().find(|line| !line.trim_ascii().is_empty())
+    else {
         return Ok((0, GENESIS.to_owned()));
     };
-    let record = check_line(line).map_err(|reason| {
+    let broken = |reason: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{}: last record is broken: {reason}", path.display()),
         )
-    })?;
+    };
+    let line = std::str::from_utf8(line).map_err(|error| broken(error.to_string()))?;
+    let record = check_line(line).map_err(broken)?;
     Ok((record.seq, record.hash))
 }
 
@@ -313,6 +318,36 @@ mod tests {
 
     fn admin(action: &str) -> Event {
         Event::Admin { action: action.into(), detail: String::new() }
+    }
+
+    #[test]
+    fn reopening_reads_a_tail_that_starts_inside_a_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let denied = |key: &str| Event::Denied {
+            principal: "é".repeat(400),
+            peer: "p".into(),
+            op: "wrap",
+            key: key.into(),
+        };
+        let mut records = 0;
+        // Grow the log until the tail read (the last 64 KiB) starts inside an "é".
+        loop {
+            log.record(denied(if records % 3 == 0 { "k" } else { "kk" })); // vary the parity
+            log.sync();
+            records += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes.len() > 64 * 1024 && (0x80..0xC0).contains(&bytes[bytes.len() - 64 * 1024]) {
+                break;
+            }
+            assert!(records < 1000, "never landed inside a character");
+        }
+        drop(log);
+        let log = AuditLog::open(&path).unwrap();
+        log.record(denied("after"));
+        log.sync();
+        assert_eq!(verify(&path).unwrap(), Ok(records + 1));
     }
 
     #[test]
