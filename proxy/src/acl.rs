@@ -80,16 +80,25 @@ pub fn validate_rule(rule: &AclRule) -> Result<(), (&'static str, String)> {
 /// itself. Iterative with one backtrack point, so linear in practice and never
 /// exponential.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    // Checked on every request: ASCII names (the usual case) match byte by byte with no
+    // allocation; others by characters, so `?` is one character, not one byte.
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob(&pattern, &text, '*', '?')
+}
+
+fn glob<T: Copy + PartialEq>(pattern: &[T], text: &[T], many: T, one: T) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some('*') => {
+            Some(&c) if c == many => {
                 star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == '?' || c == text[t] => {
+            Some(&c) if c == one || c == text[t] => {
                 p += 1;
                 t += 1;
             }
@@ -103,7 +112,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|&c| c == many)
 }
 
 #[derive(Debug)]
