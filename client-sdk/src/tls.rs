@@ -15,8 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ConfigError;
 
-/// The ALPN protocol id of keymux v1.
-pub(crate) const ALPN: &[u8] = b"keymux/1";
+use keymux_protocol::ALPN;
 
 /// Trust anchors, client certificate and server name for TLS and QUIC.
 ///

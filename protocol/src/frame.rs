@@ -9,6 +9,9 @@ use crate::secret::SecretBytes;
 
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The ALPN protocol id of protocol v1, over TLS and QUIC; client and proxy both offer it.
+pub const ALPN: &[u8] = b"keymux/1";
 /// Bytes in the `length` prefix.
 pub const LENGTH_PREFIX_LEN: usize = 4;
 /// Bytes in the fixed body header: version, opcode, flags, request id.

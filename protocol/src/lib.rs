@@ -49,8 +49,8 @@ pub use codec::{ClientCodec, CodecError, ServerCodec};
 pub use decoder::FrameSplitter;
 pub use error::{BlobError, EncodeError, Field, FrameError, PayloadError, Rejected};
 pub use frame::{
-    Failure, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Reply, Request, RequestFrame,
-    ResponseFrame, Status,
+    ALPN, Failure, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Reply, Request,
+    RequestFrame, ResponseFrame, Status,
 };
 pub use limits::Limits;
 pub use secret::SecretBytes;

@@ -137,11 +137,6 @@ impl AuditLog {
         Ok(Self { inner: Some(inner) })
     }
 
-    /// Whether records are kept.
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// Queues a record; never blocks.
     pub fn record(&self, event: Event) {
         let Some(inner) = &self.inner else { return };

@@ -93,27 +93,12 @@ impl fmt::Display for Identity {
 pub struct Peer {
     /// The peer address, for logs and the audit log.
     pub addr: String,
-    /// Who it is.
-    pub identity: Identity,
     /// [`Identity::principal`], computed once.
     pub principal: String,
     /// What the ACL lets it do.
     pub permissions: crate::acl::Permissions,
     /// Its identity's limits, when any are configured.
     pub limits: Option<crate::limits::ConnectionLimits>,
-}
-
-impl Peer {
-    /// An anonymous peer with every permission and no limits (no ACL configured).
-    pub fn unrestricted(addr: impl Into<String>) -> Self {
-        Self {
-            addr: addr.into(),
-            identity: Identity::anonymous(),
-            principal: "anonymous".into(),
-            permissions: crate::acl::Permissions::allow_all(),
-            limits: None,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,6 @@ async fn establish<H: Handshake>(
         None
     };
     let permissions = ctx.acl.permissions(&identity);
-    let peer = Peer { addr, identity, principal, permissions, limits };
+    let peer = Peer { addr, principal, permissions, limits };
     serve(stream, ctx, peer, shutdown).await;
 }

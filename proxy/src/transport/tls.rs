@@ -27,8 +27,7 @@ use super::{Acceptor, Handshake};
 use crate::auth::Identity;
 use crate::config::{ClientAuth, TlsConfig};
 
-/// The ALPN protocol id of keymux v1, over TLS and QUIC.
-pub const ALPN: &[u8] = b"keymux/1";
+pub use keymux_protocol::ALPN;
 
 /// Why certificates could not be loaded or a TLS configuration built. Messages name
 /// files, never key material.
