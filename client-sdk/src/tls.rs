@@ -9,13 +9,12 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use keymux_protocol::ALPN;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ConfigError;
-
-use keymux_protocol::ALPN;
 
 /// Trust anchors, client certificate and server name for TLS and QUIC.
 ///
