@@ -26,7 +26,7 @@ use crate::telemetry::Metrics;
 
 /// A cache entry's identity: the blob's length, the blob, then the AAD
 /// ([`UnwrapCache::key_for`]), shared by the cache and the single-flight table.
-pub type CacheKey = Arc<[u8]>;
+pub type CacheKey = bytes::Bytes;
 
 /// Hashes entry keys: foldhash, seeded at random per process. SipHash cost ~10% of a
 /// cache hit's instructions over these ~120-byte keys. Flooding one bucket would need
@@ -108,14 +108,14 @@ impl UnwrapCache {
 
     /// Registers `responder` as waiting for entry `key` of blob key `name`, `version`.
     /// If a leader filled the entry since the caller's miss, answers from it at once.
-    pub fn join(&self, key: &[u8], name: &str, version: u32, responder: Responder) -> Join {
+    pub fn join(&self, key: Vec<u8>, name: &str, version: u32, responder: Responder) -> Join {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = self.entries.get(key) {
+        if let Some(entry) = self.entries.get(key.as_slice()) {
             drop(pending);
             responder.send(Ok(Reply::Unwrap { plaintext: entry.dek.clone() }));
             return Join::Wait;
         }
-        match pending.get_mut(key) {
+        match pending.get_mut(key.as_slice()) {
             Some(entry) => {
                 entry.waiters.push(responder);
                 Join::Wait
@@ -123,7 +123,7 @@ impl UnwrapCache {
             None => {
                 let key = CacheKey::from(key);
                 let waiting = Pending { key: Arc::from(name), version, waiters: vec![responder] };
-                pending.insert(Arc::clone(&key), waiting);
+                pending.insert(key.clone(), waiting);
                 Join::Lead(key)
             }
         }
@@ -141,7 +141,7 @@ impl UnwrapCache {
         if let Ok(Reply::Unwrap { plaintext }) = &result {
             let entry =
                 CachedDek { key: Arc::clone(&pending.key), version: pending.version, dek: plaintext.clone() };
-            self.entries.insert(Arc::clone(key), Arc::new(entry));
+            self.entries.insert(key.clone(), Arc::new(entry));
         }
         drop(table);
         for responder in pending.waiters {

@@ -148,7 +148,7 @@ impl Router {
         }
         // A miss: only now is the key's name worth a copy.
         let key = blob.header.key.clone();
-        if let Join::Lead(entry) = cache.join(&lookup, &key, blob.header.version, responder) {
+        if let Join::Lead(entry) = cache.join(lookup, &key, blob.header.version, responder) {
             // The outcome is shared by every waiter, so it must not inherit one client's
             // deadline; each client still enforces its own.
             let completion = Completion::FillCache(CacheFill::new(Arc::clone(cache), entry));
