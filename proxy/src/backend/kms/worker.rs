@@ -1,6 +1,7 @@
 //! An executor thread's worker: runs a batch's operations concurrently on the backend's
 //! runtime, each through the regions' admission, retries and failover.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -78,6 +79,20 @@ fn missing(what: &str) -> Fault {
     Fault::Op(OpError::Internal(format!("KMS answered without {what}")))
 }
 
+/// The ciphertext of an Encrypt or ReEncrypt answer.
+fn ciphertext(blob: Option<Blob>) -> Result<Vec<u8>, Fault> {
+    blob.map(Blob::into_inner).ok_or_else(|| missing("a ciphertext"))
+}
+
+/// How big a data key GenerateDataKey makes.
+#[derive(Clone, Copy)]
+enum DataKeySize {
+    /// An AES-256 key (intermediate keys).
+    Aes256,
+    /// This many bytes (client data keys).
+    Bytes(u16),
+}
+
 impl Shared {
     /// Runs one operation; whatever it waits for (admission, a shared intermediate-key
     /// call, retries), it is answered TIMEOUT once its deadline passes.
@@ -135,10 +150,7 @@ impl Shared {
                     .plaintext(Blob::new(dek))
                     .set_encryption_context(Some(context.clone()))
                     .send();
-                async move {
-                    let output = request.await.map_err(classify)?;
-                    output.ciphertext_blob.map(Blob::into_inner).ok_or_else(|| missing("a ciphertext"))
-                }
+                async move { ciphertext(request.await.map_err(classify)?.ciphertext_blob) }
             })
             .await?;
         blob.extend_from_slice(&ciphertext);
@@ -155,14 +167,27 @@ impl Shared {
         deadline: Instant,
     ) -> Result<(SecretBytes, Vec<u8>), OpError> {
         let (alias, context) = (self.names.version(&key.name, version), context(header, b""));
+        self.data_key(&key.name, &alias, &context, DataKeySize::Aes256, deadline).await
+    }
+
+    /// GenerateDataKey on `alias`: the plaintext key and KMS's ciphertext of it.
+    async fn data_key(
+        &self,
+        key: &str,
+        alias: &str,
+        context: &HashMap<String, String>,
+        size: DataKeySize,
+        deadline: Instant,
+    ) -> Result<(SecretBytes, Vec<u8>), OpError> {
         self.regions
-            .call("generate_data_key", &key.name, deadline, |client| {
-                let request = client
-                    .generate_data_key()
-                    .key_id(&alias)
-                    .key_spec(DataKeySpec::Aes256)
-                    .set_encryption_context(Some(context.clone()))
-                    .send();
+            .call("generate_data_key", key, deadline, |client| {
+                let builder =
+                    client.generate_data_key().key_id(alias).set_encryption_context(Some(context.clone()));
+                let request = match size {
+                    DataKeySize::Aes256 => builder.key_spec(DataKeySpec::Aes256),
+                    DataKeySize::Bytes(length) => builder.number_of_bytes(i32::from(length)),
+                }
+                .send();
                 async move {
                     let mut output = request.await.map_err(classify)?;
                     let plaintext = output.plaintext.take().map(|b| SecretBytes::new(b.into_inner()));
@@ -191,23 +216,8 @@ impl Shared {
         let version = key.current_version()?;
         let mut blob = header(key, version, BlobMode::Direct)?;
         let (alias, context) = (self.names.version(&key.name, version), context(&blob, aad));
-        let (plaintext, ciphertext) = self
-            .regions
-            .call("generate_data_key", &key.name, deadline, |client| {
-                let request = client
-                    .generate_data_key()
-                    .key_id(&alias)
-                    .number_of_bytes(i32::from(length))
-                    .set_encryption_context(Some(context.clone()))
-                    .send();
-                async move {
-                    let mut output = request.await.map_err(classify)?;
-                    let plaintext = output.plaintext.take().map(|b| SecretBytes::new(b.into_inner()));
-                    let ciphertext = output.ciphertext_blob.take().map(Blob::into_inner);
-                    plaintext.zip(ciphertext).ok_or_else(|| missing("a data key"))
-                }
-            })
-            .await?;
+        let (plaintext, ciphertext) =
+            self.data_key(&key.name, &alias, &context, DataKeySize::Bytes(length), deadline).await?;
         blob.extend_from_slice(&ciphertext);
         Ok(Reply::GenerateDataKey { plaintext, blob })
     }
@@ -223,8 +233,8 @@ impl Shared {
         let version = blob.header.version;
         key.check_decryptable(version)?;
         let alias = self.names.version(&key.name, version);
-        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
         if !blob.is_direct() {
+            let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
             let body = Body::parse(blob.body())?;
             let unwrap =
                 || self.decrypt(&key.name, &alias, body.wrapped, context(blob.header_bytes(), b""), deadline);
@@ -288,10 +298,7 @@ impl Shared {
                     .destination_key_id(&destination)
                     .set_destination_encryption_context(Some(destination_context.clone()))
                     .send();
-                async move {
-                    let output = request.await.map_err(classify)?;
-                    output.ciphertext_blob.map(Blob::into_inner).ok_or_else(|| missing("a ciphertext"))
-                }
+                async move { ciphertext(request.await.map_err(classify)?.ciphertext_blob) }
             })
             .await?;
         out.extend_from_slice(&ciphertext);
