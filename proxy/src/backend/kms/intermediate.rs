@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,9 +41,10 @@ const TAG_LEN: usize = 16;
 /// One epoch's intermediate key, for wraps.
 struct Epoch {
     cipher: Arc<Aes256Gcm>,
-    wrapped: Vec<u8>,
+    wrapped: Arc<[u8]>,
     born: Instant,
-    uses: AtomicU64,
+    /// Counted under the slot's lock.
+    uses: u64,
 }
 
 /// The live epoch of one key version, locked while a new one is generated (so that
@@ -56,7 +57,8 @@ type Slot = Arc<OnceCell<Arc<Aes256Gcm>>>;
 /// The intermediate keys of a backend: live epochs and unwrapped keys.
 pub(crate) struct Intermediate {
     settings: IntermediateConfig,
-    epochs: Mutex<HashMap<(String, u32), EpochSlot>>,
+    /// By key name, then version (nested, so a wrap looks up without copying the name).
+    epochs: Mutex<HashMap<String, HashMap<u32, EpochSlot>>>,
     unwrapped: moka::sync::Cache<[u8; 32], Slot>,
     metrics: KmsMetrics,
 }
@@ -126,13 +128,16 @@ impl Intermediate {
     {
         let slot = {
             let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(epochs.entry((key.to_owned(), version)).or_default())
+            match epochs.get_mut(key) {
+                Some(versions) => Arc::clone(versions.entry(version).or_default()),
+                None => Arc::clone(epochs.entry(key.to_owned()).or_default().entry(version).or_default()),
+            }
         };
         let (cipher, wrapped) = {
             let mut current = slot.lock().await;
-            let live = current.as_ref().is_some_and(|epoch| {
-                epoch.born.elapsed() < self.settings.lifetime
-                    && epoch.uses.fetch_add(1, Ordering::Relaxed) < self.settings.max_uses
+            let live = current.as_mut().is_some_and(|epoch| {
+                epoch.uses += 1;
+                epoch.born.elapsed() < self.settings.lifetime && epoch.uses <= self.settings.max_uses
             });
             if !live {
                 let (plaintext, wrapped) = generate().await?;
@@ -141,10 +146,10 @@ impl Intermediate {
                     .insert(digest(&wrapped), Arc::new(OnceCell::new_with(Some(Arc::clone(&cipher)))));
                 self.metrics.intermediate_epoch();
                 tracing::debug!(key, version, "new intermediate key");
-                *current = Some(Epoch { cipher, wrapped, born: Instant::now(), uses: AtomicU64::new(1) });
+                *current = Some(Epoch { cipher, wrapped: wrapped.into(), born: Instant::now(), uses: 1 });
             }
             let epoch = current.as_ref().ok_or_else(|| OpError::Internal("no intermediate key".into()))?;
-            (Arc::clone(&epoch.cipher), epoch.wrapped.clone())
+            (Arc::clone(&epoch.cipher), Arc::clone(&epoch.wrapped))
         };
         let len = u16::try_from(wrapped.len())
             .map_err(|_| OpError::Internal("KMS ciphertext of the intermediate key is too long".into()))?;
@@ -191,6 +196,8 @@ impl Intermediate {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
 
     fn settings(max_uses: u64) -> IntermediateConfig {
