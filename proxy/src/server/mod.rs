@@ -30,7 +30,7 @@ use crate::backend::pkcs11::{Pkcs11Backend, Pkcs11Error};
 use crate::backend::soft::{KeystoreError, SoftBackend};
 use crate::batch::{BatchSettings, Dispatcher, Executors};
 use crate::cache::UnwrapCache;
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, ClientAuth, Config};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
 use crate::limits::LimitRegistry;
@@ -237,11 +237,14 @@ pub async fn start_with_backend(
     let mut quic_listener = None;
     let mut reloader = None;
     if let Some(tls_config) = &config.tls {
+        let tls_auth = tls_config.listen.map(|_| tls_config.client_auth_or_default(tls_config.client_auth));
+        let quic_auth = config.quic.as_ref().map(|quic| tls_config.client_auth_or_default(quic.client_auth));
+        // The files are read once for both listeners, and only if one is configured.
+        let auths: Vec<ClientAuth> = tls_auth.into_iter().chain(quic_auth).collect();
+        let material = if auths.is_empty() { None } else { Some(tls::Material::load(tls_config, &auths)?) };
         let mut tls_target = None;
-        if let Some(listen) = tls_config.listen {
-            let client_auth = tls_config.client_auth_or_default(tls_config.client_auth);
-            let live =
-                Arc::new(arc_swap::ArcSwap::from_pointee(tls::server_config(tls_config, client_auth)?));
+        if let (Some(listen), Some(client_auth), Some(material)) = (tls_config.listen, tls_auth, &material) {
+            let live = Arc::new(arc_swap::ArcSwap::from_pointee(material.server_config(client_auth)?));
             let acceptor = TlsAcceptor::bind(listen, Arc::clone(&live))
                 .await
                 .map_err(bind_error("tls", listen.to_string()))?;
@@ -249,9 +252,8 @@ pub async fn start_with_backend(
             tls_listener = Some(acceptor);
         }
         let mut quic_target = None;
-        if let Some(quic_config) = &config.quic {
-            let client_auth = tls_config.client_auth_or_default(quic_config.client_auth);
-            let base = tls::server_config(tls_config, client_auth)?;
+        if let (Some(quic_config), Some(client_auth), Some(material)) = (&config.quic, quic_auth, &material) {
+            let base = material.server_config(client_auth)?;
             let server_config = crate::transport::quic::server_config(
                 base,
                 config.server.idle_timeout,

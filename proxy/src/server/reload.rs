@@ -85,11 +85,17 @@ impl CertReloader {
 
     #[allow(clippy::type_complexity)]
     fn build(&self) -> Result<(Option<rustls::ServerConfig>, Option<quinn::ServerConfig>), tls::TlsError> {
-        let tls_config =
-            self.tls.as_ref().map(|t| tls::server_config(&self.config, t.client_auth)).transpose()?;
+        let auths: Vec<ClientAuth> =
+            self.tls.iter().map(|t| t.client_auth).chain(self.quic.iter().map(|q| q.client_auth)).collect();
+        if auths.is_empty() {
+            return Ok((None, None));
+        }
+        // One read of the files for both listeners, so they always serve the same ones.
+        let material = tls::Material::load(&self.config, &auths)?;
+        let tls_config = self.tls.as_ref().map(|t| material.server_config(t.client_auth)).transpose()?;
         let quic_config = match &self.quic {
             Some(q) => {
-                let base = tls::server_config(&self.config, q.client_auth)?;
+                let base = material.server_config(q.client_auth)?;
                 Some(quic::server_config(base, q.idle_timeout, q.enable_0rtt)?)
             }
             None => None,

@@ -82,35 +82,58 @@ pub fn fingerprint(config: &TlsConfig) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-/// Builds a TLS 1.3-only server configuration from the files `config` names, asking
-/// for client certificates as `client_auth` says, and offering ALPN `keymux/1`.
-pub fn server_config(config: &TlsConfig, client_auth: ClientAuth) -> Result<ServerConfig, TlsError> {
-    let chain = load_certs(&config.cert)?;
-    let key = load_key(&config.key)?;
-    let verifier: Option<Arc<dyn ClientCertVerifier>> = match (client_auth, &config.client_ca) {
-        (ClientAuth::None, _) => None,
-        (_, None) => return Err(TlsError::Config("client certificates need tls.client_ca".into())),
-        (auth, Some(ca)) => {
-            let mut roots = RootCertStore::empty();
-            for cert in load_certs(ca)? {
-                roots.add(cert).map_err(|e| file_error(ca, e))?;
+/// The `[tls]` files, read once and shared by the TLS and QUIC listeners.
+pub struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: Option<Arc<RootCertStore>>,
+}
+
+impl Material {
+    /// Reads the certificate chain and key, and the client CA when any of `client_auths`
+    /// asks for client certificates.
+    pub fn load(config: &TlsConfig, client_auths: &[ClientAuth]) -> Result<Self, TlsError> {
+        let chain = load_certs(&config.cert)?;
+        let key = load_key(&config.key)?;
+        let client_roots = match &config.client_ca {
+            Some(ca) if client_auths.iter().any(|auth| *auth != ClientAuth::None) => {
+                let mut roots = RootCertStore::empty();
+                for cert in load_certs(ca)? {
+                    roots.add(cert).map_err(|e| file_error(ca, e))?;
+                }
+                Some(Arc::new(roots))
             }
-            let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let builder =
-                if auth == ClientAuth::Optional { builder.allow_unauthenticated() } else { builder };
-            Some(builder.build().map_err(|e| TlsError::Config(e.to_string()))?)
-        }
-    };
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match verifier {
-        Some(verifier) => builder.with_client_cert_verifier(verifier),
-        None => builder.with_no_client_auth(),
-    };
-    let mut server = builder.with_single_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?;
-    server.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(server)
+            _ => None,
+        };
+        Ok(Self { chain, key, client_roots })
+    }
+
+    /// A TLS 1.3 server configuration asking for client certificates as `client_auth`
+    /// says, and offering ALPN `keymux/1`.
+    pub fn server_config(&self, client_auth: ClientAuth) -> Result<ServerConfig, TlsError> {
+        let verifier: Option<Arc<dyn ClientCertVerifier>> = match (client_auth, &self.client_roots) {
+            (ClientAuth::None, _) => None,
+            (_, None) => return Err(TlsError::Config("client certificates need tls.client_ca".into())),
+            (auth, Some(roots)) => {
+                let builder = WebPkiClientVerifier::builder_with_provider(Arc::clone(roots), provider());
+                let builder =
+                    if auth == ClientAuth::Optional { builder.allow_unauthenticated() } else { builder };
+                Some(builder.build().map_err(|e| TlsError::Config(e.to_string()))?)
+            }
+        };
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut server = builder
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(server)
+    }
 }
 
 /// The identity in a verified peer chain (its first certificate), or anonymous.
