@@ -91,9 +91,9 @@ impl TlsConfig {
         self
     }
 
-    /// The name to verify for an endpoint whose host is `host`.
-    pub(crate) fn server_name<'a>(&'a self, host: &'a str) -> &'a str {
-        self.server_name.as_deref().unwrap_or(host)
+    /// The name to verify instead of each endpoint's host, if one was set.
+    pub(crate) fn server_name_override(&self) -> Option<String> {
+        self.server_name.clone()
     }
 
     /// The rustls client configuration: TLS 1.3 only, ALPN `keymux/1`.

@@ -14,28 +14,45 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::{ClientConfig, Endpoint};
 use crate::error::{ConfigError, Error};
 use crate::pipeline::Connection;
-use crate::tls::TlsConfig;
 
 /// What connecting needs beyond the endpoint: the TLS configuration, built once, and
 /// the QUIC client sockets (one per address family, opened on first use and shared by
 /// every QUIC connection of the client).
 pub(crate) struct Connector {
     client_name: String,
-    tls: Option<(TlsConfig, Arc<rustls::ClientConfig>)>,
+    tls: Option<TlsClient>,
     quic: Option<quinn::ClientConfig>,
     quic_v4: Mutex<Option<quinn::Endpoint>>,
     quic_v6: Mutex<Option<quinn::Endpoint>>,
+}
+
+/// The client TLS configuration, built once. Only the server name is kept from
+/// [`crate::TlsConfig`], not a second copy of the client's private key.
+struct TlsClient {
+    server_name: Option<String>,
+    rustls: Arc<rustls::ClientConfig>,
+}
+
+impl TlsClient {
+    /// The name to verify in the certificate of `host`.
+    fn name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.server_name.as_deref().unwrap_or(host)
+    }
 }
 
 impl Connector {
     /// A connector for `config` (already validated).
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, Error> {
         let tls = match &config.tls {
-            Some(tls) => Some((tls.clone(), Arc::new(tls.rustls()?))),
+            Some(tls) => {
+                Some(TlsClient { server_name: tls.server_name_override(), rustls: Arc::new(tls.rustls()?) })
+            }
             None => None,
         };
         let quic = match &tls {
-            Some((_, rustls)) if config.endpoints.iter().any(|e| matches!(e, Endpoint::Quic { .. })) => {
+            Some(TlsClient { rustls, .. })
+                if config.endpoints.iter().any(|e| matches!(e, Endpoint::Quic { .. })) =>
+            {
                 let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(rustls))
                     .map_err(|e| ConfigError { key: "tls", reason: e.to_string() })?;
                 Some(quinn::ClientConfig::new(Arc::new(crypto)))
@@ -71,10 +88,10 @@ impl Connector {
                 Connection::handshake(stream, endpoint.clone(), client_name).await
             }
             Endpoint::Tls { host, port } => {
-                let (tls, rustls) = self.tls.as_ref().ok_or_else(|| failed(no_tls()))?;
-                let name = server_name(tls.server_name(host)).map_err(failed)?;
+                let tls = self.tls.as_ref().ok_or_else(|| failed(no_tls()))?;
+                let name = server_name(tls.name(host)).map_err(failed)?;
                 let stream = tcp(host, *port).await.map_err(failed)?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(rustls));
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.rustls));
                 let stream = connector.connect(name, stream).await.map_err(failed)?;
                 Connection::handshake(stream, endpoint.clone(), client_name).await
             }
@@ -100,14 +117,14 @@ impl Connector {
         host: &str,
         port: u16,
     ) -> io::Result<tokio::io::Join<quinn::RecvStream, quinn::SendStream>> {
-        let (Some((tls, _)), Some(config)) = (&self.tls, &self.quic) else { return Err(no_tls()) };
+        let (Some(tls), Some(config)) = (&self.tls, &self.quic) else { return Err(no_tls()) };
         let addr = tokio::net::lookup_host((host, port))
             .await?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")))?;
         let endpoint = self.quic_endpoint(addr)?;
         let connecting =
-            endpoint.connect_with(config.clone(), addr, tls.server_name(host)).map_err(io::Error::other)?;
+            endpoint.connect_with(config.clone(), addr, tls.name(host)).map_err(io::Error::other)?;
         let connection = connecting.await?;
         let (send, recv) = connection.open_bi().await?;
         Ok(tokio::io::join(recv, send))
@@ -147,7 +164,7 @@ fn no_tls() -> io::Error {
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
-            .field("tls", &self.tls.as_ref().map(|(tls, _)| tls))
+            .field("tls_server_name", &self.tls.as_ref().map(|tls| &tls.server_name))
             .finish_non_exhaustive()
     }
 }
