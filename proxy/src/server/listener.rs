@@ -86,22 +86,17 @@ async fn establish<H: Handshake>(
         finished = tokio::time::timeout(ctx.handshake_timeout, handshake.finish()) => finished,
         () = shutdown.cancelled() => return,
     };
-    let (stream, identity) = match finished {
-        Ok(Ok(established)) => established,
-        Ok(Err(error)) => {
+    let outcome = match finished {
+        Ok(Ok(established)) => Ok(established),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_elapsed) => Err("handshake timed out".to_owned()),
+    };
+    let (stream, identity) = match outcome {
+        Ok(established) => established,
+        Err(error) => {
             tracing::debug!(transport, peer = %addr, %error, "handshake failed");
             ctx.metrics.handshake_failed();
-            ctx.audit.record(Event::HandshakeFailed { transport, peer: addr, error: error.to_string() });
-            return;
-        }
-        Err(_elapsed) => {
-            tracing::debug!(transport, peer = %addr, "handshake timed out");
-            ctx.metrics.handshake_failed();
-            ctx.audit.record(Event::HandshakeFailed {
-                transport,
-                peer: addr,
-                error: "handshake timed out".into(),
-            });
+            ctx.audit.record(Event::HandshakeFailed { transport, peer: addr, error });
             return;
         }
     };
