@@ -32,6 +32,19 @@ pub enum Field {
     MaxInFlight,
     /// HELLO's `server_version` (str8).
     ServerVersion,
+    /// SIGN's and VERIFY's `input`: the message, or its digest under the DIGEST flag
+    /// (bytes16).
+    Input,
+    /// A signature: SIGN's result, VERIFY's argument (bytes16).
+    Signature,
+    /// A key version (u32): the one that signed, the one to verify or look up under.
+    Version,
+    /// VERIFY's result, `valid` (u8, 1 or 0).
+    Valid,
+    /// GET_PUBLIC_KEY's `algorithm` (u8, an [`crate::Algorithm`] id).
+    Algorithm,
+    /// GET_PUBLIC_KEY's `public_key`, a DER SubjectPublicKeyInfo (bytes16).
+    PublicKey,
 }
 
 impl Field {
@@ -51,6 +64,12 @@ impl Field {
             Field::MaxFrame => "max_frame",
             Field::MaxInFlight => "max_in_flight",
             Field::ServerVersion => "server_version",
+            Field::Input => "input",
+            Field::Signature => "signature",
+            Field::Version => "version",
+            Field::Valid => "valid",
+            Field::Algorithm => "algorithm",
+            Field::PublicKey => "public_key",
         }
     }
 }
@@ -143,6 +162,15 @@ pub enum PayloadError {
     /// A response carries a status code this version does not define.
     #[error("unknown status code {0}")]
     UnknownStatus(u16),
+    /// A one-byte field holds a value this version does not define: VERIFY's `valid`
+    /// other than 0 or 1, or an `algorithm` that is no [`crate::Algorithm`]'s id.
+    #[error("field {field} has the undefined value {value}")]
+    BadValue {
+        /// The field.
+        field: Field,
+        /// The byte received.
+        value: u8,
+    },
 }
 
 impl PayloadError {
@@ -194,7 +222,8 @@ pub enum EncodeError {
     /// A str8 field is empty.
     #[error("field {0} must not be empty")]
     Empty(Field),
-    /// A flag is set that the opcode does not allow (cache bypass outside UNWRAP/REWRAP).
+    /// A flag is set that the opcode does not allow (cache bypass outside UNWRAP and
+    /// REWRAP; the digest flag cannot be, as only SIGN and VERIFY can express it).
     #[error("flags {flags:#06x} are not allowed on {opcode:?}")]
     BadFlags {
         /// The flags the frame would carry.
@@ -220,10 +249,21 @@ pub enum BlobError {
     /// The key name is empty or not UTF-8.
     #[error("blob key name is invalid")]
     BadKeyName,
-    /// The mode byte is not 1 (direct) or 2 (intermediate).
+    /// The mode byte is not 1 (direct), 2 (intermediate) or 3 (KEM).
     #[error("unknown blob mode {0}")]
     UnknownMode(u8),
     /// The blob carries no body after its header.
     #[error("blob has an empty body")]
     EmptyBody,
+}
+
+/// A key type name that is no signature algorithm's (see [`crate::Algorithm::name`]).
+/// The caller holds the name it tried, so the error does not repeat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a signature algorithm; expected one of {}", algorithm_names())]
+pub struct UnknownAlgorithm;
+
+/// The signature algorithms' key type names, for [`UnknownAlgorithm`]'s message.
+fn algorithm_names() -> String {
+    crate::Algorithm::ALL.map(crate::Algorithm::name).join(", ")
 }

@@ -33,6 +33,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod algorithm;
 mod blob;
 #[cfg(feature = "codec")]
 mod codec;
@@ -43,11 +44,12 @@ mod frame;
 mod limits;
 mod secret;
 
+pub use algorithm::Algorithm;
 pub use blob::{BLOB_FORMAT_V1, BLOB_MAGIC, BlobHeader, BlobMode};
 #[cfg(feature = "codec")]
 pub use codec::{ClientCodec, CodecError, ServerCodec};
 pub use decoder::FrameSplitter;
-pub use error::{BlobError, EncodeError, Field, FrameError, PayloadError, Rejected};
+pub use error::{BlobError, EncodeError, Field, FrameError, PayloadError, Rejected, UnknownAlgorithm};
 pub use frame::{
     ALPN, Failure, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Reply, Request,
     RequestFrame, ResponseFrame, Status,
