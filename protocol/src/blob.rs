@@ -4,6 +4,9 @@
 //! blob := "KMX" format:u8 (=1) key:str8 version:u32 mode:u8 body
 //! ```
 //!
+//! The mode says how the body was produced ([`BlobMode`]: direct, intermediate or
+//! KEM); the body itself is the backend's to read.
+//!
 //! The header names the key and version, so UNWRAP needs no key name from the client.
 //! The AEAD's associated data is always the header bytes followed by the client's AAD
 //! (see [`BlobHeader::associated_data`]), so a blob cannot be moved to another key,
@@ -28,6 +31,20 @@ pub enum BlobMode {
     Direct = 1,
     /// The body holds a backend-wrapped intermediate key and the locally sealed DEK.
     Intermediate = 2,
+    /// The body holds an ML-KEM ciphertext (encapsulated to an `ml-kem-768` key's
+    /// public key) and the DEK sealed under HKDF-SHA-256 of the shared secret. Anyone
+    /// holding the public key can write one; only the private key's holder opens it.
+    Kem = 3,
+}
+
+impl BlobMode {
+    /// Every mode, in byte order.
+    pub const ALL: [BlobMode; 3] = [BlobMode::Direct, BlobMode::Intermediate, BlobMode::Kem];
+
+    /// The mode for a header's mode byte, if defined.
+    pub fn from_u8(byte: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|mode| *mode as u8 == byte)
+    }
 }
 
 /// A parsed blob header.
@@ -88,11 +105,7 @@ impl BlobHeader {
         let key = std::str::from_utf8(&rest[..key_len]).map_err(|_| BlobError::BadKeyName)?.to_owned();
         let rest = &rest[key_len..];
         let version = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let mode = match rest[4] {
-            1 => BlobMode::Direct,
-            2 => BlobMode::Intermediate,
-            other => return Err(BlobError::UnknownMode(other)),
-        };
+        let mode = BlobMode::from_u8(rest[4]).ok_or(BlobError::UnknownMode(rest[4]))?;
         let body = &rest[5..];
         if body.is_empty() {
             return Err(BlobError::EmptyBody);
@@ -125,12 +138,29 @@ mod tests {
     }
 
     #[test]
+    fn every_mode_round_trips() {
+        for mode in BlobMode::ALL {
+            let header = BlobHeader { key: "pq/orders".into(), version: 1, mode };
+            let mut blob = header.to_bytes().unwrap();
+            assert_eq!(blob.last(), Some(&(mode as u8)));
+            blob.push(0xaa);
+            assert_eq!(BlobHeader::parse(&blob).unwrap(), (header, &[0xaa][..]));
+        }
+        assert_eq!(BlobMode::from_u8(3), Some(BlobMode::Kem));
+        assert_eq!(BlobMode::from_u8(0), None);
+        assert_eq!(BlobMode::from_u8(4), None);
+    }
+
+    #[test]
     fn rejects_malformed_headers() {
         assert_eq!(BlobHeader::parse(b"KM"), Err(BlobError::Truncated));
         assert_eq!(BlobHeader::parse(b"XYZ\x01\x01k\0\0\0\x01\x01b"), Err(BlobError::BadMagic));
         assert_eq!(BlobHeader::parse(b"KMX\x02\x01k\0\0\0\x01\x01b"), Err(BlobError::UnsupportedFormat(2)));
         assert_eq!(BlobHeader::parse(b"KMX\x01\x00\0\0\0\x01\x01b"), Err(BlobError::BadKeyName));
         assert_eq!(BlobHeader::parse(b"KMX\x01\x01k\0\0\0\x01\x07b"), Err(BlobError::UnknownMode(7)));
+        assert_eq!(BlobHeader::parse(b"KMX\x01\x01k\0\0\0\x01\x00b"), Err(BlobError::UnknownMode(0)));
+        assert_eq!(BlobHeader::parse(b"KMX\x01\x01k\0\0\0\x01\x04b"), Err(BlobError::UnknownMode(4)));
+        assert_eq!(BlobHeader::parse(b"KMX\x01\x01k\0\0\0\x01\x03"), Err(BlobError::EmptyBody));
         assert_eq!(BlobHeader::parse(b"KMX\x01\x01k\0\0\0\x01\x01"), Err(BlobError::EmptyBody));
         assert_eq!(BlobHeader::parse(b"KMX\x01\x09k\0\0\0\x01\x01"), Err(BlobError::Truncated));
     }
