@@ -61,7 +61,15 @@ fn stream_piece() -> impl Strategy<Value = Vec<u8>> {
 
 /// Limits small enough that random frames hit them.
 fn small_limits() -> Limits {
-    Limits { max_frame: 512, max_aad: 64, max_plaintext: 48, max_blob: 96 }
+    Limits {
+        max_frame: 512,
+        max_aad: 64,
+        max_plaintext: 48,
+        max_blob: 96,
+        max_sign_input: 64,
+        max_signature: 96,
+        max_public_key: 96,
+    }
 }
 
 /// Decodes `body` both ways; whatever decodes must re-encode canonically.

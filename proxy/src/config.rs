@@ -158,6 +158,8 @@ impl LimitsConfig {
             max_aad: clamp(self.max_aad),
             max_plaintext: clamp(self.max_plaintext),
             max_blob: clamp(self.max_blob),
+            // The signing limits are not configurable yet (issue 11): their defaults.
+            ..Limits::default()
         }
     }
 }

@@ -21,7 +21,15 @@ pub fn check_response_body(body: &[u8], limits: &Limits) {
 
 /// Limits small enough that fuzzed frames reach them.
 pub fn limits() -> Limits {
-    Limits { max_frame: 4096, max_aad: 512, max_plaintext: 256, max_blob: 1024 }
+    Limits {
+        max_frame: 4096,
+        max_aad: 512,
+        max_plaintext: 256,
+        max_blob: 1024,
+        max_sign_input: 512,
+        max_signature: 1024,
+        max_public_key: 1024,
+    }
 }
 
 /// Feeds `data` to a [`FrameSplitter`] as a socket would, a few bytes at a time (the
