@@ -26,6 +26,10 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    pub(crate) fn u8(&mut self, field: Field) -> Result<u8, PayloadError> {
+        Ok(self.take(1, field)?[0])
+    }
+
     pub(crate) fn u16(&mut self, field: Field) -> Result<u16, PayloadError> {
         let bytes = self.take(2, field)?;
         Ok(u16::from_be_bytes([bytes[0], bytes[1]]))

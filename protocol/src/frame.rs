@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::algorithm::Algorithm;
 use crate::coding::{Reader, put_bytes16, put_str8};
 use crate::error::{EncodeError, Field, PayloadError, Rejected};
 use crate::limits::Limits;
@@ -30,6 +31,12 @@ pub enum Opcode {
     GenerateDataKey = 0x03,
     /// Re-wrap a blob under its key's current version.
     Rewrap = 0x04,
+    /// Sign a message, or a digest, with a named key's current version.
+    Sign = 0x05,
+    /// Check a signature under a named key version.
+    Verify = 0x06,
+    /// Fetch a key version's public key.
+    GetPublicKey = 0x07,
     /// Liveness check.
     Ping = 0x10,
     /// Learn the server's limits.
@@ -41,8 +48,17 @@ impl Opcode {
     pub const RESPONSE_BIT: u8 = 0x80;
 
     /// Every opcode, in wire order.
-    pub const ALL: [Opcode; 6] =
-        [Opcode::Wrap, Opcode::Unwrap, Opcode::GenerateDataKey, Opcode::Rewrap, Opcode::Ping, Opcode::Hello];
+    pub const ALL: [Opcode; 9] = [
+        Opcode::Wrap,
+        Opcode::Unwrap,
+        Opcode::GenerateDataKey,
+        Opcode::Rewrap,
+        Opcode::Sign,
+        Opcode::Verify,
+        Opcode::GetPublicKey,
+        Opcode::Ping,
+        Opcode::Hello,
+    ];
 
     /// The opcode for a request byte, if defined.
     pub fn from_u8(byte: u8) -> Option<Self> {
@@ -56,6 +72,9 @@ impl Opcode {
             Opcode::Unwrap => "unwrap",
             Opcode::GenerateDataKey => "generate_data_key",
             Opcode::Rewrap => "rewrap",
+            Opcode::Sign => "sign",
+            Opcode::Verify => "verify",
+            Opcode::GetPublicKey => "get_public_key",
             Opcode::Ping => "ping",
             Opcode::Hello => "hello",
         }
@@ -71,14 +90,22 @@ impl Flags {
     pub const BYPASS_CACHE: u16 = 1 << 0;
     /// The payload starts with `timeout_ms:u32`, the client's deadline.
     pub const DEADLINE: u16 = 1 << 1;
+    /// SIGN and VERIFY: `input` is a digest of the message, not the message. Its
+    /// length must be the key's [`Algorithm::digest_len`] (the proxy checks, knowing
+    /// the key).
+    pub const DIGEST: u16 = 1 << 2;
 
     /// The flag bits allowed on a request with this opcode. The deadline is allowed on
     /// every request (DESIGN.md defines bit 1 for all opcodes); cache bypass only where
-    /// there is a cache to bypass.
+    /// there is a cache to bypass; the digest flag only where there is an input to sign
+    /// or verify.
     pub fn allowed(opcode: Opcode) -> u16 {
         match opcode {
             Opcode::Unwrap | Opcode::Rewrap => Self::BYPASS_CACHE | Self::DEADLINE,
-            Opcode::Wrap | Opcode::GenerateDataKey | Opcode::Ping | Opcode::Hello => Self::DEADLINE,
+            Opcode::Sign | Opcode::Verify => Self::DIGEST | Self::DEADLINE,
+            Opcode::Wrap | Opcode::GenerateDataKey | Opcode::GetPublicKey | Opcode::Ping | Opcode::Hello => {
+                Self::DEADLINE
+            }
         }
     }
 }
@@ -198,6 +225,42 @@ pub enum Request {
         /// The blob to re-wrap.
         blob: Vec<u8>,
     },
+    /// Sign `input` with the current version of `key`.
+    ///
+    /// `digest` is request flag bit 2 ([`Flags::DIGEST`]). Unlike `bypass_cache`, which
+    /// sits on [`RequestFrame`], it lives on the two variants that define it: a digest
+    /// flag on any other request cannot be written, and the code that signs finds it
+    /// beside the input it qualifies.
+    Sign {
+        /// Key name.
+        key: String,
+        /// The message, or with `digest` its hash under the key's algorithm.
+        input: Vec<u8>,
+        /// Whether `input` is a digest ([`Flags::DIGEST`]).
+        digest: bool,
+    },
+    /// Check that `signature` is `key` version `version`'s signature of `input`. A
+    /// signature that does not verify is a successful answer, `valid: false`.
+    Verify {
+        /// Key name.
+        key: String,
+        /// The key version that signed (SIGN's answer names it).
+        version: u32,
+        /// The message, or with `digest` its hash under the key's algorithm.
+        input: Vec<u8>,
+        /// The signature to check.
+        signature: Vec<u8>,
+        /// Whether `input` is a digest ([`Flags::DIGEST`]); see [`Request::Sign`].
+        digest: bool,
+    },
+    /// Fetch the public key of `key` version `version`: a signing key's verifying key,
+    /// or an `ml-kem-768` key's encapsulation key.
+    GetPublicKey {
+        /// Key name.
+        key: String,
+        /// The key version; 0 means the current one.
+        version: u32,
+    },
     /// Liveness check.
     Ping,
     /// Announce the client and learn the server's limits.
@@ -215,6 +278,9 @@ impl Request {
             Request::Unwrap { .. } => Opcode::Unwrap,
             Request::GenerateDataKey { .. } => Opcode::GenerateDataKey,
             Request::Rewrap { .. } => Opcode::Rewrap,
+            Request::Sign { .. } => Opcode::Sign,
+            Request::Verify { .. } => Opcode::Verify,
+            Request::GetPublicKey { .. } => Opcode::GetPublicKey,
             Request::Ping => Opcode::Ping,
             Request::Hello { .. } => Opcode::Hello,
         }
@@ -247,6 +313,9 @@ impl RequestFrame {
         }
         if self.timeout_ms.is_some() {
             flags |= Flags::DEADLINE;
+        }
+        if let Request::Sign { digest: true, .. } | Request::Verify { digest: true, .. } = self.request {
+            flags |= Flags::DIGEST;
         }
         flags
     }
@@ -281,6 +350,21 @@ impl RequestFrame {
                     dst.put_u16(*length);
                     Ok(())
                 }
+                Request::Sign { key, input, digest: _ } => {
+                    put_str8(dst, Field::Key, key)?;
+                    put_bytes16(dst, Field::Input, input)
+                }
+                Request::Verify { key, version, input, signature, digest: _ } => {
+                    put_str8(dst, Field::Key, key)?;
+                    dst.put_u32(*version);
+                    put_bytes16(dst, Field::Input, input)?;
+                    put_bytes16(dst, Field::Signature, signature)
+                }
+                Request::GetPublicKey { key, version } => {
+                    put_str8(dst, Field::Key, key)?;
+                    dst.put_u32(*version);
+                    Ok(())
+                }
                 Request::Ping => Ok(()),
                 Request::Hello { client_name } => put_str8(dst, Field::ClientName, client_name),
             }
@@ -308,6 +392,7 @@ impl RequestFrame {
         let mut reader = Reader::new(payload);
         let timeout_ms =
             if header.flags & Flags::DEADLINE != 0 { Some(reader.u32(Field::Timeout)?) } else { None };
+        let digest = header.flags & Flags::DIGEST != 0;
         let request = match opcode {
             Opcode::Wrap => Request::Wrap {
                 key: reader.str8(Field::Key)?,
@@ -341,6 +426,21 @@ impl RequestFrame {
                 aad: reader.bytes16(Field::Aad, limits.max_aad)?,
                 blob: reader.bytes16(Field::Blob, limits.max_blob)?,
             },
+            Opcode::Sign => Request::Sign {
+                key: reader.str8(Field::Key)?,
+                input: reader.bytes16(Field::Input, limits.max_sign_input)?,
+                digest,
+            },
+            Opcode::Verify => Request::Verify {
+                key: reader.str8(Field::Key)?,
+                version: reader.u32(Field::Version)?,
+                input: reader.bytes16(Field::Input, limits.max_sign_input)?,
+                signature: reader.bytes16(Field::Signature, limits.max_signature)?,
+                digest,
+            },
+            Opcode::GetPublicKey => {
+                Request::GetPublicKey { key: reader.str8(Field::Key)?, version: reader.u32(Field::Version)? }
+            }
             Opcode::Ping => Request::Ping,
             Opcode::Hello => Request::Hello { client_name: reader.str8(Field::ClientName)? },
         };
@@ -380,6 +480,29 @@ pub enum Reply {
         /// The blob under the key's current version.
         blob: Vec<u8>,
     },
+    /// SIGN's signature, in the key's algorithm's encoding (DER for ECDSA, raw for the
+    /// others).
+    Sign {
+        /// The key version that signed: the one to pass to VERIFY.
+        version: u32,
+        /// The signature.
+        signature: Vec<u8>,
+    },
+    /// VERIFY's verdict.
+    Verify {
+        /// Whether the signature verifies (on the wire, 1 or 0).
+        valid: bool,
+    },
+    /// GET_PUBLIC_KEY's key.
+    PublicKey {
+        /// The key version the public key belongs to (the current one if the request
+        /// asked for version 0).
+        version: u32,
+        /// The key's algorithm.
+        algorithm: Algorithm,
+        /// The public key, a DER SubjectPublicKeyInfo.
+        public_key: Vec<u8>,
+    },
     /// PING's empty answer.
     Pong,
     /// HELLO's server limits.
@@ -401,6 +524,9 @@ impl Reply {
             Reply::Unwrap { .. } => Opcode::Unwrap,
             Reply::GenerateDataKey { .. } => Opcode::GenerateDataKey,
             Reply::Rewrap { .. } => Opcode::Rewrap,
+            Reply::Sign { .. } => Opcode::Sign,
+            Reply::Verify { .. } => Opcode::Verify,
+            Reply::PublicKey { .. } => Opcode::GetPublicKey,
             Reply::Pong => Opcode::Ping,
             Reply::Hello { .. } => Opcode::Hello,
         }
@@ -485,6 +611,19 @@ impl ResponseFrame {
                         put_bytes16(dst, Field::Plaintext, plaintext.expose())?;
                         put_bytes16(dst, Field::Blob, blob)
                     }
+                    Reply::Sign { version, signature } => {
+                        dst.put_u32(*version);
+                        put_bytes16(dst, Field::Signature, signature)
+                    }
+                    Reply::Verify { valid } => {
+                        dst.put_u8(u8::from(*valid));
+                        Ok(())
+                    }
+                    Reply::PublicKey { version, algorithm, public_key } => {
+                        dst.put_u32(*version);
+                        dst.put_u8(algorithm.id());
+                        put_bytes16(dst, Field::PublicKey, public_key)
+                    }
                     Reply::Pong => Ok(()),
                     Reply::Hello { max_frame, max_in_flight, server_version } => {
                         dst.put_u32(*max_frame);
@@ -541,6 +680,28 @@ impl ResponseFrame {
                     plaintext: SecretBytes::copy_from(reader.bytes16_ref(Field::Plaintext, max)?),
                     blob: reader.bytes16(Field::Blob, max)?,
                 },
+                Opcode::Sign => Reply::Sign {
+                    version: reader.u32(Field::Version)?,
+                    signature: reader.bytes16(Field::Signature, max)?,
+                },
+                Opcode::Verify => Reply::Verify {
+                    valid: match reader.u8(Field::Valid)? {
+                        0 => false,
+                        1 => true,
+                        value => return Err(PayloadError::BadValue { field: Field::Valid, value }),
+                    },
+                },
+                Opcode::GetPublicKey => {
+                    let version = reader.u32(Field::Version)?;
+                    let id = reader.u8(Field::Algorithm)?;
+                    let algorithm = Algorithm::from_u8(id)
+                        .ok_or(PayloadError::BadValue { field: Field::Algorithm, value: id })?;
+                    Reply::PublicKey {
+                        version,
+                        algorithm,
+                        public_key: reader.bytes16(Field::PublicKey, max)?,
+                    }
+                }
                 Opcode::Ping => Reply::Pong,
                 Opcode::Hello => Reply::Hello {
                     max_frame: reader.u32(Field::MaxFrame)?,

@@ -11,6 +11,27 @@
 //! body     := version:u8 (=1) opcode:u8 flags:u16 request_id:u64 payload
 //! ```
 //!
+//! The operations ([`Opcode`], [`Request`], [`Reply`]):
+//!
+//! | opcode | request | OK response |
+//! |---|---|---|
+//! | 0x01 WRAP | key, aad, plaintext | blob |
+//! | 0x02 UNWRAP | aad, blob | plaintext |
+//! | 0x03 GENERATE_DATA_KEY | key, aad, length | plaintext, blob |
+//! | 0x04 REWRAP | aad, blob | blob |
+//! | 0x05 SIGN | key, input | version, signature |
+//! | 0x06 VERIFY | key, version, input, signature | valid |
+//! | 0x07 GET_PUBLIC_KEY | key, version (0 = current) | version, algorithm, public_key |
+//! | 0x10 PING | | |
+//! | 0x11 HELLO | client_name | max_frame, max_in_flight, server_version |
+//!
+//! Request [`Flags`]: cache bypass on UNWRAP and REWRAP, a deadline on any request, and
+//! on SIGN and VERIFY a digest flag (`input` is the message's hash). The signing
+//! opcodes' [`Algorithm`]s say how long a digest must be and which algorithms take
+//! none; the proxy applies them, as only it knows a key's algorithm. Blobs
+//! ([`BlobHeader`]) come in three [`BlobMode`]s: direct, intermediate and KEM
+//! (`ml-kem-768` keys).
+//!
 //! Decoding is split in two steps so that faults land at the right level:
 //! [`FrameSplitter`] cuts whole frames off a buffer and reports [`FrameError`]s, which
 //! end the connection; [`RequestFrame::decode`] and [`ResponseFrame::decode`] parse one
