@@ -9,8 +9,8 @@ use std::path::Path;
 use bytes::BytesMut;
 use common::{assert_request_eq, assert_response_eq};
 use keymux_protocol::{
-    BlobHeader, BlobMode, Failure, Field, FrameError, FrameSplitter, Limits, PayloadError, Rejected, Reply,
-    Request, RequestFrame, ResponseFrame, SecretBytes, Status,
+    Algorithm, BlobHeader, BlobMode, Failure, Field, FrameError, FrameSplitter, Limits, Opcode, PayloadError,
+    Rejected, Reply, Request, RequestFrame, ResponseFrame, SecretBytes, Status,
 };
 
 const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
@@ -141,6 +141,47 @@ fn hello() -> Request {
     Request::Hello { client_name: "loadgen/0.1".into() }
 }
 
+/// The message the signing files sign: "hello, keymux".
+fn message() -> Vec<u8> {
+    b"hello, keymux".to_vec()
+}
+
+/// SHA-256("hello, keymux").
+fn sha256_digest() -> Vec<u8> {
+    hex::decode("9e5fa0aab145fffa7c68cb54a52f23185b541fdca139060a469daa0137ee22a4").unwrap()
+}
+
+/// SHA-384("hello, keymux").
+fn sha384_digest() -> Vec<u8> {
+    hex::decode(
+        "8ca6358b1e7be4b9e17411979f189c45553bf827d18fdb57d81271ef0d7d3af025597115ad109153cb7f65d2aa564384",
+    )
+    .unwrap()
+}
+
+/// The 64 stand-in signature bytes 40 41 .. 7f.
+fn signature() -> Vec<u8> {
+    (0x40u8..0x80).collect()
+}
+
+fn sign(input: Vec<u8>, digest: bool) -> Request {
+    Request::Sign { key: "signer".into(), input, digest }
+}
+
+fn verify(input: Vec<u8>, digest: bool) -> Request {
+    Request::Verify { key: "signer".into(), version: 3, input, signature: signature(), digest }
+}
+
+fn get_public_key(version: u32) -> Request {
+    Request::GetPublicKey { key: "signer".into(), version }
+}
+
+/// The Ed25519 SubjectPublicKeyInfo of RFC 8410, section 10.1.
+fn ed25519_spki() -> Vec<u8> {
+    hex::decode("302a300506032b657003210019bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1")
+        .unwrap()
+}
+
 // ---- requests ------------------------------------------------------------------------
 
 #[test]
@@ -194,6 +235,59 @@ fn request_rewrap_with_deadline() {
 }
 
 #[test]
+fn request_sign() {
+    check_request("req_sign.hex", frame(20, false, None, sign(message(), false)));
+}
+
+#[test]
+fn request_sign_with_deadline() {
+    check_request("req_sign_deadline.hex", frame(21, false, Some(2000), sign(message(), false)));
+}
+
+#[test]
+fn request_sign_a_digest() {
+    check_request("req_sign_digest.hex", frame(22, false, None, sign(sha256_digest(), true)));
+}
+
+#[test]
+fn request_sign_a_digest_with_deadline() {
+    check_request("req_sign_digest_deadline.hex", frame(23, false, Some(500), sign(sha384_digest(), true)));
+}
+
+#[test]
+fn request_verify() {
+    check_request("req_verify.hex", frame(24, false, None, verify(message(), false)));
+}
+
+#[test]
+fn request_verify_with_deadline() {
+    check_request("req_verify_deadline.hex", frame(25, false, Some(2000), verify(message(), false)));
+}
+
+#[test]
+fn request_verify_a_digest() {
+    check_request("req_verify_digest.hex", frame(26, false, None, verify(sha256_digest(), true)));
+}
+
+#[test]
+fn request_verify_a_digest_with_deadline() {
+    check_request(
+        "req_verify_digest_deadline.hex",
+        frame(27, false, Some(500), verify(sha384_digest(), true)),
+    );
+}
+
+#[test]
+fn request_get_public_key_of_the_current_version() {
+    check_request("req_get_public_key.hex", frame(28, false, None, get_public_key(0)));
+}
+
+#[test]
+fn request_get_public_key_with_deadline() {
+    check_request("req_get_public_key_deadline.hex", frame(29, false, Some(1000), get_public_key(3)));
+}
+
+#[test]
 fn request_ping() {
     check_request("req_ping.hex", frame(11, false, None, Request::Ping));
 }
@@ -239,6 +333,36 @@ fn response_generate_data_key_ok() {
 #[test]
 fn response_rewrap_ok() {
     check_response("resp_rewrap_ok.hex", ResponseFrame::ok(9, Reply::Rewrap { blob: blob_v4() }));
+}
+
+#[test]
+fn response_sign_ok() {
+    check_response(
+        "resp_sign_ok.hex",
+        ResponseFrame::ok(20, Reply::Sign { version: 3, signature: signature() }),
+    );
+}
+
+#[test]
+fn response_verify_ok_valid() {
+    check_response("resp_verify_ok_valid.hex", ResponseFrame::ok(24, Reply::Verify { valid: true }));
+}
+
+/// A signature that does not verify is an OK answer with `valid = 0`, not a failure.
+#[test]
+fn response_verify_ok_invalid() {
+    check_response("resp_verify_ok_invalid.hex", ResponseFrame::ok(25, Reply::Verify { valid: false }));
+}
+
+#[test]
+fn response_get_public_key_ok() {
+    check_response(
+        "resp_get_public_key_ok.hex",
+        ResponseFrame::ok(
+            28,
+            Reply::PublicKey { version: 3, algorithm: Algorithm::Ed25519, public_key: ed25519_spki() },
+        ),
+    );
 }
 
 #[test]
@@ -350,6 +474,24 @@ fn every_failure_status_has_a_golden_file() {
     }
 }
 
+/// Every opcode has golden request and OK response files (a new opcode must come with
+/// them); the tests above check their contents.
+#[test]
+fn every_opcode_has_golden_files() {
+    let names: Vec<String> = std::fs::read_dir(GOLDEN_DIR)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for opcode in Opcode::ALL {
+        for prefix in [format!("req_{}", opcode.name()), format!("resp_{}_ok", opcode.name())] {
+            let found = names.iter().any(|name| {
+                name.strip_prefix(&prefix).is_some_and(|rest| rest == ".hex" || rest.starts_with('_'))
+            });
+            assert!(found, "no golden file {prefix}*.hex for {opcode:?}");
+        }
+    }
+}
+
 // ---- blob headers --------------------------------------------------------------------
 
 #[test]
@@ -375,6 +517,17 @@ fn blob_header_intermediate() {
     assert_eq!(body, (0xe0u8..=0xef).collect::<Vec<_>>());
     assert_eq!(expected.encoded_len(), 20);
     assert_eq!(hex::encode(expected.to_bytes().unwrap()), hex::encode(&blob[..20]));
+}
+
+#[test]
+fn blob_header_kem() {
+    let blob = load("blob_kem.hex");
+    let expected = BlobHeader { key: "pq/orders".into(), version: 1, mode: BlobMode::Kem };
+    let (header, body) = BlobHeader::parse(&blob).unwrap();
+    assert_eq!(header, expected);
+    assert_eq!(body, (0xf0u8..=0xff).collect::<Vec<_>>());
+    assert_eq!(expected.encoded_len(), 19);
+    assert_eq!(hex::encode(expected.to_bytes().unwrap()), hex::encode(&blob[..19]));
 }
 
 // ---- bad input -----------------------------------------------------------------------
@@ -404,8 +557,39 @@ fn bad_version() {
 
 #[test]
 fn bad_unknown_flag_bit() {
-    let rejected = rejected_request("bad_unknown_flag.hex");
+    let rejected = rejected_request("bad_unknown_flag_bit3.hex");
+    assert_eq!(rejected, Rejected { request_id: 121, opcode: 0x05, error: PayloadError::BadFlags(0x0008) });
+    assert_eq!(rejected.error.status(), Status::BadRequest);
+}
+
+#[test]
+fn bad_digest_flag_on_ping() {
+    let rejected = rejected_request("bad_digest_on_ping.hex");
     assert_eq!(rejected, Rejected { request_id: 110, opcode: 0x10, error: PayloadError::BadFlags(0x0004) });
+    assert_eq!(rejected.error.status(), Status::BadRequest);
+}
+
+#[test]
+fn bad_digest_flag_on_wrap() {
+    let rejected = rejected_request("bad_digest_on_wrap.hex");
+    assert_eq!(rejected, Rejected { request_id: 119, opcode: 0x01, error: PayloadError::BadFlags(0x0004) });
+    assert_eq!(rejected.error.status(), Status::BadRequest);
+}
+
+#[test]
+fn bad_digest_flag_on_get_public_key() {
+    let rejected = rejected_request("bad_digest_on_get_public_key.hex");
+    assert_eq!(rejected, Rejected { request_id: 120, opcode: 0x07, error: PayloadError::BadFlags(0x0004) });
+    assert_eq!(rejected.error.status(), Status::BadRequest);
+}
+
+#[test]
+fn bad_truncated_signature() {
+    let rejected = rejected_request("bad_truncated_signature.hex");
+    assert_eq!(
+        rejected,
+        Rejected { request_id: 122, opcode: 0x06, error: PayloadError::Truncated(Field::Signature) }
+    );
     assert_eq!(rejected.error.status(), Status::BadRequest);
 }
 
@@ -492,6 +676,38 @@ fn bad_response_missing_retry_after() {
     );
 }
 
+#[test]
+fn bad_response_verify_valid_2() {
+    assert_eq!(
+        rejected_response("bad_response_verify_valid_2.hex"),
+        Rejected {
+            request_id: 123,
+            opcode: 0x06,
+            error: PayloadError::BadValue { field: Field::Valid, value: 2 }
+        }
+    );
+}
+
+#[test]
+fn bad_response_unknown_algorithm() {
+    assert_eq!(
+        rejected_response("bad_response_unknown_algorithm.hex"),
+        Rejected {
+            request_id: 124,
+            opcode: 0x07,
+            error: PayloadError::BadValue { field: Field::Algorithm, value: 0 }
+        }
+    );
+}
+
+#[test]
+fn bad_response_truncated_signature() {
+    assert_eq!(
+        rejected_response("bad_response_truncated_signature.hex"),
+        Rejected { request_id: 125, opcode: 0x05, error: PayloadError::Truncated(Field::Signature) }
+    );
+}
+
 /// Every golden file is checked by a test above: none is left unexamined.
 #[test]
 fn no_golden_file_is_orphaned() {
@@ -506,5 +722,5 @@ fn no_golden_file_is_orphaned() {
         // resp_fail_*.hex files are also reached through every_failure_status_has_a_golden_file.
         assert!(source.contains(&format!("\"{name}\"")), "{name} is not used by golden.rs");
     }
-    assert!(count >= 40, "only {count} golden files found");
+    assert!(count >= 65, "only {count} golden files found");
 }

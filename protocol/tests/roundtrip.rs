@@ -6,8 +6,8 @@ mod common;
 use bytes::BytesMut;
 use common::{assert_request_eq, assert_response_eq, split_all};
 use keymux_protocol::{
-    BlobHeader, BlobMode, Failure, FrameSplitter, LENGTH_PREFIX_LEN, Limits, RequestFrame, ResponseFrame,
-    Status,
+    BlobHeader, BlobMode, Failure, Field, Flags, FrameSplitter, HEADER_LEN, LENGTH_PREFIX_LEN, Limits,
+    Opcode, PayloadError, Request, RequestFrame, ResponseFrame, Status,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -97,10 +97,9 @@ proptest! {
     fn blob_header_round_trips(
         key in common::str8(),
         version in any::<u32>(),
-        intermediate in any::<bool>(),
+        mode in proptest::sample::select(&BlobMode::ALL[..]),
         body in vec(any::<u8>(), 1..64),
     ) {
-        let mode = if intermediate { BlobMode::Intermediate } else { BlobMode::Direct };
         let header = BlobHeader { key, version, mode };
         let mut blob = header.to_bytes().unwrap();
         prop_assert_eq!(blob.len(), header.encoded_len());
@@ -134,4 +133,95 @@ fn failure_claiming_ok_is_sent_as_internal() {
     frame.encode(&mut wire, &Limits::default()).unwrap();
     let body = FrameSplitter::new(Limits::default().max_frame).split(&mut wire).unwrap().unwrap();
     assert_eq!(ResponseFrame::decode(&body).unwrap().status(), Status::Internal);
+}
+
+/// Each flag bit is refused exactly on the opcodes that do not allow it: the digest flag
+/// is allowed on SIGN and VERIFY only, cache bypass on UNWRAP and REWRAP, the deadline
+/// everywhere. Flags are checked before the payload, so an empty one will do.
+#[test]
+fn flags_are_refused_exactly_where_not_allowed() {
+    let limits = Limits::default();
+    for opcode in Opcode::ALL {
+        let allowed = Flags::allowed(opcode);
+        let expected = match opcode {
+            Opcode::Sign | Opcode::Verify => Flags::DIGEST | Flags::DEADLINE,
+            Opcode::Unwrap | Opcode::Rewrap => Flags::BYPASS_CACHE | Flags::DEADLINE,
+            _ => Flags::DEADLINE,
+        };
+        assert_eq!(allowed, expected, "{opcode:?}");
+        for bit in 0..16 {
+            let flags = 1u16 << bit;
+            let mut body = vec![1, opcode as u8];
+            body.extend_from_slice(&flags.to_be_bytes());
+            body.extend_from_slice(&7u64.to_be_bytes());
+            let refused = matches!(
+                RequestFrame::decode(&body, &limits),
+                Err(rejected) if rejected.error == PayloadError::BadFlags(flags)
+            );
+            assert_eq!(refused, flags & allowed == 0, "{opcode:?} with flags {flags:#06x}");
+        }
+    }
+}
+
+/// The digest flag goes on the wire from the request's `digest` field, and only then.
+#[test]
+fn digest_flag_travels_with_sign_and_verify() {
+    let limits = Limits::default();
+    let flags_of = |request: Request, timeout_ms: Option<u32>| {
+        let frame = RequestFrame { timeout_ms, ..RequestFrame::new(1, request) };
+        let mut wire = BytesMut::new();
+        frame.encode(&mut wire, &limits).unwrap();
+        u16::from_be_bytes([wire[6], wire[7]])
+    };
+    let sign = |digest| Request::Sign { key: "k".into(), input: vec![0; 32], digest };
+    let verify = |digest| Request::Verify {
+        key: "k".into(),
+        version: 1,
+        input: vec![0; 32],
+        signature: vec![1],
+        digest,
+    };
+    assert_eq!(flags_of(sign(false), None), 0);
+    assert_eq!(flags_of(sign(true), None), Flags::DIGEST);
+    assert_eq!(flags_of(sign(true), Some(5)), Flags::DIGEST | Flags::DEADLINE);
+    assert_eq!(flags_of(verify(false), Some(5)), Flags::DEADLINE);
+    assert_eq!(flags_of(verify(true), None), Flags::DIGEST);
+    assert_eq!(flags_of(Request::GetPublicKey { key: "k".into(), version: 0 }, None), 0);
+}
+
+/// SIGN's and VERIFY's input and VERIFY's signature are bounded by their limits, which
+/// are checked before the bytes are read.
+#[test]
+fn signing_fields_are_bounded_by_the_limits() {
+    let limits = Limits { max_sign_input: 64, max_signature: 3309, ..Limits::default() };
+    let decode = |request: Request| {
+        let mut wire = BytesMut::new();
+        RequestFrame::new(9, request).encode(&mut wire, &Limits::default()).unwrap();
+        RequestFrame::decode(&wire[LENGTH_PREFIX_LEN..], &limits).map(|_| ()).map_err(|r| r.error)
+    };
+    let sign = |len| Request::Sign { key: "k".into(), input: vec![0; len], digest: false };
+    let verify = |input, signature| Request::Verify {
+        key: "k".into(),
+        version: 1,
+        input: vec![0; input],
+        signature: vec![0; signature],
+        digest: true,
+    };
+    assert_eq!(decode(sign(64)), Ok(()));
+    assert_eq!(decode(sign(65)), Err(PayloadError::TooLarge { field: Field::Input, len: 65, max: 64 }));
+    assert_eq!(decode(verify(64, 3309)), Ok(()));
+    assert_eq!(decode(verify(65, 1)), Err(PayloadError::TooLarge { field: Field::Input, len: 65, max: 64 }));
+    assert_eq!(
+        decode(verify(48, 3310)),
+        Err(PayloadError::TooLarge { field: Field::Signature, len: 3310, max: 3309 })
+    );
+    // The limit is read from the length prefix: a body cut short after it still reports
+    // the limit, not the truncation.
+    let mut wire = BytesMut::new();
+    RequestFrame::new(9, sign(65)).encode(&mut wire, &Limits::default()).unwrap();
+    let body = &wire[LENGTH_PREFIX_LEN..HEADER_LEN + LENGTH_PREFIX_LEN + 2 + 2 + 1];
+    assert_eq!(
+        RequestFrame::decode(body, &limits).unwrap_err().error,
+        PayloadError::TooLarge { field: Field::Input, len: 65, max: 64 }
+    );
 }

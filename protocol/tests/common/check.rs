@@ -33,6 +33,37 @@ pub(crate) fn assert_request_eq(actual: &RequestFrame, expected: &RequestFrame) 
             assert_eq!(aad, aad_e, "aad");
             assert_eq!(length, length_e, "length");
         }
+        (
+            Request::Sign { key, input, digest },
+            Request::Sign { key: key_e, input: input_e, digest: digest_e },
+        ) => {
+            assert_eq!(key, key_e, "key");
+            assert_eq!(input, input_e, "input");
+            assert_eq!(digest, digest_e, "digest");
+        }
+        (
+            Request::Verify { key, version, input, signature, digest },
+            Request::Verify {
+                key: key_e,
+                version: version_e,
+                input: input_e,
+                signature: signature_e,
+                digest: digest_e,
+            },
+        ) => {
+            assert_eq!(key, key_e, "key");
+            assert_eq!(version, version_e, "version");
+            assert_eq!(input, input_e, "input");
+            assert_eq!(signature, signature_e, "signature");
+            assert_eq!(digest, digest_e, "digest");
+        }
+        (
+            Request::GetPublicKey { key, version },
+            Request::GetPublicKey { key: key_e, version: version_e },
+        ) => {
+            assert_eq!(key, key_e, "key");
+            assert_eq!(version, version_e, "version");
+        }
         (Request::Ping, Request::Ping) => {}
         (Request::Hello { client_name }, Request::Hello { client_name: client_name_e }) => {
             assert_eq!(client_name, client_name_e, "client_name");
@@ -66,6 +97,19 @@ fn assert_reply_eq(actual: &Reply, expected: &Reply) {
         ) => {
             assert_eq!(plaintext.expose(), plaintext_e.expose(), "plaintext");
             assert_eq!(blob, blob_e, "blob");
+        }
+        (Reply::Sign { version, signature }, Reply::Sign { version: version_e, signature: signature_e }) => {
+            assert_eq!(version, version_e, "version");
+            assert_eq!(signature, signature_e, "signature");
+        }
+        (Reply::Verify { valid }, Reply::Verify { valid: valid_e }) => assert_eq!(valid, valid_e, "valid"),
+        (
+            Reply::PublicKey { version, algorithm, public_key },
+            Reply::PublicKey { version: version_e, algorithm: algorithm_e, public_key: public_key_e },
+        ) => {
+            assert_eq!(version, version_e, "version");
+            assert_eq!(algorithm, algorithm_e, "algorithm");
+            assert_eq!(public_key, public_key_e, "public_key");
         }
         (Reply::Pong, Reply::Pong) => {}
         (

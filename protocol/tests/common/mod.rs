@@ -7,7 +7,8 @@
 
 use bytes::BytesMut;
 use keymux_protocol::{
-    Failure, FrameSplitter, Limits, Reply, Request, RequestFrame, ResponseFrame, SecretBytes, Status,
+    Algorithm, Failure, FrameSplitter, Limits, Reply, Request, RequestFrame, ResponseFrame, SecretBytes,
+    Status,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -54,6 +55,11 @@ fn secret_up_to(max: usize) -> impl Strategy<Value = SecretBytes> {
     .prop_map(SecretBytes::new)
 }
 
+/// Any signature algorithm.
+pub(crate) fn algorithm() -> impl Strategy<Value = Algorithm> {
+    proptest::sample::select(&Algorithm::ALL[..])
+}
+
 /// Any request whose fields are within `limits` (so that it decodes).
 pub(crate) fn request(limits: Limits) -> impl Strategy<Value = Request> {
     let max_plaintext = limits.max_plaintext;
@@ -66,6 +72,23 @@ pub(crate) fn request(limits: Limits) -> impl Strategy<Value = Request> {
             .prop_map(|(key, aad, length)| Request::GenerateDataKey { key, aad, length }),
         (bytes_up_to(limits.max_aad), bytes_up_to(limits.max_blob))
             .prop_map(|(aad, blob)| Request::Rewrap { aad, blob }),
+        (str8(), bytes_up_to(limits.max_sign_input), any::<bool>())
+            .prop_map(|(key, input, digest)| Request::Sign { key, input, digest }),
+        (
+            str8(),
+            any::<u32>(),
+            bytes_up_to(limits.max_sign_input),
+            bytes_up_to(limits.max_signature),
+            any::<bool>()
+        )
+            .prop_map(|(key, version, input, signature, digest)| Request::Verify {
+                key,
+                version,
+                input,
+                signature,
+                digest
+            }),
+        (str8(), any::<u32>()).prop_map(|(key, version)| Request::GetPublicKey { key, version }),
         Just(Request::Ping),
         str8().prop_map(|client_name| Request::Hello { client_name }),
     ]
@@ -89,6 +112,11 @@ pub(crate) fn reply() -> impl Strategy<Value = Reply> {
         (secret_up_to(4096), bytes_up_to(4096))
             .prop_map(|(plaintext, blob)| Reply::GenerateDataKey { plaintext, blob }),
         bytes_up_to(4096).prop_map(|blob| Reply::Rewrap { blob }),
+        (any::<u32>(), bytes_up_to(4096)).prop_map(|(version, signature)| Reply::Sign { version, signature }),
+        any::<bool>().prop_map(|valid| Reply::Verify { valid }),
+        (any::<u32>(), algorithm(), bytes_up_to(4096)).prop_map(|(version, algorithm, public_key)| {
+            Reply::PublicKey { version, algorithm, public_key }
+        }),
         Just(Reply::Pong),
         (any::<u32>(), any::<u32>(), str8()).prop_map(|(max_frame, max_in_flight, server_version)| {
             Reply::Hello { max_frame, max_in_flight, server_version }
