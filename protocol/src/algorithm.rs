@@ -17,7 +17,11 @@ use crate::error::UnknownAlgorithm;
 
 /// A signature algorithm, by its wire id.
 ///
-/// New algorithms get new ids; an id is never reused.
+/// New algorithms get new ids; an id is never reused. The `ml-kem-768` wrapping key
+/// type has no id yet: DESIGN.md lets GET_PUBLIC_KEY return its encapsulation key but
+/// names no `algorithm` byte for it. A new variant will carry it (the enum is
+/// `#[non_exhaustive]` for such additions); until then a response with any id outside
+/// 1..=6 is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 #[non_exhaustive]

@@ -253,8 +253,10 @@ pub enum Request {
         /// Whether `input` is a digest ([`Flags::DIGEST`]); see [`Request::Sign`].
         digest: bool,
     },
-    /// Fetch the public key of `key` version `version`: a signing key's verifying key,
-    /// or an `ml-kem-768` key's encapsulation key.
+    /// Fetch the public key of `key` version `version`. DESIGN.md also has this answer
+    /// an `ml-kem-768` key with its encapsulation key, but gives ML-KEM no `algorithm`
+    /// id yet, so for now [`Reply::PublicKey`] can carry signing keys' only (see
+    /// [`Algorithm`]).
     GetPublicKey {
         /// Key name.
         key: String,
