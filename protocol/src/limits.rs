@@ -27,45 +27,61 @@ impl Limits {
     pub const BYTES16_MAX: usize = u16::MAX as usize;
 
     /// Checks that the limits are usable, naming the first one that is not.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let fail = |field, message| Err(LimitError { field, message });
         if !(Self::MIN_FRAME..=Self::MAX_FRAME_CEILING).contains(&self.max_frame) {
-            return Err(format!(
-                "max_frame must be between {} and {} bytes, got {}",
-                Self::MIN_FRAME,
-                Self::MAX_FRAME_CEILING,
-                self.max_frame
-            ));
+            return fail(
+                "max_frame",
+                format!(
+                    "max_frame must be between {} and {} bytes, got {}",
+                    Self::MIN_FRAME,
+                    Self::MAX_FRAME_CEILING,
+                    self.max_frame
+                ),
+            );
         }
         for (name, value) in
             [("max_aad", self.max_aad), ("max_plaintext", self.max_plaintext), ("max_blob", self.max_blob)]
         {
             if value > Self::BYTES16_MAX {
-                return Err(format!(
-                    "{name} must be at most {} bytes (a bytes16 field), got {value}",
-                    Self::BYTES16_MAX
-                ));
+                return fail(
+                    name,
+                    format!(
+                        "{name} must be at most {} bytes (a bytes16 field), got {value}",
+                        Self::BYTES16_MAX
+                    ),
+                );
             }
         }
-        if self.max_plaintext == 0 || self.max_blob == 0 {
-            return Err("max_plaintext and max_blob must be at least 1 byte".into());
+        if self.max_plaintext == 0 {
+            return fail("max_plaintext", "must be at least 1 byte".into());
+        }
+        if self.max_blob == 0 {
+            return fail("max_blob", "must be at least 1 byte".into());
         }
         // A wrapped key must be unwrappable: a blob is the plaintext plus a header of
         // up to 265 bytes and at most 64 bytes of IV, tag and MAC.
         if self.max_blob < self.max_plaintext + Self::BLOB_OVERHEAD {
-            return Err(format!(
-                "max_blob ({}) must be at least max_plaintext ({}) + {} so that wrapped keys unwrap",
-                self.max_blob,
-                self.max_plaintext,
-                Self::BLOB_OVERHEAD
-            ));
+            return fail(
+                "max_blob",
+                format!(
+                    "max_blob ({}) must be at least max_plaintext ({}) + {} so that wrapped keys unwrap",
+                    self.max_blob,
+                    self.max_plaintext,
+                    Self::BLOB_OVERHEAD
+                ),
+            );
         }
         let needed = self.frame_needed();
         if (self.max_frame as usize) < needed {
-            return Err(format!(
-                "max_frame ({}) must be at least {needed} to carry the largest request or response these \
+            return fail(
+                "max_frame",
+                format!(
+                    "max_frame ({}) must be at least {needed} to carry the largest request or response these \
                  limits allow",
-                self.max_frame
-            ));
+                    self.max_frame
+                ),
+            );
         }
         Ok(())
     }
@@ -81,6 +97,16 @@ impl Limits {
         let responses = self.max_plaintext + self.max_blob;
         fixed + requests.max(responses)
     }
+}
+
+/// A limit that is out of range: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LimitError {
+    /// The limit at fault, as named in [`Limits`] (`max_frame`, `max_blob`, ...).
+    pub field: &'static str,
+    /// What is wrong with it, naming the values involved.
+    pub message: String,
 }
 
 impl Default for Limits {
@@ -101,12 +127,14 @@ mod tests {
     #[test]
     fn validate_names_the_bad_limit() {
         let limits = Limits { max_aad: 70_000, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("max_aad"));
+        assert_eq!(limits.validate().unwrap_err().field, "max_aad");
         let limits = Limits { max_frame: 4, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("max_frame"));
+        assert_eq!(limits.validate().unwrap_err().field, "max_frame");
         let limits = Limits { max_frame: 1024, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("largest request or response"));
+        let error = limits.validate().unwrap_err();
+        assert_eq!(error.field, "max_frame");
+        assert!(error.message.contains("largest request or response"));
         let limits = Limits { max_blob: 4096, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("max_blob"));
+        assert_eq!(limits.validate().unwrap_err().field, "max_blob");
     }
 }
