@@ -4,9 +4,11 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use keymux_protocol::{Reply, SecretBytes};
 use keymux_proxy::backend::soft::SoftBackend;
-use keymux_proxy::backend::{Backend, Op, ParsedBlob};
+use keymux_proxy::backend::soft::SoftConfig;
+use keymux_proxy::backend::{Backend, BatchOp, Op, ParsedBlob, run_collect};
 use keymux_proxy::cache::UnwrapCache;
-use keymux_proxy::config::{CacheConfig, SecretSource, SoftConfig};
+use keymux_proxy::config::CacheConfig;
+use keymux_proxy::keys::KeyStore;
 use keymux_proxy::telemetry::Metrics;
 
 fn cache(c: &mut Criterion) {
@@ -24,35 +26,30 @@ fn cache(c: &mut Criterion) {
 
 fn soft(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SoftBackend::open(&SoftConfig {
-        data_dir: dir.path().to_owned(),
-        passphrase: Some(SecretSource::GeneratedFile(dir.path().join("passphrase"))),
-        create_if_missing: true,
-        kdf_memory_kib: 8 * 1024,
-        kdf_passes: 1,
-    })
-    .unwrap();
+    let backend = SoftBackend::open(&SoftConfig::throwaway(dir.path())).unwrap();
     let key = backend.list_keys().unwrap().remove(0);
     let mut worker = backend.open_worker().unwrap();
-    let wrap = || Op::Wrap { aad: b"tenant=42".to_vec(), plaintext: SecretBytes::copy_from(&[9; 32]) };
-    let mut out = Vec::new();
-    worker.run_batch(&key, &[wrap()], &mut out);
-    let Some(Ok(Reply::Wrap { blob })) = out.pop() else { panic!("wrap failed") };
-    let unwrap = || Op::Unwrap { aad: b"tenant=42".to_vec(), blob: ParsedBlob::parse(blob.clone()).unwrap() };
+    let wrap =
+        || BatchOp::new(Op::Wrap { aad: b"tenant=42".to_vec(), plaintext: SecretBytes::copy_from(&[9; 32]) });
+    let Some(Ok(Reply::Wrap { blob })) = run_collect(&mut *worker, &key, &[wrap()]).pop() else {
+        panic!("wrap failed")
+    };
+    let unwrap = || {
+        BatchOp::new(Op::Unwrap {
+            aad: b"tenant=42".to_vec(),
+            blob: ParsedBlob::parse(blob.clone()).unwrap(),
+        })
+    };
 
     let mut group = c.benchmark_group("soft AES-256-GCM");
     for batch in [1usize, 64] {
         group.throughput(Throughput::Elements(batch as u64));
-        let ops: [(&str, &dyn Fn() -> Op); 2] = [("wrap", &wrap), ("unwrap", &unwrap)];
+        let ops: [(&str, &dyn Fn() -> BatchOp); 2] = [("wrap", &wrap), ("unwrap", &unwrap)];
         for (name, make) in ops {
             group.bench_function(format!("{name}, batch of {batch}"), |b| {
                 b.iter_batched(
                     || (0..batch).map(|_| make()).collect::<Vec<_>>(),
-                    |ops| {
-                        let mut out = Vec::with_capacity(batch);
-                        worker.run_batch(&key, &ops, &mut out);
-                        out
-                    },
+                    |ops| run_collect(&mut *worker, &key, &ops),
                     BatchSize::SmallInput,
                 )
             });

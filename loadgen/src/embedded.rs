@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keymux_client::Endpoint;
-use keymux_proxy::config::{BackendConfig, Config, SecretSource, SoftConfig};
+use keymux_proxy::backend::BackendConfig;
+use keymux_proxy::backend::soft::{DEFAULT_KEY, SoftConfig};
+use keymux_proxy::config::Config;
+use keymux_proxy::keys::KeyLifecycle;
 use keymux_proxy::server::{self, RunningServer};
 
 /// A proxy serving on an ephemeral loopback port until dropped or shut down.
@@ -22,15 +25,9 @@ impl EmbeddedProxy {
         config.server.listen = "127.0.0.1:0".parse()?;
         config.admin.enabled = false;
         config.server.shutdown_grace = Duration::from_secs(1);
-        config.backend = BackendConfig::Soft(SoftConfig {
-            data_dir: dir.path().to_owned(),
-            passphrase: Some(SecretSource::GeneratedFile(dir.path().join("passphrase"))),
-            create_if_missing: true,
-            kdf_memory_kib: 8 * 1024,
-            kdf_passes: 1,
-        });
-        let backend = server::open_backend(&config.backend)?;
-        for key in keys.iter().filter(|k| k.as_str() != keymux_proxy::backend::soft::DEFAULT_KEY) {
+        config.backend = BackendConfig::Soft(SoftConfig::throwaway(dir.path()));
+        let backend = keymux_proxy::backend::open(&config.backend)?;
+        for key in keys.iter().filter(|k| k.as_str() != DEFAULT_KEY) {
             backend.create_key(key)?;
         }
         let server = server::start_with_backend(&config, backend).await?;

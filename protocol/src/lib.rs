@@ -75,5 +75,5 @@ pub use frame::{
     ALPN, Failure, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Reply, Request,
     RequestFrame, ResponseFrame, Status,
 };
-pub use limits::Limits;
+pub use limits::{LimitError, Limits};
 pub use secret::SecretBytes;

@@ -45,14 +45,18 @@ impl Limits {
     pub const MIN_PUBLIC_KEY: usize = 1974;
 
     /// Checks that the limits are usable, naming the first one that is not.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let fail = |field, message| Err(LimitError { field, message });
         if !(Self::MIN_FRAME..=Self::MAX_FRAME_CEILING).contains(&self.max_frame) {
-            return Err(format!(
-                "max_frame must be between {} and {} bytes, got {}",
-                Self::MIN_FRAME,
-                Self::MAX_FRAME_CEILING,
-                self.max_frame
-            ));
+            return fail(
+                "max_frame",
+                format!(
+                    "max_frame must be between {} and {} bytes, got {}",
+                    Self::MIN_FRAME,
+                    Self::MAX_FRAME_CEILING,
+                    self.max_frame
+                ),
+            );
         }
         for (name, value) in [
             ("max_aad", self.max_aad),
@@ -63,14 +67,20 @@ impl Limits {
             ("max_public_key", self.max_public_key),
         ] {
             if value > Self::BYTES16_MAX {
-                return Err(format!(
-                    "{name} must be at most {} bytes (a bytes16 field), got {value}",
-                    Self::BYTES16_MAX
-                ));
+                return fail(
+                    name,
+                    format!(
+                        "{name} must be at most {} bytes (a bytes16 field), got {value}",
+                        Self::BYTES16_MAX
+                    ),
+                );
             }
         }
-        if self.max_plaintext == 0 || self.max_blob == 0 {
-            return Err("max_plaintext and max_blob must be at least 1 byte".into());
+        if self.max_plaintext == 0 {
+            return fail("max_plaintext", "must be at least 1 byte".into());
+        }
+        if self.max_blob == 0 {
+            return fail("max_blob", "must be at least 1 byte".into());
         }
         for (name, value, min, why) in [
             ("max_sign_input", self.max_sign_input, Algorithm::MAX_DIGEST_LEN, "every digest"),
@@ -83,25 +93,34 @@ impl Limits {
             ("max_public_key", self.max_public_key, Self::MIN_PUBLIC_KEY, "every key type's public key"),
         ] {
             if value < min {
-                return Err(format!("{name} must be at least {min} bytes so that {why} fits, got {value}"));
+                return fail(
+                    name,
+                    format!("{name} must be at least {min} bytes so that {why} fits, got {value}"),
+                );
             }
         }
         // A wrapped key must be unwrappable (see BLOB_OVERHEAD).
         if self.max_blob < self.max_plaintext + Self::BLOB_OVERHEAD {
-            return Err(format!(
-                "max_blob ({}) must be at least max_plaintext ({}) + {} so that wrapped keys unwrap",
-                self.max_blob,
-                self.max_plaintext,
-                Self::BLOB_OVERHEAD
-            ));
+            return fail(
+                "max_blob",
+                format!(
+                    "max_blob ({}) must be at least max_plaintext ({}) + {} so that wrapped keys unwrap",
+                    self.max_blob,
+                    self.max_plaintext,
+                    Self::BLOB_OVERHEAD
+                ),
+            );
         }
         let needed = self.frame_needed();
         if (self.max_frame as usize) < needed {
-            return Err(format!(
-                "max_frame ({}) must be at least {needed} to carry the largest request or response these \
+            return fail(
+                "max_frame",
+                format!(
+                    "max_frame ({}) must be at least {needed} to carry the largest request or response these \
                  limits allow",
-                self.max_frame
-            ));
+                    self.max_frame
+                ),
+            );
         }
         Ok(())
     }
@@ -125,6 +144,16 @@ impl Limits {
             (self.max_plaintext + self.max_blob).max(self.max_signature).max(self.max_public_key + 1);
         fixed + requests.max(responses)
     }
+}
+
+/// A limit that is out of range: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LimitError {
+    /// The limit at fault, as named in [`Limits`] (`max_frame`, `max_blob`, ...).
+    pub field: &'static str,
+    /// What is wrong with it, naming the values involved.
+    pub message: String,
 }
 
 impl Default for Limits {
@@ -153,13 +182,15 @@ mod tests {
     #[test]
     fn validate_names_the_bad_limit() {
         let limits = Limits { max_aad: 70_000, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("max_aad"));
+        assert_eq!(limits.validate().unwrap_err().field, "max_aad");
         let limits = Limits { max_frame: 4, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("max_frame"));
+        assert_eq!(limits.validate().unwrap_err().field, "max_frame");
         let limits = Limits { max_frame: 1024, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("largest request or response"));
+        let error = limits.validate().unwrap_err();
+        assert_eq!(error.field, "max_frame");
+        assert!(error.message.contains("largest request or response"));
         let limits = Limits { max_blob: 4096, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("max_blob"));
+        assert_eq!(limits.validate().unwrap_err().field, "max_blob");
     }
 
     #[test]

@@ -44,9 +44,15 @@ pub enum OpError {
         /// When to retry.
         retry_after: Duration,
     },
-    /// The client's identity is over its request rate or in-flight limit.
-    #[error("over this identity's request limit")]
-    Limited {
+    /// The client's identity is over its request rate or in-flight quota.
+    #[error("over this identity's request quota")]
+    OverQuota {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The backend throttled the request and retries within the deadline ran out.
+    #[error("the backend is throttling requests")]
+    Throttled {
         /// When to retry.
         retry_after: Duration,
     },
@@ -82,7 +88,10 @@ impl OpError {
             OpError::UnknownVersion { .. } | OpError::Integrity => Status::Integrity,
             OpError::Forbidden => Status::Forbidden,
             OpError::KeyDisabled { .. } => Status::KeyDisabled,
-            OpError::Busy { .. } | OpError::Limited { .. } | OpError::ShuttingDown => Status::Busy,
+            OpError::Busy { .. }
+            | OpError::OverQuota { .. }
+            | OpError::Throttled { .. }
+            | OpError::ShuttingDown => Status::Busy,
             OpError::BackendUnavailable { .. } => Status::BackendUnavailable,
             OpError::Timeout => Status::Timeout,
             OpError::Unsupported => Status::Unsupported,
@@ -94,7 +103,8 @@ impl OpError {
     fn retry_after(&self) -> Duration {
         match self {
             OpError::Busy { retry_after, .. }
-            | OpError::Limited { retry_after }
+            | OpError::OverQuota { retry_after }
+            | OpError::Throttled { retry_after }
             | OpError::BackendUnavailable { retry_after, .. } => *retry_after,
             OpError::ShuttingDown => Duration::from_millis(100),
             _ => Duration::ZERO,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use keymux_proxy::admin::{self, AuditCommand, Cli, Command};
+use keymux_proxy::cli::{self, AuditCommand, Cli, Command};
 use keymux_proxy::{server, telemetry};
 
 fn main() -> anyhow::Result<()> {
@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CheckConfig { file }) => {
             let config = keymux_proxy::config::Config::load(&file)?;
-            println!("{}", admin::summary(&config));
+            println!("{}", cli::summary(&config));
             Ok(())
         }
         Some(Command::Audit { command: AuditCommand::Verify { file } }) => {
@@ -29,21 +29,21 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Key(args)) => {
-            println!("{}", admin::keys::run(&args)?);
+            println!("{}", cli::keys::run(&args)?);
             Ok(())
         }
         None => serve(&cli.serve),
     }
 }
 
-fn serve(args: &admin::ServeArgs) -> anyhow::Result<()> {
+fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
     telemetry::init_tracing();
     let config = args.resolve()?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async {
         let running = server::start(&config).await?;
-        println!("{}", admin::banner(&config, &running));
+        println!("{}", cli::banner(&config, &running));
         let token = running.shutdown_token();
         if let Some(reloader) = running.reloader() {
             tokio::spawn(reload_on_sighup(reloader));

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use keymux_protocol::{Reply, Request, RequestFrame};
 
-use crate::acl::AclOp;
+use crate::access::ops::AclOp;
 use crate::audit::{AuditLog, Event};
-use crate::auth::Peer;
-use crate::backend::{Op, ParsedBlob};
-use crate::batch::{CacheFill, Completion, Dispatcher, Job};
-use crate::cache::{Join, UnwrapCache};
+use crate::backend::{BatchOp, Op, ParsedBlob};
+use crate::batch::{Completion, Job, KeyQueues};
+use crate::cache::{CacheFill, Join, UnwrapCache};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
-use crate::reply::Responder;
+use crate::server::peer::Peer;
+use crate::server::responder::Responder;
 
 /// What HELLO tells clients.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct ServerInfo {
 /// Routes requests to the cache or the key queues.
 pub struct Router {
     registry: Arc<KeyRegistry>,
-    dispatcher: Arc<Dispatcher>,
+    queues: Arc<KeyQueues>,
     cache: Option<Arc<UnwrapCache>>,
     info: ServerInfo,
     audit: AuditLog,
@@ -43,12 +43,12 @@ impl Router {
     /// A router over these parts; `cache` is `None` when caching is disabled.
     pub fn new(
         registry: Arc<KeyRegistry>,
-        dispatcher: Arc<Dispatcher>,
+        queues: Arc<KeyQueues>,
         cache: Option<Arc<UnwrapCache>>,
         info: ServerInfo,
         audit: AuditLog,
     ) -> Self {
-        Self { registry, dispatcher, cache, info, audit }
+        Self { registry, queues, cache, info, audit }
     }
 
     /// Handles one request from `peer`; `responder` is answered exactly once, now or
@@ -59,7 +59,8 @@ impl Router {
         if frame.timeout_ms == Some(0) {
             return responder.send(Err(OpError::Timeout));
         }
-        let job = |op, responder| Job { op, deadline, completion: Completion::Respond(responder) };
+        let job =
+            |op, responder| Job { op: BatchOp { op, deadline }, completion: Completion::Respond(responder) };
         match frame.request {
             Request::Ping => responder.send(Ok(Reply::Pong)),
             Request::Hello { .. } => responder.send(Ok(Reply::Hello {
@@ -83,7 +84,7 @@ impl Router {
                 // `check_blob` found the key: queue straight away.
                 Ok(blob) => {
                     let key = blob.header.key.clone();
-                    self.dispatcher.submit(&key, job(Op::Rewrap { aad, blob }, responder));
+                    self.queues.submit(&key, job(Op::Rewrap { aad, blob }, responder));
                 }
                 Err(error) => responder.send(Err(error)),
             },
@@ -122,7 +123,7 @@ impl Router {
     /// Queues a job for a key the registry knows; unknown keys are answered at once.
     fn submit(&self, key: &str, responder: Responder, job: impl FnOnce(Responder) -> Job) {
         match self.registry.get(key) {
-            Ok(_) => self.dispatcher.submit(key, job(responder)),
+            Ok(_) => self.queues.submit(key, job(responder)),
             Err(error) => responder.send(Err(error)),
         }
     }
@@ -138,9 +139,9 @@ impl Router {
         let cache = self.cache.as_ref().filter(|_| !bypass_cache);
         let Some(cache) = cache else {
             let key = blob.header.key.clone();
-            let job =
-                Job { op: Op::Unwrap { aad, blob }, deadline, completion: Completion::Respond(responder) };
-            return self.dispatcher.submit(&key, job);
+            let op = BatchOp { op: Op::Unwrap { aad, blob }, deadline };
+            let job = Job { op, completion: Completion::Respond(responder) };
+            return self.queues.submit(&key, job);
         };
         let lookup = cache.key_for(blob.bytes(), &aad);
         if let Some(plaintext) = cache.get(&lookup) {
@@ -152,7 +153,7 @@ impl Router {
             // The outcome is shared by every waiter, so it must not inherit one client's
             // deadline; each client still enforces its own.
             let completion = Completion::FillCache(CacheFill::new(Arc::clone(cache), entry));
-            self.dispatcher.submit(&key, Job { op: Op::Unwrap { aad, blob }, deadline: None, completion });
+            self.queues.submit(&key, Job { op: BatchOp::new(Op::Unwrap { aad, blob }), completion });
         }
     }
 }

@@ -44,6 +44,15 @@ pub enum SecretError {
 }
 
 impl SecretSource {
+    /// Checks the source names something: an environment variable or a file.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        match self {
+            SecretSource::Env(name) if name.is_empty() => Err("env variable name is empty"),
+            SecretSource::File(path) if path.as_os_str().is_empty() => Err("file path is empty"),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the secret. A generated file is created with 32 random bytes, hex-encoded,
     /// readable by the owner only, if it does not exist.
     pub fn resolve(&self) -> Result<Zeroizing<String>, SecretError> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use common::TestProxy;
 use hsm_token::{client_for, one_at_a_time, token, unique_key};
+use keymux_proxy::keys::KeyLifecycle;
 
 /// Calls `C_CloseAllSessions` through a second handle on the module, closing every
 /// session this process has on the token, as a token reset would.
@@ -66,7 +67,9 @@ async fn sessions_closed_mid_load_recover_by_themselves() {
             }
         }));
     }
-    let opens_before = keymux_proxy::backend::pkcs11::session_opens();
+    let session_opens =
+        || common::metric(&proxy.server.metrics().encode(), "keymux_pkcs11_session_opens_total");
+    let opens_before = session_opens();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         // SoftHSM2 frees a session that C_CloseAllSessions closes even while another
@@ -86,7 +89,7 @@ async fn sessions_closed_mid_load_recover_by_themselves() {
         task.await.unwrap();
     }
     assert!(ok.load(Ordering::Relaxed) > before, "service returned by itself");
-    assert!(keymux_proxy::backend::pkcs11::session_opens() >= opens_before + 2, "sessions were reopened");
+    assert!(session_opens() >= opens_before + 2.0, "sessions were reopened");
     assert_eq!(client.unwrap(b"r", &blob).await.unwrap().expose(), &[3; 32]);
     eprintln!("recovery: {} ok, {} retryable", ok.load(Ordering::Relaxed), retryable.load(Ordering::Relaxed));
 }

@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{KeyQueue, Ready};
-use super::{Completion, Dispatcher, Job};
-use crate::backend::{Backend, BackendWorker, Op, OpResult};
+use super::{Job, KeyQueues};
+use crate::backend::{Backend, BackendWorker, BatchOp, OpResult};
 use crate::error::OpError;
 use crate::keys::KeyRegistry;
 
@@ -24,7 +24,7 @@ pub struct BatchSettings {
 /// The running executor threads.
 pub struct Executors {
     threads: Vec<JoinHandle<()>>,
-    dispatcher: Arc<Dispatcher>,
+    queues: Arc<KeyQueues>,
 }
 
 impl Executors {
@@ -32,7 +32,7 @@ impl Executors {
     pub fn start(
         count: usize,
         backend: Arc<dyn Backend>,
-        dispatcher: Arc<Dispatcher>,
+        queues: Arc<KeyQueues>,
         registry: Arc<KeyRegistry>,
         settings: BatchSettings,
     ) -> std::io::Result<Self> {
@@ -40,7 +40,7 @@ impl Executors {
             .map(|index| {
                 let executor = Executor {
                     backend: Arc::clone(&backend),
-                    dispatcher: Arc::clone(&dispatcher),
+                    queues: Arc::clone(&queues),
                     registry: Arc::clone(&registry),
                     settings,
                 };
@@ -49,12 +49,12 @@ impl Executors {
                     .spawn(move || executor.run())
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Self { threads, dispatcher })
+        Ok(Self { threads, queues })
     }
 
     /// Stops every thread once it finishes its current batch, and waits for them.
     pub fn stop(self) {
-        self.dispatcher.stop_executors(self.threads.len());
+        self.queues.stop_executors(self.threads.len());
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -63,7 +63,7 @@ impl Executors {
 
 struct Executor {
     backend: Arc<dyn Backend>,
-    dispatcher: Arc<Dispatcher>,
+    queues: Arc<KeyQueues>,
     registry: Arc<KeyRegistry>,
     settings: BatchSettings,
 }
@@ -86,14 +86,14 @@ impl Executor {
     fn run(self) {
         let mut worker = self.open_worker();
         let mut jobs = Vec::with_capacity(self.settings.max_batch);
-        while let Ok(Ready::Key(queue)) = self.dispatcher.ready().recv() {
+        while let Ok(Ready::Key(queue)) = self.queues.ready().recv() {
             self.take_batch(&queue, &mut jobs);
-            self.dispatcher.release(&queue);
+            self.queues.release(&queue);
             if jobs.is_empty() {
                 continue;
             }
-            self.dispatcher.metrics().queue_depth_add(-(jobs.len() as i64));
-            self.dispatcher.metrics().record_batch_size(jobs.len());
+            self.queues.metrics().queue_depth_add(-(jobs.len() as i64));
+            self.queues.metrics().record_batch_size(jobs.len());
             if !self.run_batch(&mut *worker, &queue, &mut jobs) {
                 tracing::error!(backend = self.backend.kind(), "backend worker panicked; reopening it");
                 worker = self.open_worker();
@@ -123,15 +123,13 @@ impl Executor {
     fn run_batch(&self, worker: &mut dyn BackendWorker, queue: &KeyQueue, jobs: &mut Vec<Job>) -> bool {
         let now = Instant::now();
         let mut ops = Vec::with_capacity(jobs.len());
-        let mut deadlines = Vec::with_capacity(jobs.len());
         let mut completions = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
-            if job.deadline.is_some_and(|deadline| deadline <= now) {
+            if job.op.deadline.is_some_and(|deadline| deadline <= now) {
                 job.completion.complete(Err(OpError::Timeout));
             } else {
                 ops.push(job.op);
-                deadlines.push(job.deadline);
-                completions.push(job.completion);
+                completions.push(Some(job.completion));
             }
         }
         if ops.is_empty() {
@@ -140,22 +138,19 @@ impl Executor {
         let key = match self.registry.get(&queue.name) {
             Ok(key) => key,
             Err(error) => {
-                completions.into_iter().for_each(|c| c.complete(Err(error.clone())));
+                completions.into_iter().flatten().for_each(|c| c.complete(Err(error.clone())));
                 return true;
             }
         };
         // Counted before the batch runs: a client may read the metrics as soon as its
         // own operation is answered, before the rest of the batch is.
         self.record(&ops);
-        let mut completions: Vec<Option<Completion>> = completions.into_iter().map(Some).collect();
         let mut done = |index: usize, result: OpResult| {
             if let Some(completion) = completions.get_mut(index).and_then(Option::take) {
                 completion.complete(result);
             }
         };
-        let healthy =
-            catch_unwind(AssertUnwindSafe(|| worker.run_batch_each(&key, &ops, &deadlines, &mut done)))
-                .is_ok();
+        let healthy = catch_unwind(AssertUnwindSafe(|| worker.run_batch(&key, &ops, &mut done))).is_ok();
         for completion in completions.into_iter().flatten() {
             completion.complete(Err(OpError::Internal("backend gave no result".into())));
         }
@@ -163,16 +158,16 @@ impl Executor {
     }
 
     /// Counts the batch's operations per kind, for the backend metrics.
-    fn record(&self, ops: &[Op]) {
+    fn record(&self, ops: &[BatchOp]) {
         let mut counts: Vec<(&'static str, usize)> = Vec::with_capacity(4);
-        for op in ops {
+        for BatchOp { op, .. } in ops {
             match counts.iter_mut().find(|(name, _)| *name == op.name()) {
                 Some((_, count)) => *count += 1,
                 None => counts.push((op.name(), 1)),
             }
         }
         for (name, count) in counts {
-            self.dispatcher.metrics().record_batch(self.backend.kind(), name, count);
+            self.queues.metrics().record_batch(self.backend.kind(), name, count);
         }
     }
 }

@@ -10,22 +10,18 @@
 mod executor;
 mod queue;
 
-use std::sync::Arc;
-use std::time::Instant;
-
 pub use executor::{BatchSettings, Executors};
-pub use queue::Dispatcher;
+pub use queue::KeyQueues;
 
-use crate::backend::{Op, OpResult};
-use crate::cache::{CacheKey, UnwrapCache};
-use crate::reply::Responder;
+use crate::backend::{BatchOp, OpResult};
+use crate::cache::CacheFill;
+use crate::server::responder::Responder;
 
 /// One client operation waiting for an executor.
 pub struct Job {
-    /// What to do.
-    pub op: Op,
-    /// Drop the job with TIMEOUT if it has not reached the backend by then.
-    pub deadline: Option<Instant>,
+    /// What to do, and by when: dropped with TIMEOUT if it has not reached the backend
+    /// by its deadline.
+    pub op: BatchOp,
     /// Who hears the outcome.
     pub completion: Completion,
 }
@@ -44,35 +40,7 @@ impl Completion {
     pub fn complete(self, result: OpResult) {
         match self {
             Completion::Respond(responder) => responder.send(result),
-            Completion::FillCache(mut fill) => fill.complete(result),
-        }
-    }
-}
-
-/// The leader's claim on a pending cache entry. Dropped unanswered (a job discarded at
-/// shutdown, say), it answers every waiter rather than leave them hanging.
-pub struct CacheFill {
-    cache: Arc<UnwrapCache>,
-    key: CacheKey,
-    done: bool,
-}
-
-impl CacheFill {
-    /// The claim on entry `key` of `cache`.
-    pub fn new(cache: Arc<UnwrapCache>, key: CacheKey) -> Self {
-        Self { cache, key, done: false }
-    }
-
-    fn complete(&mut self, result: OpResult) {
-        self.done = true;
-        self.cache.complete(&self.key, result);
-    }
-}
-
-impl Drop for CacheFill {
-    fn drop(&mut self) {
-        if !self.done {
-            self.complete(Err(crate::error::OpError::ShuttingDown));
+            Completion::FillCache(fill) => fill.complete(result),
         }
     }
 }

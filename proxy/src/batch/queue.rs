@@ -43,8 +43,9 @@ pub(crate) enum Ready {
     Stop,
 }
 
-/// Routes jobs into per-key queues and schedules keys onto the ready channel.
-pub struct Dispatcher {
+/// The per-key queues: routes jobs into them and schedules keys with work onto the
+/// ready channel that executors take them from.
+pub struct KeyQueues {
     queues: RwLock<HashMap<Arc<str>, Arc<KeyQueue>>>,
     ready_tx: Sender<Ready>,
     ready_rx: Receiver<Ready>,
@@ -53,8 +54,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
 }
 
-impl Dispatcher {
-    /// A dispatcher whose per-key queues hold `capacity` jobs each.
+impl KeyQueues {
+    /// A queues whose per-key queues hold `capacity` jobs each.
     pub fn new(capacity: usize, busy_retry_after: Duration, metrics: Arc<Metrics>) -> Self {
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         Self { queues: RwLock::default(), ready_tx, ready_rx, capacity, busy_retry_after, metrics }

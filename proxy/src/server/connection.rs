@@ -23,13 +23,13 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
-use crate::acl::Acl;
+use crate::access::acl::Acl;
+use crate::access::quota::QuotaRegistry;
 use crate::audit::AuditLog;
-use crate::auth::Peer;
 use crate::error::OpError;
-use crate::limits::LimitRegistry;
-use crate::reply::{Outgoing, Responder};
 use crate::router::Router;
+use crate::server::peer::Peer;
+use crate::server::responder::{Outgoing, Responder};
 use crate::telemetry::Metrics;
 
 /// What every connection shares.
@@ -46,8 +46,8 @@ pub struct ConnectionContext {
     pub metrics: Arc<Metrics>,
     /// Access control rules.
     pub acl: Acl,
-    /// Per-identity limits.
-    pub identity_limits: LimitRegistry,
+    /// Per-identity quotas.
+    pub quotas: QuotaRegistry,
     /// Where denials and failed handshakes are recorded.
     pub audit: AuditLog,
     /// Longest a TLS/QUIC handshake may take.
@@ -102,8 +102,8 @@ where
         match item {
             Some(Ok(Ok(frame))) => {
                 let opcode = frame.request.opcode();
-                let admitted = match (&peer.limits, opcode) {
-                    (Some(limits), op) if op != Opcode::Hello => limits.admit(received),
+                let admitted = match (&peer.quota, opcode) {
+                    (Some(quota), op) if op != Opcode::Hello => quota.admit(received),
                     _ => Ok(None),
                 };
                 let responder = Responder::new(
@@ -119,7 +119,7 @@ where
                         let responder = responder.with_identity_permit(identity_permit);
                         ctx.router.dispatch(frame, responder, received, &peer);
                     }
-                    Err(retry_after) => responder.send(Err(OpError::Limited { retry_after })),
+                    Err(retry_after) => responder.send(Err(OpError::OverQuota { retry_after })),
                 }
             }
             Some(Ok(Err(rejected))) => {
@@ -177,7 +177,7 @@ where
     let Ok(Some(Ok(Ok(frame)))) = tokio::time::timeout(ctx.frame_timeout, frames.next()).await else {
         return;
     };
-    let error = OpError::Limited { retry_after };
+    let error = OpError::OverQuota { retry_after };
     let response = ResponseFrame::failure(frame.request_id, frame.request.opcode() as u8, error.into());
     let mut buffer = BytesMut::new();
     if response.encode(&mut buffer, &limits).is_ok() {

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::{ConnectionContext, refuse, serve};
 use crate::audit::Event;
-use crate::auth::Peer;
+use crate::server::peer::Peer;
 use crate::transport::{Acceptor, Handshake};
 
 /// What every listener's accept loop shares.
@@ -73,8 +73,8 @@ async fn accept_loop<A: Acceptor>(
     }
 }
 
-/// Runs the handshake, resolves the peer's identity, permissions and limits, and
-/// serves the connection (or refuses it, over the identity's connection limit).
+/// Runs the handshake, resolves the peer's identity, permissions and quota, and
+/// serves the connection (or refuses it, over the identity's connection quota).
 async fn establish<H: Handshake>(
     handshake: H,
     addr: String,
@@ -101,15 +101,15 @@ async fn establish<H: Handshake>(
         }
     };
     let principal = identity.principal();
-    let limits = if ctx.identity_limits.enabled() {
-        match ctx.identity_limits.connect(&principal) {
-            Ok(limits) => Some(limits),
+    let quota = if ctx.quotas.enabled() {
+        match ctx.quotas.connect(&principal) {
+            Ok(quota) => Some(quota),
             Err(retry_after) => {
-                tracing::debug!(transport, peer = %addr, %principal, "over the identity's connection limit");
+                tracing::debug!(transport, peer = %addr, %principal, "over the identity's connection quota");
                 ctx.audit.record(Event::ConnectionRefused {
                     principal,
                     peer: addr,
-                    reason: "identity_limits.max_connections".into(),
+                    reason: "quotas.max_connections".into(),
                 });
                 return refuse(stream, ctx, retry_after).await;
             }
@@ -118,6 +118,6 @@ async fn establish<H: Handshake>(
         None
     };
     let permissions = ctx.acl.permissions(&identity);
-    let peer = Peer { addr, principal, permissions, limits };
+    let peer = Peer { addr, principal, permissions, quota };
     serve(stream, ctx, peer, shutdown).await;
 }

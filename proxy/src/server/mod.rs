@@ -7,13 +7,14 @@
 mod admin_http;
 mod connection;
 mod listener;
+pub mod peer;
 mod reload;
+pub mod responder;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,18 +23,14 @@ use tokio_util::task::TaskTracker;
 pub use connection::{ConnectionContext, serve};
 pub use reload::CertReloader;
 
-use crate::acl::Acl;
+use crate::access::acl::Acl;
+use crate::access::quota::QuotaRegistry;
 use crate::audit::{AuditLog, Event};
-use crate::backend::Backend;
-use crate::backend::kms::{KmsBackend, KmsError};
-use crate::backend::pkcs11::{Pkcs11Backend, Pkcs11Error};
-use crate::backend::soft::{KeystoreError, SoftBackend};
-use crate::batch::{BatchSettings, Dispatcher, Executors};
+use crate::backend::{Backend, BackendFault, OpenError};
+use crate::batch::{BatchSettings, Executors, KeyQueues};
 use crate::cache::UnwrapCache;
-use crate::config::{BackendConfig, ClientAuth, Config};
-use crate::error::OpError;
-use crate::keys::KeyRegistry;
-use crate::limits::LimitRegistry;
+use crate::config::{ClientAuth, Config};
+use crate::keys::{KeyRefresher, KeyRegistry, KeyStore};
 use crate::router::{Router, ServerInfo};
 use crate::telemetry::Metrics;
 use crate::transport::quic::QuicAcceptor;
@@ -54,18 +51,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The soft keystore could not be opened.
-    #[error("soft keystore: {0}")]
-    Keystore(#[from] KeystoreError),
-    /// The PKCS#11 token could not be opened.
-    #[error("pkcs11: {0}")]
-    Pkcs11(#[from] Pkcs11Error),
-    /// The KMS backend could not be set up.
-    #[error("kms: {0}")]
-    Kms(#[from] KmsError),
+    /// The backend could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// The backend could not list its keys.
     #[error("backend: {0}")]
-    Backend(#[from] OpError),
+    Backend(#[from] BackendFault),
     /// Executor threads could not be started.
     #[error("cannot start executor threads: {0}")]
     Threads(std::io::Error),
@@ -80,72 +71,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Opens the backend a config names.
-pub fn open_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, StartError> {
-    match config {
-        BackendConfig::Soft(soft) => Ok(Arc::new(SoftBackend::open(soft)?)),
-        BackendConfig::Pkcs11(hsm) => Ok(Arc::new(Pkcs11Backend::open(hsm)?)),
-        BackendConfig::Kms(kms) => Ok(Arc::new(KmsBackend::open(kms)?)),
-    }
-}
-
-/// Keeps the registry in step with the backend: re-reads keys and versions so new and
-/// disabled versions take effect, drops cached DEKs of versions that may no longer be
-/// unwrapped, and audits every change it sees. Key administration (`keymux key ...`)
-/// happens in another process, or another proxy; this is where the running proxy, the
-/// audit log's one writer, learns of it.
-struct KeyRefresher {
-    backend: Arc<dyn Backend>,
-    registry: Arc<KeyRegistry>,
-    cache: Option<Arc<UnwrapCache>>,
-    audit: AuditLog,
-}
-
-impl KeyRefresher {
-    fn refresh(&self) -> Result<(), OpError> {
-        let keys = self.backend.list_keys()?;
-        let old = self.registry.list();
-        if let Some(cache) = &self.cache {
-            // Only transitions matter: a version that could be unwrapped before and
-            // cannot now (disabled, below the minimum, or destroyed) leaves the cache.
-            for old in &old {
-                let new = keys.iter().find(|k| k.name == old.name);
-                for version in &old.versions {
-                    let was = old.check_decryptable(version.version).is_ok();
-                    let is = new.is_some_and(|k| k.check_decryptable(version.version).is_ok());
-                    if was && !is {
-                        cache.invalidate_version(&old.name, version.version);
-                    }
-                }
-            }
-        }
-        for change in crate::keys::changes(&old, &keys) {
-            tracing::info!(%change, "key change");
-            self.audit.record(Event::Admin { action: "key_change".into(), detail: change });
-        }
-        self.registry.replace(keys);
-        Ok(())
-    }
-
-    /// Refreshes every `interval` until `shutdown`, on a blocking thread (a backend's
-    /// listing may be slow HSM calls).
-    async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let refresher = Arc::clone(&self);
-            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || refresher.refresh()).await {
-                tracing::warn!(%error, "key refresh failed; keeping the last known keys");
-            }
-        }
-    }
 }
 
 /// A started proxy.
@@ -170,7 +95,7 @@ pub struct RunningServer {
 
 /// Starts the proxy described by `config`, opening its backend.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
-    let backend = open_backend(&config.backend)?;
+    let backend = crate::backend::open(&config.backend)?;
     start_with_backend(config, backend).await
 }
 
@@ -182,7 +107,7 @@ pub async fn start_with_backend(
     let metrics = Metrics::with_extra(|registry| backend.register_metrics(registry));
     let registry = Arc::new(KeyRegistry::new(backend.list_keys()?));
     let limits = config.limits.to_limits();
-    let dispatcher = Arc::new(Dispatcher::new(
+    let queues = Arc::new(KeyQueues::new(
         config.batch.queue_capacity,
         config.batch.busy_retry_after,
         Arc::clone(&metrics),
@@ -196,13 +121,8 @@ pub async fn start_with_backend(
         }
         None => AuditLog::disabled(),
     };
-    let router = Arc::new(Router::new(
-        Arc::clone(&registry),
-        Arc::clone(&dispatcher),
-        cache.clone(),
-        info,
-        audit.clone(),
-    ));
+    let router =
+        Arc::new(Router::new(Arc::clone(&registry), Arc::clone(&queues), cache.clone(), info, audit.clone()));
     let ctx = Arc::new(ConnectionContext {
         router,
         limits,
@@ -210,7 +130,7 @@ pub async fn start_with_backend(
         shutdown_grace: config.server.shutdown_grace,
         metrics: Arc::clone(&metrics),
         acl: Acl::new(config.acl.clone()),
-        identity_limits: LimitRegistry::new(config.identity_limits.clone()),
+        quotas: QuotaRegistry::new(config.quotas.clone()),
         audit: audit.clone(),
         handshake_timeout: config.server.handshake_timeout,
         idle_timeout: config.server.idle_timeout,
@@ -279,7 +199,7 @@ pub async fn start_with_backend(
     let executors = Executors::start(
         backend.preferred_workers().unwrap_or_else(|| config.batch.threads()),
         Arc::clone(&backend),
-        Arc::clone(&dispatcher),
+        Arc::clone(&queues),
         Arc::clone(&registry),
         settings,
     )
@@ -314,12 +234,8 @@ pub async fn start_with_backend(
             .map_err(bind_error("unix", path.display().to_string()))?;
         listeners.spawn(unix);
     }
-    let refresher = Arc::new(KeyRefresher {
-        backend: Arc::clone(&backend),
-        registry: Arc::clone(&registry),
-        cache: cache.clone(),
-        audit: audit.clone(),
-    });
+    let store: Arc<dyn KeyStore> = Arc::clone(&backend) as _;
+    let refresher = Arc::new(KeyRefresher::new(store, Arc::clone(&registry), cache.clone(), audit.clone()));
     tokio::spawn(Arc::clone(&refresher).run(config.keys.refresh_interval, shutdown.clone()));
     if let Some(listener) = admin {
         tokio::spawn(admin_http::serve_admin(
@@ -412,7 +328,7 @@ impl RunningServer {
 
     /// Re-reads keys and versions from the backend now (it also happens every
     /// `keys.refresh_interval`).
-    pub fn refresh_keys(&self) -> Result<(), OpError> {
+    pub fn refresh_keys(&self) -> Result<(), BackendFault> {
         self.refresher.refresh()
     }
 

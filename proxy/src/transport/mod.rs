@@ -17,7 +17,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::Identity;
+use crate::access::identity::Identity;
 
 /// A listening transport.
 pub trait Acceptor: Send + 'static {

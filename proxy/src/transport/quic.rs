@@ -19,7 +19,7 @@ use tokio::io::Join;
 
 use super::tls::{TlsError, identity_of};
 use super::{Acceptor, Handshake};
-use crate::auth::Identity;
+use crate::access::identity::Identity;
 
 /// The byte stream of a QUIC connection: its one bidirectional stream. The streams keep
 /// their connection alive.

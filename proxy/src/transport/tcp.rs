@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Acceptor, Handshake};
-use crate::auth::Identity;
+use crate::access::identity::Identity;
 
 /// A TCP listener with Nagle's algorithm off on accepted connections (responses are
 /// small and latency matters; the writer already coalesces them).

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
 use super::{Acceptor, Handshake};
-use crate::auth::Identity;
+use crate::access::identity::Identity;
 use crate::config::{ClientAuth, TlsConfig};
 
 pub use keymux_protocol::ALPN;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::{Acceptor, Handshake};
-use crate::auth::Identity;
+use crate::access::identity::Identity;
 
 /// A Unix socket listener. The socket file is removed when the acceptor is dropped.
 pub struct UnixAcceptor {

@@ -4,6 +4,7 @@ use keymux_client::Error;
 
 use crate::hsm_token::{client_for, unique_key};
 use crate::moto::{Moto, create_key, kms_calls, kms_config, start_proxy};
+use keymux_proxy::keys::KeyLifecycle;
 
 #[tokio::test]
 async fn round_trip_generate_rewrap_and_integrity() {

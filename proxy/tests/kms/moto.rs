@@ -12,9 +12,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use keymux_proxy::config::{BackendConfig, Config, KmsConfig, KmsRegionConfig};
+use keymux_proxy::backend::BackendConfig;
+use keymux_proxy::backend::kms::{KmsConfig, KmsRegionConfig};
+use keymux_proxy::config::Config;
 
 use crate::common::TestProxy;
+use keymux_proxy::keys::KeyLifecycle;
 
 /// A moto server on loopback. It stops when dropped, or when the test process exits
 /// (a shell between us and moto kills it once our end of its stdin closes).

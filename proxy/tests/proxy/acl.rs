@@ -4,10 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keymux_client::{Client, ClientConfig, Endpoint, Error};
+use keymux_proxy::access::ops::OpSet;
 use keymux_proxy::config::{AclRule, Config};
 
 use crate::certs::{Issued, Pki, Subject, sdk_client};
 use crate::common::TestProxy;
+use keymux_proxy::keys::KeyLifecycle;
 
 fn rule(matcher: impl FnOnce(&mut AclRule), ops: &[&str], keys: &[&str]) -> AclRule {
     let mut rule = AclRule {
@@ -17,7 +19,7 @@ fn rule(matcher: impl FnOnce(&mut AclRule), ops: &[&str], keys: &[&str]) -> AclR
         uri: None,
         uid: None,
         any: false,
-        ops: ops.iter().map(|s| (*s).to_owned()).collect(),
+        ops: OpSet::parse(ops.iter().copied()).unwrap(),
         keys: keys.iter().map(|s| (*s).to_owned()).collect(),
     };
     matcher(&mut rule);
@@ -184,8 +186,8 @@ async fn unix_socket_clients_are_identified_by_uid() {
 async fn the_rate_limit_answers_busy_for_one_identity_only() {
     let pki = Pki::new("ca");
     let proxy = proxy_with_keys(&pki, |config| {
-        config.identity_limits.rate = 10.0;
-        config.identity_limits.burst = 5;
+        config.quotas.rate = 10.0;
+        config.quotas.burst = 5;
     })
     .await;
     let greedy = Arc::new(tls_client(&proxy, &pki, &pki.client_cn("greedy")).await);
@@ -218,8 +220,8 @@ async fn the_rate_limit_answers_busy_for_one_identity_only() {
 async fn in_flight_and_connection_limits_answer_busy_for_one_identity_only() {
     let pki = Pki::new("ca");
     let proxy = proxy_with_keys(&pki, |config| {
-        config.identity_limits.max_in_flight = 4;
-        config.identity_limits.max_connections = 2;
+        config.quotas.max_in_flight = 4;
+        config.quotas.max_connections = 2;
         config.batch.executor_threads = 1;
     })
     .await;

@@ -10,10 +10,10 @@ use futures_util::{SinkExt, StreamExt};
 use keymux_protocol::{
     ClientCodec, Limits, Reply, Request, RequestFrame, ResponseFrame, SecretBytes, Status,
 };
-use keymux_proxy::backend::{Backend, BackendWorker, Op, OpResult};
-use keymux_proxy::config::{BackendConfig, Config, SecretSource, SoftConfig};
-use keymux_proxy::error::OpError;
-use keymux_proxy::keys::{KeyInfo, VersionState};
+use keymux_proxy::backend::soft::SoftConfig;
+use keymux_proxy::backend::{Backend, BackendConfig, BackendFault, BackendWorker, BatchOp, Completions};
+use keymux_proxy::config::Config;
+use keymux_proxy::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
 use keymux_proxy::server::{self, RunningServer};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,13 +36,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.server.shutdown_grace = Duration::from_secs(5);
-    config.backend = BackendConfig::Soft(SoftConfig {
-        data_dir: dir.to_owned(),
-        passphrase: Some(SecretSource::GeneratedFile(dir.join("passphrase"))),
-        create_if_missing: true,
-        kdf_memory_kib: 8 * 1024,
-        kdf_passes: 1,
-    });
+    config.backend = BackendConfig::Soft(SoftConfig::throwaway(dir));
     config
 }
 
@@ -65,7 +59,7 @@ impl TestProxy {
         backend(&mut config);
         tweak(&mut config);
         config.validate().unwrap();
-        let backend = server::open_backend(&config.backend).unwrap();
+        let backend = keymux_proxy::backend::open(&config.backend).unwrap();
         let gate = Gate::default();
         let gated = Arc::new(GatedBackend { inner: Arc::clone(&backend), gate: gate.clone() });
         let server = server::start_with_backend(&config, gated).await.unwrap();
@@ -207,11 +201,7 @@ impl Backend for GatedBackend {
         self.inner.kind()
     }
 
-    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
-        self.inner.list_keys()
-    }
-
-    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, BackendFault> {
         Ok(Box::new(GatedWorker { inner: self.inner.open_worker()?, gate: self.gate.clone() }))
     }
 
@@ -219,28 +209,39 @@ impl Backend for GatedBackend {
         self.inner.preferred_workers()
     }
 
-    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        self.inner.create_key(name)
-    }
-
-    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
-        self.inner.rotate_key(name)
-    }
-
-    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError> {
-        self.inner.set_version_state(name, version, state)
-    }
-
-    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
-        self.inner.set_min_decryption_version(name, version)
-    }
-
-    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
-        self.inner.destroy_version(name, version)
-    }
-
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.register_metrics(registry);
+    }
+}
+
+impl KeyStore for GatedBackend {
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendFault> {
+        self.inner.list_keys()
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), KeyAdminError> {
+        self.inner.check_name(name)
+    }
+
+    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        self.inner.write_new_version(name, version)
+    }
+
+    fn write_version_state(
+        &self,
+        name: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<(), KeyAdminError> {
+        self.inner.write_version_state(name, version, state)
+    }
+
+    fn write_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        self.inner.write_min_decryption_version(name, version)
+    }
+
+    fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        self.inner.erase_version(name, version)
     }
 }
 
@@ -250,20 +251,9 @@ struct GatedWorker {
 }
 
 impl BackendWorker for GatedWorker {
-    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[BatchOp], done: &mut Completions<'_>) {
         let _inside = self.gate.pass();
-        self.inner.run_batch(key, ops, out);
-    }
-
-    fn run_batch_each(
-        &mut self,
-        key: &KeyInfo,
-        ops: &[Op],
-        deadlines: &[Option<std::time::Instant>],
-        done: &mut (dyn FnMut(usize, OpResult) + Send),
-    ) {
-        let _inside = self.gate.pass();
-        self.inner.run_batch_each(key, ops, deadlines, done);
+        self.inner.run_batch(key, ops, done);
     }
 }
 

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use keymux_client::Error;
 use keymux_protocol::BlobHeader;
-use keymux_proxy::backend::Backend;
-use keymux_proxy::config::Pkcs11Mechanism;
+use keymux_proxy::backend::pkcs11::Pkcs11Mechanism;
 use keymux_proxy::keys::VersionState;
 
 use crate::common::TestProxy;
 use crate::hsm_token::{client_for, one_at_a_time, token, unique_key};
+use keymux_proxy::keys::KeyLifecycle;
 
 fn version_of(blob: &[u8]) -> u32 {
     BlobHeader::parse(blob).unwrap().0.version
@@ -33,7 +33,7 @@ async fn operations_with(mechanism: Pkcs11Mechanism) {
     let proxy = TestProxy::start_hsm(|config| {
         let mut hsm = token().config(2);
         hsm.mechanism = mechanism;
-        config.backend = keymux_proxy::config::BackendConfig::Pkcs11(hsm);
+        config.backend = keymux_proxy::backend::BackendConfig::Pkcs11(hsm);
     })
     .await;
     let key = unique_key("ops");

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use keymux_proxy::config::{BackendConfig, Pkcs11Config, Pkcs11Mechanism, SecretSource};
+use keymux_proxy::backend::BackendConfig;
+use keymux_proxy::backend::pkcs11::{Pkcs11Config, Pkcs11Mechanism};
+use keymux_proxy::secrets::SecretSource;
 
 /// The SoftHSM2 module Debian installs; `KEYMUX_TEST_PKCS11_MODULE` overrides it.
 const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -41,7 +43,7 @@ impl SoftHsmToken {
             module: self.module.clone(),
             token_label: self.label.clone(),
             slot: self.slot,
-            pin: SecretSource::File(self.pin_file.clone()),
+            pin: Some(SecretSource::File(self.pin_file.clone())),
             sessions,
             probe_interval: std::time::Duration::from_millis(50),
             mechanism: Pkcs11Mechanism::Auto,

@@ -3,6 +3,7 @@
 use keymux_protocol::{Reply, RequestFrame, Status};
 
 use crate::common::{TestProxy, http_get, wrap_request};
+use keymux_proxy::keys::KeyLifecycle;
 
 #[tokio::test]
 async fn serves_on_a_unix_socket() {

@@ -5,6 +5,7 @@
 //! operation's deadline, the region's token bucket and its circuit.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 // The names aws-config's `profile_files` takes; their new names live in aws-runtime,
@@ -19,20 +20,9 @@ use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
-use crate::config::{KmsConfig, KmsRegionConfig};
+use super::config::{KmsConfig, KmsRegionConfig};
+use crate::backend::{BackendFault, RetryReason};
 use crate::error::OpError;
-
-/// Why one KMS request failed.
-#[derive(Debug)]
-pub(crate) enum Fault {
-    /// KMS throttled it: slow down, then retry.
-    Throttled,
-    /// No usable answer (connection, timeout, server error): counts against the
-    /// region's circuit; another region or a retry may succeed.
-    Unavailable(String),
-    /// KMS answered and refused: the operation's own outcome, never retried.
-    Op(OpError),
-}
 
 /// A client for `region`, its credentials from the standard chain.
 #[allow(deprecated)]
@@ -64,37 +54,45 @@ pub(crate) async fn connect(config: &KmsConfig, region: &KmsRegionConfig) -> Cli
     Client::new(&loader.load().await)
 }
 
+/// A retryable fault; the retry hint is the failover's to set (its backoff and probe
+/// interval), not the classifier's.
+fn retryable(reason: RetryReason) -> BackendFault {
+    BackendFault::Retryable { reason, retry_after: Duration::ZERO }
+}
+
 /// Sorts an SDK failure. Messages carry KMS's error code and text, never key material.
-pub(crate) fn classify<E>(error: SdkError<E, HttpResponse>) -> Fault
+pub(crate) fn classify<E>(error: SdkError<E, HttpResponse>) -> BackendFault
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let service = match &error {
         SdkError::ServiceError(service) => service,
         SdkError::ConstructionFailure(_) => {
-            return Fault::Op(OpError::Internal(format!("KMS request: {}", DisplayErrorContext(&error))));
+            let message = format!("KMS request: {}", DisplayErrorContext(&error));
+            return BackendFault::Final(OpError::Internal(message));
         }
-        _ => return Fault::Unavailable(short(&DisplayErrorContext(&error).to_string())),
+        _ => return retryable(RetryReason::Unavailable(short(&DisplayErrorContext(&error).to_string()))),
     };
     let status = service.raw().status().as_u16();
     let code = service.err().code().unwrap_or("unknown");
     let message = service.err().message().unwrap_or_default();
     let described = || short(&format!("{code}: {message}"));
     match code {
-        "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => Fault::Throttled,
-        "InvalidCiphertextException" | "IncorrectKeyException" => Fault::Op(OpError::Integrity),
+        "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
+            retryable(RetryReason::Throttled)
+        }
+        "InvalidCiphertextException" | "IncorrectKeyException" => BackendFault::Final(OpError::Integrity),
         "KMSInternalException"
         | "DependencyTimeoutException"
         | "KeyUnavailableException"
         | "ServiceUnavailableException"
-        | "InternalFailure" => Fault::Unavailable(described()),
-        "DisabledException" | "KMSInvalidStateException" => {
-            Fault::Op(OpError::Internal(format!("the KMS key refused: {}", described())))
-        }
-        "ValidationException" => Fault::Op(OpError::BadRequest(described())),
-        _ if status == 429 => Fault::Throttled,
-        _ if status >= 500 => Fault::Unavailable(described()),
-        _ => Fault::Op(OpError::Internal(format!("KMS: {}", described()))),
+        | "InternalFailure" => retryable(RetryReason::Unavailable(described())),
+        // The KMS key is disabled or pending deletion: the key version is disabled.
+        "DisabledException" | "KMSInvalidStateException" => BackendFault::KeyRefused,
+        "ValidationException" => BackendFault::Final(OpError::BadRequest(described())),
+        _ if status == 429 => retryable(RetryReason::Throttled),
+        _ if status >= 500 => retryable(RetryReason::Unavailable(described())),
+        _ => BackendFault::Final(OpError::Internal(format!("KMS: {}", described()))),
     }
 }
 

@@ -18,10 +18,10 @@ use tokio::sync::Semaphore;
 
 use super::admission::TokenBucket;
 use super::circuit::Circuit;
-use super::client::Fault;
-use crate::config::{KmsConfig, KmsRegionConfig};
+use super::config::{KmsConfig, KmsRegionConfig};
+use super::metrics::{KmsMetrics, KmsOutcome};
+use crate::backend::{BackendFault, RetryReason};
 use crate::error::OpError;
-use crate::telemetry::{KmsMetrics, KmsOutcome};
 
 /// Backoffs never grow past this.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -113,18 +113,18 @@ impl Regions {
     }
 
     /// Runs one KMS request (`call`, named `name` in metrics) for an operation on `key`
-    /// due by `deadline`, on the first usable region, retrying and failing over as the
+    /// (name and version) due by `deadline`, on the first usable region, retrying and failing over as the
     /// module describes. `call` builds and sends the request on the client it is given.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         name: &'static str,
-        key: &str,
+        (key, version): (&str, u32),
         deadline: Instant,
         mut call: F,
     ) -> Result<T, OpError>
     where
         F: FnMut(Client) -> Fut,
-        Fut: Future<Output = Result<T, Fault>>,
+        Fut: Future<Output = Result<T, BackendFault>>,
     {
         let mut skip = vec![false; self.regions.len()];
         let mut retries = 0u32;
@@ -165,12 +165,15 @@ impl Regions {
                     self.answered(region, name, sent.elapsed());
                     return Ok(value);
                 }
-                Ok(Err(Fault::Op(error))) => {
+                Ok(Err(BackendFault::Retryable { reason: RetryReason::Throttled, .. })) => Retry::Throttled,
+                Ok(Err(BackendFault::Retryable {
+                    reason: RetryReason::Unavailable(reason) | RetryReason::SessionLost(reason),
+                    ..
+                })) => Retry::Unavailable(reason),
+                Ok(Err(fault)) => {
                     self.answered(region, name, sent.elapsed());
-                    return Err(error);
+                    return Err(fault.into_op_error(key, version));
                 }
-                Ok(Err(Fault::Throttled)) => Retry::Throttled,
-                Ok(Err(Fault::Unavailable(reason))) => Retry::Unavailable(reason),
                 Err(_) if attempt_end >= deadline => {
                     self.metrics.call(&region.label, name, KmsOutcome::Failed);
                     return Err(OpError::Timeout);
@@ -182,7 +185,11 @@ impl Regions {
                     self.metrics.call(&region.label, name, KmsOutcome::Throttled);
                     let rate = region.bucket.throttled(Instant::now());
                     self.metrics.rate(&region.label, rate);
-                    OpError::Busy { key: key.to_owned(), retry_after: self.settings.backoff }
+                    let fault = BackendFault::Retryable {
+                        reason: RetryReason::Throttled,
+                        retry_after: self.settings.backoff,
+                    };
+                    fault.into_op_error(key, version)
                 }
                 Retry::Unavailable(reason) => {
                     self.metrics.call(&region.label, name, KmsOutcome::Failed);

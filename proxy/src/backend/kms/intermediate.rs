@@ -30,10 +30,10 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use keymux_protocol::SecretBytes;
 use tokio::sync::OnceCell;
 
-use crate::acl::glob_match;
-use crate::config::IntermediateConfig;
+use super::config::IntermediateConfig;
+use super::metrics::KmsMetrics;
+use crate::access::glob::glob_match;
 use crate::error::OpError;
-use crate::telemetry::KmsMetrics;
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;

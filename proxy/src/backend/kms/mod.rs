@@ -14,27 +14,29 @@
 //! a batch's operations run concurrently (up to the in-flight limit). See
 //! `docs/KMS.md`.
 
-mod admin;
 mod admission;
 mod circuit;
 mod client;
+mod config;
 mod failover;
 mod intermediate;
+mod metrics;
 mod names;
+mod store;
 mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, BackendWorker};
-use crate::config::KmsConfig;
-use crate::error::OpError;
-use crate::keys::{KeyInfo, VersionState};
-use crate::telemetry::KmsMetrics;
+use crate::backend::{Backend, BackendFault, BackendWorker};
+use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
 use failover::{Region, Regions, RetrySettings};
 use intermediate::Intermediate;
+pub use metrics::{KmsMetrics, KmsOutcome};
 use names::Names;
+
+pub use config::{IntermediateConfig, KmsConfig, KmsRegionConfig};
 
 /// Why the KMS backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,11 +154,7 @@ impl Backend for KmsBackend {
         "kms"
     }
 
-    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
-        self.shared.block_on(self.shared.list())
-    }
-
-    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, BackendFault> {
         Ok(Box::new(worker::KmsWorker::new(Arc::clone(&self.shared))))
     }
 
@@ -164,27 +162,38 @@ impl Backend for KmsBackend {
         Some(self.executors)
     }
 
-    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        self.shared.block_on(self.shared.create_key(name))
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.shared.metrics.register(registry);
+    }
+}
+
+impl KeyStore for KmsBackend {
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendFault> {
+        self.shared.block_on(self.shared.list())
     }
 
-    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
-        self.shared.block_on(self.shared.rotate_key(name))
+    fn check_name(&self, name: &str) -> Result<(), KeyAdminError> {
+        names::check_key_name(name)
     }
 
-    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError> {
+    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        self.shared.block_on(self.shared.create_version(name, version))
+    }
+
+    fn write_version_state(
+        &self,
+        name: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<(), KeyAdminError> {
         self.shared.block_on(self.shared.set_version_state(name, version, state))
     }
 
-    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    fn write_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         self.shared.block_on(self.shared.set_min_decryption_version(name, version))
     }
 
-    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         self.shared.block_on(self.shared.destroy_version(name, version))
-    }
-
-    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.shared.metrics.register(registry);
     }
 }

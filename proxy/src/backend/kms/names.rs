@@ -9,7 +9,7 @@
 //! region agree on every key, and an operator can map an existing KMS key into keymux
 //! by creating a version alias for it.
 
-use crate::error::OpError;
+use crate::keys::KeyAdminError;
 
 /// What an alias of ours says.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,12 +55,13 @@ impl Names {
 
 /// KMS aliases allow letters, digits, `/`, `_` and `-`; keymux key names on KMS use
 /// letters, digits, `_`, `-` (the `/` separates the version).
-pub(crate) fn check_key_name(name: &str) -> Result<(), OpError> {
+pub(crate) fn check_key_name(name: &str) -> Result<(), KeyAdminError> {
     let fits = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if name.is_empty() || name.len() > 200 || !name.chars().all(fits) {
-        return Err(OpError::BadRequest(
-            "KMS key names are 1 to 200 letters, digits, '_' or '-' (they become KMS aliases)".into(),
-        ));
+        return Err(KeyAdminError::InvalidName {
+            name: name.chars().take(64).collect(),
+            reason: "KMS key names are 1 to 200 letters, digits, '_' or '-' (they become KMS aliases)",
+        });
     }
     Ok(())
 }

@@ -12,9 +12,9 @@ use futures_util::stream::FuturesUnordered;
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
 use super::Shared;
-use super::client::{Fault, classify, context};
+use super::client::{classify, context};
 use super::intermediate::Body;
-use crate::backend::{BackendWorker, Op, OpResult, ParsedBlob};
+use crate::backend::{BackendFault, BackendWorker, BatchOp, Completions, Op, OpResult, ParsedBlob};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
 
@@ -33,32 +33,17 @@ impl KmsWorker {
 }
 
 impl BackendWorker for KmsWorker {
-    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
-        let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
-        self.run_batch_each(key, ops, &vec![None; ops.len()], &mut |index, result| {
-            results[index] = Some(result)
-        });
-        out.extend(
-            results.into_iter().map(|r| r.unwrap_or_else(|| Err(OpError::Internal("not run".into())))),
-        );
-    }
-
     /// Runs every operation of the batch concurrently, answering each as it finishes.
-    fn run_batch_each(
-        &mut self,
-        key: &KeyInfo,
-        ops: &[Op],
-        deadlines: &[Option<Instant>],
-        done: &mut (dyn FnMut(usize, OpResult) + Send),
-    ) {
+    /// An operation whose client set no deadline gets `max_wait`.
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[BatchOp], done: &mut Completions<'_>) {
         let shared = &*self.shared;
         let fallback = Instant::now() + shared.max_wait;
         let mut runs: FuturesUnordered<_> = ops
             .iter()
             .enumerate()
-            .map(|(index, op)| {
-                let deadline = deadlines.get(index).copied().flatten().unwrap_or(fallback);
-                async move { (index, shared.run(key, op, deadline).await) }
+            .map(|(index, batch_op)| {
+                let deadline = batch_op.deadline.unwrap_or(fallback);
+                async move { (index, shared.run(key, &batch_op.op, deadline).await) }
             })
             .collect();
         shared.block_on(async {
@@ -75,12 +60,12 @@ fn header(key: &KeyInfo, version: u32, mode: BlobMode) -> Result<Vec<u8>, OpErro
         .map_err(|e| OpError::Internal(e.to_string()))
 }
 
-fn missing(what: &str) -> Fault {
-    Fault::Op(OpError::Internal(format!("KMS answered without {what}")))
+fn missing(what: &str) -> BackendFault {
+    BackendFault::Final(OpError::Internal(format!("KMS answered without {what}")))
 }
 
 /// The ciphertext of an Encrypt or ReEncrypt answer.
-fn ciphertext(blob: Option<Blob>) -> Result<Vec<u8>, Fault> {
+fn ciphertext(blob: Option<Blob>) -> Result<Vec<u8>, BackendFault> {
     blob.map(Blob::into_inner).ok_or_else(|| missing("a ciphertext"))
 }
 
@@ -143,7 +128,7 @@ impl Shared {
         let (alias, context) = (self.names.version(&key.name, version), context(&blob, aad));
         let ciphertext = self
             .regions
-            .call("encrypt", &key.name, deadline, |client| {
+            .call("encrypt", (&key.name, version), deadline, |client| {
                 let request = client
                     .encrypt()
                     .key_id(&alias)
@@ -167,13 +152,13 @@ impl Shared {
         deadline: Instant,
     ) -> Result<(SecretBytes, Vec<u8>), OpError> {
         let (alias, context) = (self.names.version(&key.name, version), context(header, b""));
-        self.data_key(&key.name, &alias, &context, DataKeySize::Aes256, deadline).await
+        self.data_key((&key.name, version), &alias, &context, DataKeySize::Aes256, deadline).await
     }
 
     /// GenerateDataKey on `alias`: the plaintext key and KMS's ciphertext of it.
     async fn data_key(
         &self,
-        key: &str,
+        key: (&str, u32),
         alias: &str,
         context: &HashMap<String, String>,
         size: DataKeySize,
@@ -216,8 +201,9 @@ impl Shared {
         let version = key.current_version()?;
         let mut blob = header(key, version, BlobMode::Direct)?;
         let (alias, context) = (self.names.version(&key.name, version), context(&blob, aad));
-        let (plaintext, ciphertext) =
-            self.data_key(&key.name, &alias, &context, DataKeySize::Bytes(length), deadline).await?;
+        let (plaintext, ciphertext) = self
+            .data_key((&key.name, version), &alias, &context, DataKeySize::Bytes(length), deadline)
+            .await?;
         blob.extend_from_slice(&ciphertext);
         Ok(Reply::GenerateDataKey { plaintext, blob })
     }
@@ -236,17 +222,20 @@ impl Shared {
         if !blob.is_direct() {
             let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
             let body = Body::parse(blob.body())?;
-            let unwrap =
-                || self.decrypt(&key.name, &alias, body.wrapped, context(blob.header_bytes(), b""), deadline);
+            let unwrap = || {
+                let context = context(blob.header_bytes(), b"");
+                self.decrypt((&key.name, version), &alias, body.wrapped, context, deadline)
+            };
             return self.intermediate.open(&body, &associated, unwrap).await;
         }
-        self.decrypt(&key.name, &alias, blob.body(), context(blob.header_bytes(), aad), deadline).await
+        self.decrypt((&key.name, version), &alias, blob.body(), context(blob.header_bytes(), aad), deadline)
+            .await
     }
 
     /// One KMS Decrypt, requiring the ciphertext to be `alias`'s key's.
     async fn decrypt(
         &self,
-        key: &str,
+        key: (&str, u32),
         alias: &str,
         ciphertext: &[u8],
         context: std::collections::HashMap<String, String>,
@@ -289,7 +278,7 @@ impl Shared {
         let (source_context, destination_context) = (context(blob.header_bytes(), aad), context(&out, aad));
         let ciphertext = self
             .regions
-            .call("re_encrypt", &key.name, deadline, |client| {
+            .call("re_encrypt", (&key.name, from), deadline, |client| {
                 let request = client
                     .re_encrypt()
                     .ciphertext_blob(Blob::new(blob.body()))

@@ -11,14 +11,16 @@
 //! call per batch: the token's RNG is the one its certification covers, the same one
 //! that made the KEKs, and batching makes its per-call cost negligible.
 
+mod config;
 mod iv;
 mod labels;
+mod metrics;
 mod scheme;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,45 +32,47 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
-use crate::backend::{Backend, BackendWorker, check_destroyable, validate_key_name};
-use crate::config::Pkcs11Config;
+use crate::backend::{Backend, BackendFault, BackendWorker};
 use crate::error::OpError;
-use crate::keys::{KeyInfo, VersionInfo, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionInfo, VersionState};
 use crate::secrets::SecretError;
 use scheme::Scheme;
 
-/// Why the PKCS#11 backend could not start. Never carries the PIN.
+pub use config::{Pkcs11Config, Pkcs11Mechanism};
+
+/// Why the PKCS#11 backend could not start. Never carries the PIN. Failed PKCS#11
+/// calls keep cryptoki's error: the return value and the function that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Pkcs11Error {
+    /// The config names no PIN source.
+    #[error("no PIN source configured (backend.pin)")]
+    NoPin,
     /// The PIN source gave nothing usable.
     #[error("pin: {0}")]
     Pin(#[from] SecretError),
     /// The module could not be loaded or initialised.
-    #[error("module {module}: {message}")]
+    #[error("module {module}: {source}")]
     Module {
         /// The module path.
         module: PathBuf,
-        /// What failed.
-        message: String,
+        /// The failed call.
+        source: CkError,
     },
     /// No token matches the configured label or slot.
-    #[error("no token {0} in this module")]
-    NoToken(String),
+    #[error("no token {wanted} in this module (present: {present})")]
+    NoToken {
+        /// The label or slot asked for.
+        wanted: String,
+        /// The slots and labels the module offers.
+        present: String,
+    },
     /// The token cannot do what keymux needs.
     #[error("{0}")]
     Mechanism(String),
     /// Logging in failed.
     #[error("login to the token failed: {0}")]
-    Login(String),
-}
-
-/// Executor sessions opened in this process, first opens and reopens after a failure.
-static SESSION_OPENS: AtomicU64 = AtomicU64::new(0);
-
-/// Executor sessions opened so far in this process (first opens and reopens).
-pub fn session_opens() -> u64 {
-    SESSION_OPENS.load(Ordering::Relaxed)
+    Login(CkError),
 }
 
 /// What every session of this backend shares.
@@ -89,6 +93,8 @@ pub(crate) struct Shared {
     /// never touched by a worker that has not yet seen the new epoch. No session is
     /// shared or locked; uncontended until a session is lost.
     pub(crate) recovery_fence: std::sync::RwLock<()>,
+    /// This backend's counters.
+    pub(crate) metrics: metrics::Pkcs11Metrics,
 }
 
 impl Shared {
@@ -118,7 +124,7 @@ fn module_context(module: &Path) -> Result<Pkcs11, Pkcs11Error> {
     if let Some(context) = contexts.get(module) {
         return Ok(context.clone());
     }
-    let fail = |error: CkError| Pkcs11Error::Module { module: module.to_owned(), message: error.to_string() };
+    let fail = |source: CkError| Pkcs11Error::Module { module: module.to_owned(), source };
     let context = Pkcs11::new(module).map_err(fail)?;
     match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -137,8 +143,10 @@ pub(crate) fn describe(error: &CkError) -> String {
     }
 }
 
-fn internal(error: CkError) -> OpError {
-    OpError::Internal(describe(&error))
+/// A failed call on an admin or listing session: final, with the function and the
+/// return value.
+fn internal(error: CkError) -> BackendFault {
+    BackendFault::Final(OpError::Internal(describe(&error)))
 }
 
 fn now_secs() -> u64 {
@@ -148,7 +156,7 @@ fn now_secs() -> u64 {
 impl Pkcs11Backend {
     /// Loads the module, finds the token and checks that the PIN logs in.
     pub fn open(config: &Pkcs11Config) -> Result<Self, Pkcs11Error> {
-        let pin = config.pin.resolve()?;
+        let pin = config.pin.as_ref().ok_or(Pkcs11Error::NoPin)?.resolve()?;
         let context = module_context(&config.module)?;
         let slot = find_slot(&context, config)?;
         let offered: Vec<MechanismType> =
@@ -165,8 +173,9 @@ impl Pkcs11Backend {
             scheme,
             session_epoch: AtomicU64::new(0),
             recovery_fence: std::sync::RwLock::new(()),
+            metrics: metrics::Pkcs11Metrics::default(),
         });
-        shared.open_session().map_err(|e| Pkcs11Error::Login(describe(&e)))?;
+        shared.open_session().map_err(Pkcs11Error::Login)?;
         Ok(Self { shared, sessions: config.sessions })
     }
 
@@ -185,30 +194,34 @@ impl Pkcs11Backend {
     /// Key administration is rare, so it is serialised per process: some modules
     /// (SoftHSM2's file object store among them) fail when several sessions of one
     /// process create or enumerate token objects at once. The data path never takes it.
-    fn session(&self) -> Result<(Session, std::sync::MutexGuard<'static, ()>), OpError> {
+    fn session(&self) -> Result<(Session, std::sync::MutexGuard<'static, ()>), BackendFault> {
         static ADMIN: Mutex<()> = Mutex::new(());
         let guard = ADMIN.lock().unwrap_or_else(|p| p.into_inner());
-        let session = self.shared.open_session().map_err(|error| OpError::BackendUnavailable {
-            reason: describe(&error),
-            retry_after: self.shared.probe_interval,
-        })?;
+        let session = self
+            .shared
+            .open_session()
+            .map_err(|error| BackendFault::unavailable(describe(&error), self.shared.probe_interval))?;
         Ok((session, guard))
     }
 
     /// The object labelled `label` of class `class`, if any.
-    fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, OpError> {
+    fn find(
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<Option<ObjectHandle>, BackendFault> {
         let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
         Ok(session.find_objects(&template).map_err(internal)?.into_iter().next())
     }
 
-    fn find_version(session: &Session, name: &str, version: u32) -> Result<ObjectHandle, OpError> {
+    fn find_version(session: &Session, name: &str, version: u32) -> Result<ObjectHandle, KeyAdminError> {
         Self::find(session, ObjectClass::SECRET_KEY, &labels::version_label(name, version))?
-            .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })
+            .ok_or_else(|| KeyAdminError::UnknownVersion { key: name.into(), version })
     }
 
     /// Generates version `version` of `name` on the token (and its HMAC key where new
     /// blobs are sealed with AES-CBC + HMAC).
-    fn generate(&self, session: &Session, name: &str, version: u32) -> Result<(), OpError> {
+    fn generate(&self, session: &Session, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let created = now_secs().to_be_bytes().to_vec();
         if self.shared.scheme == Scheme::CbcHmac {
             let template = [
@@ -226,7 +239,7 @@ impl Pkcs11Backend {
             ];
             let handle =
                 session.generate_key(&Mechanism::GenericSecretKeyGen, &template).map_err(internal)?;
-            Self::ensure_unique(session, handle, &labels::mac_label(name, version))?;
+            Self::ensure_unique(session, handle, name, version, &labels::mac_label(name, version))?;
         }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -242,33 +255,33 @@ impl Pkcs11Backend {
             Attribute::Id(created),
         ];
         let handle = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?;
-        Self::ensure_unique(session, handle, &labels::version_label(name, version))
+        Self::ensure_unique(session, handle, name, version, &labels::version_label(name, version))
     }
 
     /// Undoes a key just made if another process made one with the same label at the
     /// same time (two concurrent rotations): two objects with one label would make
     /// proxies disagree on which key a blob names.
-    fn ensure_unique(session: &Session, handle: ObjectHandle, label: &str) -> Result<(), OpError> {
+    fn ensure_unique(
+        session: &Session,
+        handle: ObjectHandle,
+        name: &str,
+        version: u32,
+        label: &str,
+    ) -> Result<(), KeyAdminError> {
         let template =
             [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())];
         if session.find_objects(&template).map_err(internal)?.len() > 1 {
             session.destroy_object(handle).map_err(internal)?;
-            return Err(OpError::BadRequest(format!(
-                "{label} was created concurrently by another admin; retry"
-            )));
+            return Err(KeyAdminError::ConcurrentChange { key: name.into(), version });
         }
         Ok(())
-    }
-
-    fn key(&self, session: &Session, name: &str) -> Result<KeyInfo, OpError> {
-        list(session)?.into_iter().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
     }
 }
 
 fn find_slot(context: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, Pkcs11Error> {
     let slots = context
         .get_slots_with_token()
-        .map_err(|e| Pkcs11Error::Module { module: config.module.clone(), message: describe(&e) })?;
+        .map_err(|source| Pkcs11Error::Module { module: config.module.clone(), source })?;
     // Labels are blank-padded; some modules (opencryptoki) pad with NULs instead.
     let label_of = |slot: Slot| {
         context.get_token_info(slot).map(|info| info.label().trim_end_matches([' ', '\0']).to_owned())
@@ -287,7 +300,7 @@ fn find_slot(context: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, Pkcs11Erro
             (Some(label), _) => format!("labelled {label:?}"),
             (None, id) => format!("in slot {}", id.unwrap_or_default()),
         };
-        Pkcs11Error::NoToken(format!("{wanted} (present: {})", present.join(", ")))
+        Pkcs11Error::NoToken { wanted, present: present.join(", ") }
     })
 }
 
@@ -296,7 +309,7 @@ fn attributes_of(
     session: &Session,
     handle: ObjectHandle,
     wanted: &[AttributeType],
-) -> Result<Option<Vec<Attribute>>, OpError> {
+) -> Result<Option<Vec<Attribute>>, BackendFault> {
     match session.get_attributes(handle, wanted) {
         Ok(attributes) => Ok(Some(attributes)),
         Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(None),
@@ -305,7 +318,7 @@ fn attributes_of(
 }
 
 /// Every key on the token, read from the objects' labels and attributes.
-fn list(session: &Session) -> Result<Vec<KeyInfo>, OpError> {
+fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
     let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
     let secret_keys = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES)];
     let wanted = [AttributeType::Label, AttributeType::Encrypt, AttributeType::Decrypt, AttributeType::Id];
@@ -365,11 +378,7 @@ impl Backend for Pkcs11Backend {
         "pkcs11"
     }
 
-    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
-        list(&self.session()?.0)
-    }
-
-    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, BackendFault> {
         Ok(Box::new(worker::Pkcs11Worker::new(Arc::clone(&self.shared))))
     }
 
@@ -377,32 +386,37 @@ impl Backend for Pkcs11Backend {
         Some(self.sessions)
     }
 
-    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        validate_key_name(name)?;
-        let (session, _admin) = self.session()?;
-        if list(&session)?.iter().any(|k| k.name == name) {
-            return Err(OpError::BadRequest(format!("key {name:?} already exists")));
-        }
-        self.generate(&session, name, 1)?;
-        self.key(&session, name)
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.shared.metrics.register(registry);
+    }
+}
+
+impl KeyStore for Pkcs11Backend {
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendFault> {
+        list(&self.session()?.0)
     }
 
-    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
-        let key = self.key(&session, name)?;
-        let version = key.versions.last().map_or(1, |v| v.version + 1);
-        self.generate(&session, name, version)?;
-        Ok(version)
+        self.generate(&session, name, version)
     }
 
-    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), OpError> {
+    fn write_version_state(
+        &self,
+        name: &str,
+        version: u32,
+        state: VersionState,
+    ) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
         let handle = Self::find_version(&session, name, version)?;
         let on = state == VersionState::Enabled;
-        session.update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)]).map_err(internal)
+        session
+            .update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)])
+            .map_err(internal)?;
+        Ok(())
     }
 
-    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    fn write_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
         Self::find_version(&session, name, version)?;
         let label = labels::meta_label(name);
@@ -421,13 +435,13 @@ impl Backend for Pkcs11Backend {
         Ok(())
     }
 
-    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
-        check_destroyable(&self.key(&session, name)?, version)?;
         let handle = Self::find_version(&session, name, version)?;
         if let Some(mac) = Self::find(&session, ObjectClass::SECRET_KEY, &labels::mac_label(name, version))? {
             session.destroy_object(mac).map_err(internal)?;
         }
-        session.destroy_object(handle).map_err(internal)
+        session.destroy_object(handle).map_err(internal)?;
+        Ok(())
     }
 }

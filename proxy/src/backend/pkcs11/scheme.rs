@@ -16,7 +16,7 @@
 
 use cryptoki::mechanism::MechanismType;
 
-use crate::config::Pkcs11Mechanism;
+use super::config::Pkcs11Mechanism;
 
 /// A sealing scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -26,29 +26,24 @@ use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 use super::iv::IvSequence;
 use super::scheme::{CBC_IV_LEN, GCM_IV_LEN, GCM_TAG_LEN, MAC_LEN, Scheme, mac_input};
 use super::{Shared, describe, labels};
-use crate::backend::{BackendWorker, Op, OpResult, ParsedBlob};
+use crate::backend::{BackendFault, BackendWorker, BatchOp, Completions, Op, ParsedBlob, RetryReason};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
 
 const TAG_BITS: u64 = (GCM_TAG_LEN * 8) as u64;
 
-/// Why one operation failed.
-enum Fault {
-    /// The session is unusable: reopen it and retry.
-    SessionLost(String),
-    /// The operation itself failed; retrying will not help.
-    Op(OpError),
-}
+/// Why one operation failed: [`BackendFault`], where a lost session is the retryable
+/// [`RetryReason::SessionLost`].
+type Fault = BackendFault;
 
-impl From<OpError> for Fault {
-    fn from(error: OpError) -> Self {
-        Fault::Op(error)
-    }
+/// The session is unusable: reopen it and retry.
+fn session_lost(error: &CkError) -> Fault {
+    BackendFault::Retryable { reason: RetryReason::SessionLost(describe(error)), retry_after: Duration::ZERO }
 }
 
 /// Sorts a PKCS#11 failure into a lost session or an operation error.
 fn classify(error: CkError, key: &str, version: u32) -> Fault {
-    let CkError::Pkcs11(rv, _) = &error else { return Fault::Op(OpError::Internal(describe(&error))) };
+    let CkError::Pkcs11(rv, _) = &error else { return Fault::Final(OpError::Internal(describe(&error))) };
     match rv {
         RvError::SessionHandleInvalid
         | RvError::SessionClosed
@@ -61,13 +56,16 @@ fn classify(error: CkError, key: &str, version: u32) -> Fault {
         | RvError::CryptokiNotInitialized
         | RvError::KeyHandleInvalid
         | RvError::ObjectHandleInvalid
-        | RvError::OperationActive => Fault::SessionLost(describe(&error)),
+        | RvError::OperationActive => session_lost(&error),
         RvError::EncryptedDataInvalid
         | RvError::EncryptedDataLenRange
         | RvError::SignatureInvalid
-        | RvError::SignatureLenRange => Fault::Op(OpError::Integrity),
-        RvError::KeyFunctionNotPermitted => Fault::Op(OpError::KeyDisabled { key: key.into(), version }),
-        _ => Fault::Op(OpError::Internal(describe(&error))),
+        | RvError::SignatureLenRange => Fault::Final(OpError::Integrity),
+        // The token refuses the key for this use: the version is disabled.
+        RvError::KeyFunctionNotPermitted => {
+            Fault::Final(BackendFault::KeyRefused.into_op_error(key, version))
+        }
+        _ => Fault::Final(OpError::Internal(describe(&error))),
     }
 }
 
@@ -118,7 +116,7 @@ impl OpenSession {
         }
         let fixed = Self::fixed_field(&self.session).map_err(|e| classify(e, "", 0))?;
         self.ivs = IvSequence::new(fixed);
-        self.ivs.next_iv().ok_or_else(|| Fault::Op(OpError::Internal("IV sequence exhausted".into())))
+        self.ivs.next_iv().ok_or_else(|| Fault::Final(OpError::Internal("IV sequence exhausted".into())))
     }
 
     /// The handle of the key labelled `label` (a version of `name`), resolved once per
@@ -288,10 +286,7 @@ impl OpenSession {
     fn run_all(&mut self, key: &KeyInfo, ops: &[&Op]) -> Vec<Result<Reply, Fault>> {
         let pool = match self.data_keys(ops) {
             Ok(pool) => pool,
-            Err(Fault::SessionLost(reason)) => {
-                return ops.iter().map(|_| Err(Fault::SessionLost(reason.clone()))).collect();
-            }
-            Err(Fault::Op(error)) => return ops.iter().map(|_| Err(Fault::Op(error.clone()))).collect(),
+            Err(fault) => return ops.iter().map(|_| Err(fault.clone())).collect(),
         };
         let mut rest = pool.expose();
         ops.iter().map(|op| self.run(key, op, &mut rest)).collect()
@@ -318,6 +313,7 @@ impl Pkcs11Worker {
     /// Marks the session lost: abandoned here, and replaced by every worker. Called
     /// without the fence held; waits until no other worker is inside a batch.
     fn lose_session(&mut self) {
+        self.shared.metrics.sessions_lost.inc();
         let shared = Arc::clone(&self.shared);
         let _exclusive = shared.recovery_fence.write().unwrap_or_else(|p| p.into_inner());
         let seen = self.session.as_ref().map(|s| s.epoch);
@@ -345,7 +341,7 @@ impl Pkcs11Worker {
             }
             match OpenSession::open(&self.shared) {
                 Ok(session) => {
-                    super::SESSION_OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.metrics.session_opens.inc();
                     if self.next_probe.take().is_some() {
                         tracing::info!("PKCS#11 session reopened; token available again");
                     }
@@ -363,48 +359,43 @@ impl Pkcs11Worker {
 }
 
 impl BackendWorker for Pkcs11Worker {
-    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[BatchOp], done: &mut Completions<'_>) {
         let mut pending: Vec<usize> = (0..ops.len()).collect();
-        let mut results: Vec<Option<OpResult>> = (0..ops.len()).map(|_| None).collect();
         for attempt in 0..2 {
             let shared = Arc::clone(&self.shared);
             let fence = shared.recovery_fence.read().unwrap_or_else(|p| p.into_inner());
             let session = match self.session() {
                 Ok(session) => session,
                 Err(error) => {
-                    pending.iter().for_each(|&i| results[i] = Some(Err(error.clone())));
-                    break;
+                    pending.iter().for_each(|&i| done(i, Err(error.clone())));
+                    return;
                 }
             };
-            let batch: Vec<&Op> = pending.iter().map(|&i| &ops[i]).collect();
+            let batch: Vec<&Op> = pending.iter().map(|&i| &ops[i].op).collect();
             let outcomes = session.run_all(key, &batch);
             let mut lost = Vec::new();
             let mut reason = String::new();
             for (&index, outcome) in pending.iter().zip(outcomes) {
                 match outcome {
-                    Ok(reply) => results[index] = Some(Ok(reply)),
-                    Err(Fault::Op(error)) => results[index] = Some(Err(error)),
-                    Err(Fault::SessionLost(why)) => {
+                    Ok(reply) => done(index, Ok(reply)),
+                    Err(Fault::Retryable { reason: RetryReason::SessionLost(why), .. }) => {
                         reason = why;
                         lost.push(index);
                     }
+                    // `classify` has already named the key version a refusal is about.
+                    Err(fault) => done(index, Err(fault.into_op_error(&key.name, 0))),
                 }
             }
             drop(fence);
             if lost.is_empty() {
-                break;
+                return;
             }
             tracing::warn!(%reason, failed = lost.len(), attempt, "PKCS#11 session lost; reopening");
             self.lose_session();
             if attempt == 1 {
-                lost.iter().for_each(|&i| results[i] = Some(Err(self.unavailable(reason.clone()))));
+                lost.iter().for_each(|&i| done(i, Err(self.unavailable(reason.clone()))));
             }
             pending = lost;
         }
-        out.extend(
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(OpError::Internal("operation was not run".into())))),
-        );
     }
 }

@@ -7,7 +7,10 @@
 //! associated data. Nonces are 96 random bits from the OS CSPRNG: safe up to about
 //! 2^32 wraps per key version, far beyond a development keystore's use; rotate sooner.
 
+mod config;
 mod keystore;
+
+pub use config::SoftConfig;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,12 +26,9 @@ use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 use keystore::{Contents, Keystore, Material, StoredKey, StoredVersion, fill_random};
 pub use keystore::{KdfParams, KeystoreError};
 
-use crate::backend::{
-    Backend, BackendWorker, Op, OpResult, ParsedBlob, check_destroyable, validate_key_name,
-};
-use crate::config::SoftConfig;
+use crate::backend::{Backend, BackendFault, BackendWorker, BatchOp, Completions, Op, OpResult, ParsedBlob};
 use crate::error::OpError;
-use crate::keys::{KeyInfo, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
 
 const NONCE_LEN: usize = 12;
 
@@ -44,6 +44,12 @@ struct SoftState {
     /// The file's modification time and size when last read or written, to notice
     /// changes made by `keymux key ...` from another process.
     stamp: Option<(SystemTime, u64)>,
+}
+
+/// A keystore file that cannot be read or written: final, since retrying the same
+/// file will not help (the message names the file, never the passphrase).
+fn store_fault(error: KeystoreError) -> BackendFault {
+    BackendFault::Final(OpError::Internal(error.to_string()))
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -65,13 +71,12 @@ impl SoftState {
     }
 
     /// Re-reads the keystore if another process changed it.
-    fn reload_if_changed(&mut self, path: &std::path::Path) -> Result<(), OpError> {
+    fn reload_if_changed(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
         let stamp = file_stamp(path);
         if stamp == self.stamp {
             return Ok(());
         }
-        let (keystore, contents) =
-            Keystore::open(path, &self.passphrase).map_err(|e| OpError::Internal(e.to_string()))?;
+        let (keystore, contents) = Keystore::open(path, &self.passphrase).map_err(store_fault)?;
         tracing::info!(path = %path.display(), "soft keystore changed on disk; reloaded");
         self.keystore = keystore;
         self.contents = contents;
@@ -96,13 +101,25 @@ impl SoftState {
             .collect();
     }
 
-    fn key_mut(&mut self, name: &str) -> Result<&mut StoredKey, OpError> {
-        self.contents.keys.iter_mut().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
+    fn key_mut(&mut self, name: &str) -> Result<&mut StoredKey, KeyAdminError> {
+        self.contents
+            .keys
+            .iter_mut()
+            .find(|k| k.name == name)
+            .ok_or_else(|| KeyAdminError::UnknownKey(name.into()))
     }
 
-    fn persist(&mut self, path: &std::path::Path) -> Result<(), OpError> {
+    fn version_mut(&mut self, name: &str, version: u32) -> Result<&mut StoredVersion, KeyAdminError> {
+        self.key_mut(name)?
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+            .ok_or_else(|| KeyAdminError::UnknownVersion { key: name.into(), version })
+    }
+
+    fn persist(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
         self.rebuild_ciphers();
-        self.keystore.save(&self.contents).map_err(|e| OpError::Internal(e.to_string()))?;
+        self.keystore.save(&self.contents).map_err(store_fault)?;
         self.stamp = file_stamp(path);
         Ok(())
     }
@@ -168,11 +185,17 @@ impl SoftBackend {
         &self.path
     }
 
-    fn write<T>(&self, change: impl FnOnce(&mut SoftState) -> Result<T, OpError>) -> Result<T, OpError> {
+    /// Applies `change` to the freshest contents and saves them; on any failure the
+    /// contents are as they were.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut SoftState) -> Result<T, KeyAdminError>,
+    ) -> Result<T, KeyAdminError> {
         let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.reload_if_changed(&self.path)?;
         let backup = state.contents.clone();
-        let result = change(&mut state).and_then(|value| state.persist(&self.path).map(|()| value));
+        let result = change(&mut state)
+            .and_then(|value| state.persist(&self.path).map(|()| value).map_err(Into::into));
         if result.is_err() {
             state.contents = backup;
             state.rebuild_ciphers();
@@ -186,72 +209,63 @@ impl Backend for SoftBackend {
         "soft"
     }
 
-    fn list_keys(&self) -> Result<Vec<KeyInfo>, OpError> {
+    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, BackendFault> {
+        Ok(Box::new(SoftWorker { state: Arc::clone(&self.state) }))
+    }
+}
+
+impl KeyStore for SoftBackend {
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendFault> {
         let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.reload_if_changed(&self.path)?;
         Ok(state.contents.keys.iter().map(StoredKey::info).collect())
     }
 
-    fn open_worker(&self) -> Result<Box<dyn BackendWorker>, OpError> {
-        Ok(Box::new(SoftWorker { state: Arc::clone(&self.state) }))
-    }
-
-    fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        validate_key_name(name)?;
-        self.write(|state| {
-            if state.contents.keys.iter().any(|k| k.name == name) {
-                return Err(OpError::BadRequest(format!("key {name:?} already exists")));
+    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        self.write(|state| match state.contents.keys.iter_mut().find(|k| k.name == name) {
+            Some(key) if key.versions.iter().any(|v| v.version == version) => {
+                Err(KeyAdminError::ConcurrentChange { key: name.into(), version })
             }
-            let key =
-                StoredKey { name: name.into(), min_decryption_version: 1, versions: vec![new_version(1)] };
-            let info = key.info();
-            state.contents.keys.push(key);
-            Ok(info)
+            Some(key) => {
+                key.versions.push(new_version(version));
+                Ok(())
+            }
+            None => {
+                let versions = vec![new_version(version)];
+                state.contents.keys.push(StoredKey {
+                    name: name.into(),
+                    min_decryption_version: 1,
+                    versions,
+                });
+                Ok(())
+            }
         })
     }
 
-    fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
+    fn write_version_state(
+        &self,
+        name: &str,
+        version: u32,
+        new_state: VersionState,
+    ) -> Result<(), KeyAdminError> {
         self.write(|state| {
-            let key = state.key_mut(name)?;
-            let version = key.versions.last().map_or(1, |v| v.version + 1);
-            key.versions.push(new_version(version));
-            Ok(version)
-        })
-    }
-
-    fn set_version_state(&self, name: &str, version: u32, new_state: VersionState) -> Result<(), OpError> {
-        self.write(|state| {
-            let key = state.key_mut(name)?;
-            let stored = key
-                .versions
-                .iter_mut()
-                .find(|v| v.version == version)
-                .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })?;
-            stored.state = new_state;
+            state.version_mut(name, version)?.state = new_state;
             Ok(())
         })
     }
 
-    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    fn write_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         self.write(|state| {
-            let key = state.key_mut(name)?;
-            if !key.versions.iter().any(|v| v.version == version) {
-                return Err(OpError::UnknownVersion { key: name.into(), version });
-            }
-            key.min_decryption_version = version;
+            state.version_mut(name, version)?;
+            state.key_mut(name)?.min_decryption_version = version;
             Ok(())
         })
     }
 
-    fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         self.write(|state| {
-            let key = state.key_mut(name)?;
-            check_destroyable(&key.info(), version)?;
-            let before = key.versions.len();
-            key.versions.retain(|v| v.version != version);
-            if key.versions.len() == before {
-                return Err(OpError::UnknownVersion { key: name.into(), version });
-            }
+            state.version_mut(name, version)?;
+            state.key_mut(name)?.versions.retain(|v| v.version != version);
             Ok(())
         })
     }
@@ -330,15 +344,18 @@ impl SoftWorker {
 }
 
 impl BackendWorker for SoftWorker {
-    fn run_batch(&mut self, key: &KeyInfo, ops: &[Op], out: &mut Vec<OpResult>) {
+    fn run_batch(&mut self, key: &KeyInfo, ops: &[BatchOp], done: &mut Completions<'_>) {
         let state = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        out.extend(ops.iter().map(|op| Self::run(&state, key, op)));
+        for (index, batch_op) in ops.iter().enumerate() {
+            done(index, Self::run(&state, key, &batch_op.op));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyLifecycle;
     use crate::secrets::SecretSource;
 
     fn open(dir: &std::path::Path) -> SoftBackend {
@@ -353,10 +370,9 @@ mod tests {
     }
 
     fn run(backend: &SoftBackend, op: Op) -> OpResult {
-        let key = backend.list_keys().unwrap().into_iter().find(|k| k.name == DEFAULT_KEY).unwrap();
-        let mut out = Vec::new();
-        backend.open_worker().unwrap().run_batch(&key, &[op], &mut out);
-        out.pop().unwrap()
+        let key = backend.find_key(DEFAULT_KEY).unwrap();
+        let mut worker = backend.open_worker().unwrap();
+        crate::backend::run_collect(&mut *worker, &key, &[BatchOp::new(op)]).pop().unwrap()
     }
 
     fn wrap(backend: &SoftBackend, aad: &[u8], dek: &[u8]) -> Vec<u8> {

@@ -1,8 +1,10 @@
-//! Per-identity limits: open connections, requests in flight, and a request rate.
+//! Per-identity quotas: open connections, requests in flight, and a request rate
+//! (`[quotas]`). Not to be confused with the protocol limits on fields (`[limits]`).
 //!
-//! Every connection of one identity (see [`Identity::principal`](crate::auth::Identity::principal))
-//! shares one [`IdentityLimits`]. Over a limit the answer is BUSY with a retry-after at
-//! once; nothing queues. The rate is a GCRA token bucket on one atomic, so checking it
+//! Every connection of one identity (see
+//! [`Identity::principal`](crate::access::identity::Identity::principal)) shares one
+//! `IdentityQuota`. Over a quota the answer is BUSY with a retry-after at once;
+//! nothing queues. The rate is a GCRA token bucket on one atomic, so checking it
 //! takes no lock.
 
 use std::collections::HashMap;
@@ -12,50 +14,49 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::IdentityLimitsConfig;
+use crate::config::QuotaConfig;
 
-/// The limits of every identity seen, created on first connection and forgotten when
+/// The quotas of every identity seen, created on first connection and forgotten when
 /// its last connection closes.
 #[derive(Debug)]
-pub struct LimitRegistry {
-    config: IdentityLimitsConfig,
+pub struct QuotaRegistry {
+    config: QuotaConfig,
     epoch: Instant,
-    identities: Mutex<HashMap<String, Weak<IdentityLimits>>>,
+    identities: Mutex<HashMap<String, Weak<IdentityQuota>>>,
 }
 
-impl LimitRegistry {
+impl QuotaRegistry {
     /// A registry applying `config`.
-    pub fn new(config: IdentityLimitsConfig) -> Self {
+    pub fn new(config: QuotaConfig) -> Self {
         Self { config, epoch: Instant::now(), identities: Mutex::new(HashMap::new()) }
     }
 
-    /// Whether any limit is configured at all.
+    /// Whether any quota is configured at all.
     pub fn enabled(&self) -> bool {
-        let c = &self.config;
-        c.max_connections > 0 || c.max_in_flight > 0 || c.rate > 0.0
+        self.config.enabled()
     }
 
     /// Admits a new connection of `principal`, or says how long to wait if it already
     /// has `max_connections` open. The returned handle counts as one open connection
     /// until dropped.
-    pub fn connect(&self, principal: &str) -> Result<ConnectionLimits, Duration> {
-        let limits = {
+    pub fn connect(&self, principal: &str) -> Result<ConnectionQuota, Duration> {
+        let quota = {
             let mut identities = self.identities.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(existing) = identities.get(principal).and_then(Weak::upgrade) {
                 existing
             } else {
                 identities.retain(|_, weak| weak.strong_count() > 0);
-                let fresh = Arc::new(IdentityLimits::new(&self.config, self.epoch));
+                let fresh = Arc::new(IdentityQuota::new(&self.config, self.epoch));
                 identities.insert(principal.to_owned(), Arc::downgrade(&fresh));
                 fresh
             }
         };
         let max = self.config.max_connections;
-        let admitted = limits.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+        let admitted = quota.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
             (max == 0 || open < max).then_some(open + 1)
         });
         match admitted {
-            Ok(_) => Ok(ConnectionLimits { limits }),
+            Ok(_) => Ok(ConnectionQuota { quota }),
             Err(_) => Err(self.config.retry_after),
         }
     }
@@ -63,15 +64,15 @@ impl LimitRegistry {
 
 /// One identity's counters.
 #[derive(Debug)]
-struct IdentityLimits {
+struct IdentityQuota {
     connections: AtomicU32,
     in_flight: Option<Arc<Semaphore>>,
     rate: Option<Gcra>,
     retry_after: Duration,
 }
 
-impl IdentityLimits {
-    fn new(config: &IdentityLimitsConfig, epoch: Instant) -> Self {
+impl IdentityQuota {
+    fn new(config: &QuotaConfig, epoch: Instant) -> Self {
         Self {
             connections: AtomicU32::new(0),
             in_flight: (config.max_in_flight > 0)
@@ -82,32 +83,32 @@ impl IdentityLimits {
     }
 }
 
-/// A connection's share of its identity's limits; dropping it closes the connection's
+/// A connection's share of its identity's quota; dropping it closes the connection's
 /// slot.
 #[derive(Debug)]
-pub struct ConnectionLimits {
-    limits: Arc<IdentityLimits>,
+pub struct ConnectionQuota {
+    quota: Arc<IdentityQuota>,
 }
 
-impl ConnectionLimits {
+impl ConnectionQuota {
     /// Admits one request: takes a token and an in-flight slot (held until the
     /// response is written), or says how long to wait.
     pub fn admit(&self, now: Instant) -> Result<Option<OwnedSemaphorePermit>, Duration> {
-        if let Some(rate) = &self.limits.rate {
+        if let Some(rate) = &self.quota.rate {
             rate.take(now)?;
         }
-        match &self.limits.in_flight {
+        match &self.quota.in_flight {
             None => Ok(None),
             Some(semaphore) => {
-                Arc::clone(semaphore).try_acquire_owned().map(Some).map_err(|_| self.limits.retry_after)
+                Arc::clone(semaphore).try_acquire_owned().map(Some).map_err(|_| self.quota.retry_after)
             }
         }
     }
 }
 
-impl Drop for ConnectionLimits {
+impl Drop for ConnectionQuota {
     fn drop(&mut self) {
-        self.limits.connections.fetch_sub(1, Ordering::AcqRel);
+        self.quota.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -154,19 +155,13 @@ impl Gcra {
 mod tests {
     use super::*;
 
-    fn config(max_connections: u32, max_in_flight: u32, rate: f64, burst: u32) -> IdentityLimitsConfig {
-        IdentityLimitsConfig {
-            max_connections,
-            max_in_flight,
-            rate,
-            burst,
-            ..IdentityLimitsConfig::default()
-        }
+    fn config(max_connections: u32, max_in_flight: u32, rate: f64, burst: u32) -> QuotaConfig {
+        QuotaConfig { max_connections, max_in_flight, rate, burst, ..QuotaConfig::default() }
     }
 
     #[test]
     fn connections_are_counted_per_identity() {
-        let registry = LimitRegistry::new(config(2, 0, 0.0, 1));
+        let registry = QuotaRegistry::new(config(2, 0, 0.0, 1));
         let a1 = registry.connect("a").unwrap();
         let _a2 = registry.connect("a").unwrap();
         assert!(registry.connect("a").is_err());
@@ -190,7 +185,7 @@ mod tests {
 
     #[test]
     fn in_flight_slots_come_back() {
-        let registry = LimitRegistry::new(config(0, 1, 0.0, 1));
+        let registry = QuotaRegistry::new(config(0, 1, 0.0, 1));
         let connection = registry.connect("a").unwrap();
         let slot = connection.admit(Instant::now()).unwrap();
         assert!(connection.admit(Instant::now()).is_err());

@@ -1,4 +1,4 @@
-//! `keymux key ...`: the one admin CLI for keys and versions, on every backend.
+//! `keymux key ...`: the one command line for keys and versions, on every backend.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,11 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 
-use crate::backend::{Backend, check_destroyable};
+use crate::backend::{Backend, OpenError};
 use crate::config::{Config, ConfigError};
-use crate::error::OpError;
-use crate::keys::{KeyInfo, VersionState};
-use crate::server::{StartError, open_backend};
+use crate::keys::{KeyAdminError, KeyInfo, KeyLifecycle, VersionState};
 
 /// Options of `keymux key`.
 #[derive(Debug, Args)]
@@ -83,10 +81,10 @@ pub enum KeyCommandError {
     Config(#[from] ConfigError),
     /// The backend could not be opened.
     #[error(transparent)]
-    Start(#[from] StartError),
-    /// The backend refused the operation.
+    Open(#[from] OpenError),
+    /// The key rules or the backend refused the operation.
     #[error(transparent)]
-    Op(#[from] OpError),
+    Admin(#[from] KeyAdminError),
     /// The command refused to act.
     #[error("{0}")]
     Refused(String),
@@ -98,7 +96,7 @@ pub fn run(args: &KeyArgs) -> Result<String, KeyCommandError> {
         Some(path) => Config::load(path)?,
         None => Config::development(),
     };
-    let backend = open_backend(&config.backend)?;
+    let backend = crate::backend::open(&config.backend)?;
     execute(backend.as_ref(), &args.command, &mut std::io::stdin().lock())
 }
 
@@ -108,10 +106,6 @@ pub fn execute(
     command: &KeyCommand,
     confirm: &mut dyn BufRead,
 ) -> Result<String, KeyCommandError> {
-    let find = |name: &str| -> Result<KeyInfo, KeyCommandError> {
-        let keys = backend.list_keys()?;
-        keys.into_iter().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()).into())
-    };
     Ok(match command {
         KeyCommand::Create { name } => {
             backend.create_key(name)?;
@@ -121,7 +115,7 @@ pub fn execute(
             let version = backend.rotate_key(name)?;
             format!("key {name:?} rotated: version {version} is current")
         }
-        KeyCommand::List => render_list(&backend.list_keys()?, now()),
+        KeyCommand::List => render_list(&backend.list_keys().map_err(KeyAdminError::from)?, now()),
         KeyCommand::Disable { name, version } => {
             backend.set_version_state(name, *version, VersionState::Disabled)?;
             format!("key {name:?} version {version} disabled")
@@ -135,7 +129,7 @@ pub fn execute(
             format!("key {name:?}: blobs from versions below {version} no longer unwrap")
         }
         KeyCommand::Destroy { name, version, yes } => {
-            check_destroyable(&find(name)?, *version)?;
+            backend.check_destroyable(name, *version)?;
             if !yes && !confirmed(name, *version, confirm) {
                 return Err(KeyCommandError::Refused("not confirmed; nothing destroyed".into()));
             }

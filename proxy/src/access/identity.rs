@@ -87,20 +87,6 @@ impl fmt::Display for Identity {
     }
 }
 
-/// The client on a connection: who it is, what it may do, and its share of its
-/// identity's limits. Resolved once, after the handshake.
-#[derive(Debug)]
-pub struct Peer {
-    /// The peer address, for logs and the audit log.
-    pub addr: String,
-    /// [`Identity::principal`], computed once.
-    pub principal: String,
-    /// What the ACL lets it do.
-    pub permissions: crate::acl::Permissions,
-    /// Its identity's limits, when any are configured.
-    pub limits: Option<crate::limits::ConnectionLimits>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 
 pub mod keys;
 
-use crate::config::{BackendConfig, Config, ConfigError};
+use crate::backend::BackendConfig;
+use crate::config::{Config, ConfigError};
 use crate::server::RunningServer;
 
 /// keymux: a batching crypto proxy in front of HSMs and cloud KMS.
@@ -105,7 +106,7 @@ pub fn banner(config: &Config, running: &RunningServer) -> String {
     if let Some(admin) = running.admin_addr() {
         lines.push(format!("  metrics at http://{admin}/metrics, health at http://{admin}/healthz"));
     }
-    lines.push(format!("  backend: {}", describe_backend(config)));
+    lines.push(format!("  backend: {}", config.backend.describe()));
     if let BackendConfig::Soft(_) = &config.backend {
         lines.push(
             "  WARNING: the soft keystore is for development only; use an HSM or KMS in production".into(),
@@ -114,34 +115,9 @@ pub fn banner(config: &Config, running: &RunningServer) -> String {
     lines.join("\n")
 }
 
-/// One line saying where the keys live.
-fn describe_backend(config: &Config) -> String {
-    match &config.backend {
-        BackendConfig::Soft(soft) => format!("soft keystore {}", soft.keystore_path().display()),
-        BackendConfig::Pkcs11(hsm) => {
-            let token = match (&hsm.token_label, hsm.slot) {
-                (Some(label), _) => format!("token {label:?}"),
-                (None, slot) => format!("slot {}", slot.unwrap_or_default()),
-            };
-            format!("PKCS#11 {} {token}, {} sessions", hsm.module.display(), hsm.sessions)
-        }
-        BackendConfig::Kms(kms) => {
-            let regions: Vec<String> = kms
-                .regions
-                .iter()
-                .map(|r| match &r.endpoint {
-                    Some(endpoint) => format!("{} ({endpoint})", r.region),
-                    None => r.region.clone(),
-                })
-                .collect();
-            format!("KMS {}, aliases alias/{}/...", regions.join(" then "), kms.alias_prefix)
-        }
-    }
-}
-
 /// A one-screen summary of a valid config, for `check-config`.
 pub fn summary(config: &Config) -> String {
-    let backend = describe_backend(config);
+    let backend = config.backend.describe();
     let mut lines = vec![
         "config OK".to_owned(),
         format!("  listen {}", config.server.listen),

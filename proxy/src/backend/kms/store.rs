@@ -1,4 +1,4 @@
-//! Key administration and listing on KMS: the [`crate::backend::Backend`] admin calls.
+//! Keys on KMS: the [`KeyStore`] listing and writes.
 //!
 //! Creating a version creates a symmetric KMS key (a multi-region key when the
 //! configured regions differ), replicates it to every other configured region, and
@@ -16,41 +16,41 @@ use aws_sdk_kms::types::KeyState;
 use futures_util::future::join_all;
 
 use super::Shared;
-use super::client::{Fault, classify};
+use super::client::classify;
 use super::failover::Region;
-use super::names::{Parsed, check_key_name};
-use crate::backend::{check_destroyable, validate_key_name};
+use super::names::Parsed;
+use crate::backend::BackendFault;
 use crate::error::OpError;
-use crate::keys::{KeyInfo, VersionInfo, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, VersionInfo, VersionState};
 
-/// An admin request's failure as an operation error.
-fn admin<E>(error: SdkError<E, HttpResponse>) -> OpError
+/// An admin request's failure, with the retry hint of admin calls (they bypass
+/// admission control and the failover's backoff).
+fn admin<E>(error: SdkError<E, HttpResponse>) -> BackendFault
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match classify(error) {
-        Fault::Op(error) => error,
-        Fault::Throttled => OpError::BackendUnavailable {
-            reason: "KMS throttled an admin request".into(),
-            retry_after: std::time::Duration::from_secs(1),
-        },
-        Fault::Unavailable(reason) => {
-            OpError::BackendUnavailable { reason, retry_after: std::time::Duration::from_secs(1) }
+        BackendFault::Retryable { reason, .. } => {
+            BackendFault::Retryable { reason, retry_after: ADMIN_RETRY_AFTER }
         }
+        other => other,
     }
 }
+
+/// When to retry a failed admin call.
+const ADMIN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn has_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>, code: &str) -> bool {
     error.code() == Some(code)
 }
 
 impl Shared {
-    fn primary(&self) -> Result<&Region, OpError> {
-        self.regions.all().first().ok_or_else(|| OpError::Internal("no KMS region configured".into()))
+    fn primary(&self) -> Result<&Region, BackendFault> {
+        self.regions.all().first().ok_or_else(|| OpError::Internal("no KMS region configured".into()).into())
     }
 
     /// Every key, read from the first region that answers.
-    pub(crate) async fn list(&self) -> Result<Vec<KeyInfo>, OpError> {
+    pub(crate) async fn list(&self) -> Result<Vec<KeyInfo>, BackendFault> {
         let mut last = None;
         for region in self.regions.all() {
             match self.list_in(region).await {
@@ -61,11 +61,11 @@ impl Shared {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| OpError::Internal("no KMS region configured".into())))
+        Err(last.unwrap_or_else(|| OpError::Internal("no KMS region configured".into()).into()))
     }
 
     /// Every alias of ours in `region`: (alias, target key id).
-    async fn aliases(&self, region: &Region) -> Result<Vec<(String, String)>, OpError> {
+    async fn aliases(&self, region: &Region) -> Result<Vec<(String, String)>, BackendFault> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -91,7 +91,7 @@ impl Shared {
         }
     }
 
-    async fn list_in(&self, region: &Region) -> Result<Vec<KeyInfo>, OpError> {
+    async fn list_in(&self, region: &Region) -> Result<Vec<KeyInfo>, BackendFault> {
         let aliases = self.aliases(region).await?;
         let mut versions = Vec::new();
         let mut minimums = Vec::new();
@@ -135,13 +135,8 @@ impl Shared {
         Ok(keys)
     }
 
-    async fn key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        let keys = self.list_in(self.primary()?).await?;
-        keys.into_iter().find(|k| k.name == name).ok_or_else(|| OpError::UnknownKey(name.into()))
-    }
-
     /// The KMS key id an alias names in `region`, if it exists.
-    async fn alias_target(&self, region: &Region, alias: &str) -> Result<Option<String>, OpError> {
+    async fn alias_target(&self, region: &Region, alias: &str) -> Result<Option<String>, BackendFault> {
         match region.client.describe_key().key_id(alias).send().await {
             Ok(described) => Ok(described.key_metadata().map(|m| m.key_id().to_owned())),
             Err(error) if has_code(&error, "NotFoundException") => Ok(None),
@@ -150,34 +145,37 @@ impl Shared {
     }
 
     /// The KMS key id of `version` of `name` in `region`.
-    async fn key_id(&self, region: &Region, name: &str, version: u32) -> Result<String, OpError> {
+    async fn key_id(&self, region: &Region, name: &str, version: u32) -> Result<String, KeyAdminError> {
         self.alias_target(region, &self.names.version(name, version))
             .await?
-            .ok_or_else(|| OpError::UnknownVersion { key: name.into(), version })
+            .ok_or_else(|| KeyAdminError::UnknownVersion { key: name.into(), version })
     }
 
     /// Points `alias` at `key_id` in `region`; an alias that already names that key
-    /// (a replica sharing it) is fine.
-    async fn create_alias(&self, region: &Region, alias: &str, key_id: &str) -> Result<(), OpError> {
+    /// (a replica sharing it) is fine. `Ok(false)`: the alias names another key.
+    async fn create_alias(&self, region: &Region, alias: &str, key_id: &str) -> Result<bool, BackendFault> {
         match region.client.create_alias().alias_name(alias).target_key_id(key_id).send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(error) if has_code(&error, "AlreadyExistsException") => {
-                if self.alias_target(region, alias).await?.as_deref() == Some(key_id) {
-                    Ok(())
-                } else {
-                    Err(OpError::BadRequest(format!(
-                        "{alias} already names another KMS key in {}",
-                        region.label
-                    )))
-                }
+                Ok(self.alias_target(region, alias).await?.as_deref() == Some(key_id))
             }
             Err(error) => Err(admin(error)),
         }
     }
 
+    /// [`Self::create_alias`], where another key under the alias is a refusal.
+    async fn alias_or_refuse(&self, region: &Region, alias: &str, key_id: &str) -> Result<(), KeyAdminError> {
+        if self.create_alias(region, alias, key_id).await? {
+            return Ok(());
+        }
+        let message = format!("{alias} already names another KMS key in {}", region.label);
+        Err(BackendFault::Final(OpError::BadRequest(message)).into())
+    }
+
     /// Creates the KMS key for `version` of `name`, replicated to every region, and its
-    /// alias in each.
-    async fn create_version(&self, name: &str, version: u32) -> Result<(), OpError> {
+    /// alias in each. If the alias already names another key, another admin created
+    /// this version concurrently.
+    pub(crate) async fn create_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let primary = self.primary()?;
         let multi_region = self.regions.all().iter().any(|r| r.region != primary.region);
         let created = primary
@@ -188,10 +186,9 @@ impl Shared {
             .send()
             .await
             .map_err(admin)?;
-        let key_id = created
-            .key_metadata()
-            .map(|m| m.key_id().to_owned())
-            .ok_or_else(|| OpError::Internal("KMS created a key without metadata".into()))?;
+        let key_id = created.key_metadata().map(|m| m.key_id().to_owned()).ok_or_else(|| {
+            BackendFault::Final(OpError::Internal("KMS created a key without metadata".into()))
+        })?;
         let mut replicated = HashSet::from([primary.region.as_str()]);
         for region in self.regions.all() {
             if replicated.insert(region.region.as_str()) {
@@ -207,37 +204,20 @@ impl Shared {
         }
         let alias = self.names.version(name, version);
         for region in self.regions.all() {
-            self.create_alias(region, &alias, &key_id).await?;
+            if !self.create_alias(region, &alias, &key_id).await? {
+                return Err(KeyAdminError::ConcurrentChange { key: name.into(), version });
+            }
         }
         Ok(())
     }
 
-    /// `Backend::create_key`.
-    pub(crate) async fn create_key(&self, name: &str) -> Result<KeyInfo, OpError> {
-        validate_key_name(name)?;
-        check_key_name(name)?;
-        if self.key(name).await.is_ok() {
-            return Err(OpError::BadRequest(format!("key {name:?} already exists")));
-        }
-        self.create_version(name, 1).await?;
-        self.key(name).await
-    }
-
-    /// `Backend::rotate_key`.
-    pub(crate) async fn rotate_key(&self, name: &str) -> Result<u32, OpError> {
-        let key = self.key(name).await?;
-        let version = key.versions.last().map_or(1, |v| v.version + 1);
-        self.create_version(name, version).await?;
-        Ok(version)
-    }
-
-    /// `Backend::set_version_state`: enables or disables the KMS key in every region.
+    /// Enables or disables the KMS key in every region.
     pub(crate) async fn set_version_state(
         &self,
         name: &str,
         version: u32,
         state: VersionState,
-    ) -> Result<(), OpError> {
+    ) -> Result<(), KeyAdminError> {
         for region in self.regions.all() {
             let key_id = self.key_id(region, name, version).await?;
             match state {
@@ -252,17 +232,16 @@ impl Shared {
         Ok(())
     }
 
-    /// `Backend::set_min_decryption_version`: a `min-v<N>` alias in every region,
-    /// replacing the old one.
-    pub(crate) async fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), OpError> {
-        let key = self.key(name).await?;
-        if !key.versions.iter().any(|v| v.version == version) {
-            return Err(OpError::UnknownVersion { key: name.into(), version });
-        }
+    /// A `min-v<N>` alias in every region, replacing the old one.
+    pub(crate) async fn set_min_decryption_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<(), KeyAdminError> {
         let alias = self.names.min_version(name, version);
         for region in self.regions.all() {
             let key_id = self.key_id(region, name, version).await?;
-            self.create_alias(region, &alias, &key_id).await?;
+            self.alias_or_refuse(region, &alias, &key_id).await?;
             for (old, _) in self.aliases(region).await? {
                 if old != alias
                     && matches!(self.names.parse(&old), Some(Parsed::MinVersion(k, _)) if k == name)
@@ -270,7 +249,7 @@ impl Shared {
                     match region.client.delete_alias().alias_name(&old).send().await {
                         Ok(_) => {}
                         Err(error) if has_code(&error, "NotFoundException") => {}
-                        Err(error) => return Err(admin(error)),
+                        Err(error) => return Err(admin(error).into()),
                     }
                 }
             }
@@ -278,10 +257,9 @@ impl Shared {
         Ok(())
     }
 
-    /// `Backend::destroy_version`: removes the alias and schedules the KMS key's
-    /// deletion in every region, replicas first.
-    pub(crate) async fn destroy_version(&self, name: &str, version: u32) -> Result<(), OpError> {
-        check_destroyable(&self.key(name).await?, version)?;
+    /// Removes the alias and schedules the KMS key's deletion in every region, replicas
+    /// first.
+    pub(crate) async fn destroy_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let alias = self.names.version(name, version);
         let mut targets = Vec::new();
         for region in self.regions.all() {
@@ -291,13 +269,13 @@ impl Shared {
             match region.client.delete_alias().alias_name(&alias).send().await {
                 Ok(_) => {}
                 Err(error) if has_code(&error, "NotFoundException") => {}
-                Err(error) => return Err(admin(error)),
+                Err(error) => return Err(admin(error).into()),
             }
             match region.client.schedule_key_deletion().key_id(key_id).pending_window_in_days(7).send().await
             {
                 Ok(_) => {}
                 Err(error) if has_code(&error, "KMSInvalidStateException") => {}
-                Err(error) => return Err(admin(error)),
+                Err(error) => return Err(admin(error).into()),
             }
         }
         Ok(())

@@ -1,0 +1,33 @@
+//! `[keys]`: how a running proxy follows the backend's keys.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{InvalidSetting, invalid};
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// How often running proxies re-read keys and versions from the backend, so new
+    /// and disabled versions take effect without a restart. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { refresh_interval: Duration::from_secs(2) }
+    }
+}
+
+impl KeysConfig {
+    /// Checks every value; keys are relative to `[keys]`.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.refresh_interval < Duration::from_millis(100) {
+            return invalid("refresh_interval", "must be at least 100ms");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! The TOML configuration: typed, with documented defaults and a `validate()` that
+//! names the offending key.
+//!
+//! `examples/soft.toml` at the repository root shows every setting with its default.
+//!
+//! The top-level tables live here, split by concept: [`server`] (listeners and
+//! connection bounds), [`batch`] (queues, batching and the unwrap cache), [`access`]
+//! (ACL rules, per-identity quotas, the audit log) and [`keys`]. Each backend's table
+//! lives in its own folder (`backend/<type>/config.rs`), with its defaults and checks.
+//!
+//! **One way to write defaults:** every table is `#[serde(default)]` and has one
+//! `impl Default` that holds every default value, so a default is written exactly once
+//! and a table missing from the file equals `Default::default()`. Settings that have
+//! no sensible default (a PKCS#11 module, a certificate) default to empty, and the
+//! table's `validate()` names them when they are missing. (Per-field
+//! `#[serde(default = "fn")]` would need the same values again in `impl Default`.)
+//!
+//! **One error:** every table's `validate()` returns an [`InvalidSetting`] `{ key,
+//! message }` with keys relative to the table; [`Config::validate`] prefixes the
+//! table's name, so `check-config` always names the exact dotted key. Parse errors name
+//! their key too (through `serde_path_to_error`).
+
+pub mod access;
+pub mod batch;
+pub mod error;
+pub mod keys;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use access::{AclRule, AuditConfig, QuotaConfig};
+pub use batch::{BatchConfig, CacheConfig};
+pub use error::{ConfigError, InvalidSetting};
+pub use keys::KeysConfig;
+pub use server::{AdminConfig, ClientAuth, LimitsConfig, QuicConfig, ServerConfig, TlsConfig};
+
+use crate::backend::BackendConfig;
+use crate::backend::soft::SoftConfig;
+use crate::secrets::SecretSource;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client-facing listeners and connection limits.
+    pub server: ServerConfig,
+    /// The admin HTTP listener (metrics, health).
+    pub admin: AdminConfig,
+    /// Bounds on request fields (the protocol limits).
+    pub limits: LimitsConfig,
+    /// Per-key queues and batching.
+    pub batch: BatchConfig,
+    /// The unwrap cache.
+    pub cache: CacheConfig,
+    /// Key registry settings.
+    pub keys: KeysConfig,
+    /// Where the key-encryption keys live.
+    pub backend: BackendConfig,
+    /// TLS certificates and the TLS-over-TCP listener. Absent: no TLS, no QUIC.
+    pub tls: Option<TlsConfig>,
+    /// The QUIC listener (uses the `[tls]` certificates). Absent: no QUIC.
+    pub quic: Option<QuicConfig>,
+    /// Access control rules (`[[acl]]`). None: every client may do everything; once
+    /// any rule exists, whatever no rule allows is FORBIDDEN.
+    pub acl: Vec<AclRule>,
+    /// Quotas applied to each client identity across all its connections.
+    #[serde(alias = "identity_limits")]
+    pub quotas: QuotaConfig,
+    /// The hash-chained audit log.
+    pub audit: AuditConfig,
+}
+
+impl Config {
+    /// The development default: everything at its default, the soft keystore in
+    /// `./keymux-data`, created on first start with a generated passphrase file.
+    pub fn development() -> Self {
+        let soft = SoftConfig::default();
+        let passphrase = SecretSource::GeneratedFile(soft.data_dir.join("passphrase"));
+        Self {
+            backend: BackendConfig::Soft(SoftConfig {
+                passphrase: Some(passphrase),
+                create_if_missing: true,
+                ..soft
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { key, message, .. } => {
+                ConfigError::Parse { path: path.to_owned(), key, message }
+            }
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let parse_error =
+            |key: String, message: String| ConfigError::Parse { path: PathBuf::new(), key, message };
+        let document =
+            toml::de::Deserializer::parse(text).map_err(|e| parse_error(String::new(), e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(document).map_err(|error| {
+            let key = error.path().to_string();
+            parse_error(if key == "." { String::new() } else { key }, error.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, naming the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate().map_err(|e| e.within("server"))?;
+        self.limits.validate().map_err(|e| e.within("limits"))?;
+        self.batch.validate().map_err(|e| e.within("batch"))?;
+        self.cache.validate().map_err(|e| e.within("cache"))?;
+        TlsConfig::validate(self.tls.as_ref(), self.quic.as_ref())?;
+        for (index, rule) in self.acl.iter().enumerate() {
+            rule.validate().map_err(|e| e.within(&format!("acl[{index}]")))?;
+        }
+        self.quotas.validate().map_err(|e| e.within("quotas"))?;
+        self.backend.validate().map_err(|e| e.within("backend"))?;
+        self.keys.validate().map_err(|e| e.within("keys"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use keymux_protocol::Limits;
+
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [backend]
+        type = "soft"
+        passphrase = { env = "KEYMUX_SOFT_PASSPHRASE" }
+    "#;
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:7450".parse().unwrap());
+        assert_eq!(config.batch.max_batch, 64);
+        assert_eq!(config.limits.to_limits(), Limits::default());
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let config = Config::parse(&format!(
+            "{MINIMAL}\n[batch]\nmax_delay = \"250us\"\n[limits]\nmax_aad = \"2 KiB\"\n[cache]\nttl = \"10m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.batch.max_delay, Duration::from_micros(250));
+        assert_eq!(config.limits.to_limits().max_aad, 2048);
+        assert_eq!(config.cache.ttl, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = Config::parse(&format!("{MINIMAL}\n[batch]\nmax_batch = 0\n")).unwrap_err();
+        assert!(error.to_string().starts_with("batch.max_batch"), "{error}");
+        let error = Config::parse("[backend]\ntype = \"soft\"\n").unwrap_err();
+        assert!(error.to_string().starts_with("backend.passphrase"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[server]\nlisten = \"nope\"\n")).unwrap_err();
+        assert!(error.to_string().contains("listen"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[server]\nlisen = \"127.0.0.1:1\"\n")).unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/soft.toml");
+        let config = Config::load(&path).unwrap();
+        let BackendConfig::Soft(soft) = &config.backend else { panic!("a soft backend") };
+        assert_eq!(soft.passphrase, Some(SecretSource::Env("KEYMUX_SOFT_PASSPHRASE".into())));
+        assert!(soft.create_if_missing);
+        assert_eq!(config.batch.max_batch, 64);
+    }
+
+    #[test]
+    fn the_softhsm_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/softhsm.toml");
+        let config = Config::load(&path).unwrap();
+        let BackendConfig::Pkcs11(hsm) = &config.backend else { panic!("a pkcs11 backend") };
+        assert_eq!(hsm.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(hsm.token_label.as_deref(), Some("keymux"));
+        assert_eq!(hsm.pin, Some(SecretSource::Env("KEYMUX_PKCS11_PIN".into())));
+        let both = format!("{}\nslot = 0\n", std::fs::read_to_string(&path).unwrap());
+        assert!(Config::parse(&both).unwrap_err().to_string().starts_with("backend.token_label"));
+    }
+
+    #[test]
+    fn the_kms_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kms.toml");
+        let config = Config::load(&path).unwrap();
+        let BackendConfig::Kms(kms) = &config.backend else { panic!("a kms backend") };
+        assert_eq!(kms.regions.len(), 2);
+        assert_eq!(kms.regions[0].label(), "eu-west-1");
+        assert_eq!(kms.intermediate.keys, vec!["bulk-*".to_owned()]);
+        assert_eq!(kms.probe_interval, Duration::from_millis(250));
+        let none = "[backend]\ntype = \"kms\"\nregions = []\n";
+        assert!(Config::parse(none).unwrap_err().to_string().starts_with("backend.regions"));
+        let slow = format!(
+            "{}\n[backend.intermediate]\nmax_uses = 0\n",
+            "[backend]\ntype = \"kms\"\n[[backend.regions]]\nregion = \"x\""
+        );
+        assert!(Config::parse(&slow).unwrap_err().to_string().starts_with("backend.intermediate.max_uses"));
+    }
+
+    #[test]
+    fn the_tls_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tls.toml");
+        let config = Config::load(&path).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth_or_default(tls.client_auth), ClientAuth::Required);
+        assert!(!config.quic.as_ref().unwrap().enable_0rtt);
+        assert_eq!(config.acl.len(), 3);
+        assert_eq!(config.acl[2].uid, Some(0));
+        assert_eq!(config.quotas.max_connections, 64);
+        assert_eq!(config.server.handshake_timeout, Duration::from_secs(5));
+        assert!(config.audit.path.is_some());
+    }
+
+    #[test]
+    fn tls_and_acl_errors_name_the_key() {
+        let tls = "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n";
+        let error = Config::parse(&format!("{MINIMAL}\n{tls}client_auth = \"required\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("tls.client_auth"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[quic]\nlisten = \"127.0.0.1:0\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("quic"), "{error}");
+        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"sign\"]\nkeys = [\"k\"]\n";
+        let error = Config::parse(&format!("{MINIMAL}\n{acl}")).unwrap_err();
+        assert!(error.to_string().starts_with("acl[1].ops"), "{error}");
+        let error = Config::parse(&format!("{MINIMAL}\n[quotas]\nrate = -1.0\n")).unwrap_err();
+        assert!(error.to_string().starts_with("quotas.rate"), "{error}");
+        Config::parse(&format!("{MINIMAL}\n{tls}")).unwrap();
+    }
+
+    #[test]
+    fn development_default_is_valid() {
+        Config::development().validate().unwrap();
+    }
+}

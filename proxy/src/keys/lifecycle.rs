@@ -1,0 +1,330 @@
+//! The rules of a key's life, written once for every backend: valid names, "already
+//! exists", the next version number, what may be disabled or destroyed, and the
+//! minimum decryption version.
+//!
+//! Each backend implements the narrow [`KeyStore`]: a listing and four writes, each of
+//! one record, each atomic on the backend itself (so two admins racing on one HSM
+//! cannot both create version 3). [`KeyLifecycle`], implemented for every key store,
+//! applies the rules over it. Refusals are a typed [`KeyAdminError`].
+
+use super::{KeyInfo, VersionState};
+use crate::backend::BackendFault;
+use crate::error::OpError;
+
+/// What key administration needs from a backend.
+pub trait KeyStore: Send + Sync {
+    /// Every key and version the backend holds: the source of truth.
+    fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendFault>;
+
+    /// Backend-specific limits on key names beyond the common rules (KMS aliases allow
+    /// fewer characters, say). Default: none.
+    fn check_name(&self, _name: &str) -> Result<(), KeyAdminError> {
+        Ok(())
+    }
+
+    /// Creates `version` of `name` as a new, enabled version (version 1 creates the
+    /// key). If that version appeared meanwhile (another admin made it), fails with
+    /// [`KeyAdminError::ConcurrentChange`] and leaves the other admin's version alone.
+    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError>;
+
+    /// Enables or disables an existing version.
+    fn write_version_state(&self, name: &str, version: u32, state: VersionState)
+    -> Result<(), KeyAdminError>;
+
+    /// Records that blobs from versions below `version` may no longer be unwrapped.
+    fn write_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError>;
+
+    /// Destroys one version's key material for good.
+    fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError>;
+}
+
+/// Why a key administration request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyAdminError {
+    /// Key names are 1 to 255 bytes of UTF-8 (a str8) with no control characters, and
+    /// whatever else the backend requires.
+    #[error("invalid key name {name:?}: {reason}")]
+    InvalidName {
+        /// The name asked for.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A key of that name exists.
+    #[error("key {0:?} already exists")]
+    AlreadyExists(String),
+    /// No key of that name.
+    #[error("unknown key {0:?}")]
+    UnknownKey(String),
+    /// The key has no such version (never created, or destroyed).
+    #[error("key {key:?} has no version {version}")]
+    UnknownVersion {
+        /// The key.
+        key: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The current version cannot be destroyed: new wraps use it.
+    #[error("version {version} is the current version of {key:?}: rotate first")]
+    CurrentVersion {
+        /// The key.
+        key: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The latest version cannot be destroyed, even disabled: version numbers are never
+    /// reused, so a blob can never name a version other than the one that sealed it.
+    #[error(
+        "version {version} is the latest version of {key:?}: rotate first, so version numbers are never reused"
+    )]
+    LatestVersion {
+        /// The key.
+        key: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// Another admin changed the same record at the same time; nothing was changed.
+    #[error("key {key:?} version {version} was created concurrently by another admin; retry")]
+    ConcurrentChange {
+        /// The key.
+        key: String,
+        /// The version.
+        version: u32,
+    },
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendFault),
+}
+
+impl KeyAdminError {
+    /// The operation error this refusal is on the wire (one status per refusal).
+    pub fn into_op_error(self) -> OpError {
+        match self {
+            KeyAdminError::UnknownKey(key) => OpError::UnknownKey(key),
+            KeyAdminError::UnknownVersion { key, version } => OpError::UnknownVersion { key, version },
+            KeyAdminError::Backend(fault) => fault.into_op_error("", 0),
+            refused => OpError::BadRequest(refused.to_string()),
+        }
+    }
+}
+
+/// The key rules over any [`KeyStore`]: implemented for every store, backends included.
+pub trait KeyLifecycle: KeyStore {
+    /// The key named `name`.
+    fn find_key(&self, name: &str) -> Result<KeyInfo, KeyAdminError> {
+        self.list_keys()?
+            .into_iter()
+            .find(|key| key.name == name)
+            .ok_or_else(|| KeyAdminError::UnknownKey(name.to_owned()))
+    }
+
+    /// Creates key `name` with version 1.
+    fn create_key(&self, name: &str) -> Result<KeyInfo, KeyAdminError> {
+        validate_name(name)?;
+        self.check_name(name)?;
+        if self.list_keys()?.iter().any(|key| key.name == name) {
+            return Err(KeyAdminError::AlreadyExists(name.to_owned()));
+        }
+        self.write_new_version(name, 1)?;
+        self.find_key(name)
+    }
+
+    /// Adds a version to `name`, which becomes current; returns its number (one above
+    /// the highest ever listed, so numbers are never reused).
+    fn rotate_key(&self, name: &str) -> Result<u32, KeyAdminError> {
+        let key = self.find_key(name)?;
+        let version = key.versions.last().map_or(1, |v| v.version + 1);
+        self.write_new_version(name, version)?;
+        Ok(version)
+    }
+
+    /// Enables or disables one version.
+    fn set_version_state(&self, name: &str, version: u32, state: VersionState) -> Result<(), KeyAdminError> {
+        check_version_exists(&self.find_key(name)?, version)?;
+        self.write_version_state(name, version, state)
+    }
+
+    /// Refuses unwraps of blobs from versions below `version`, which must exist.
+    fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        check_version_exists(&self.find_key(name)?, version)?;
+        self.write_min_decryption_version(name, version)
+    }
+
+    /// Checks that `version` of `name` may be destroyed (see [`check_destroyable`]),
+    /// returning the key as listed.
+    fn check_destroyable(&self, name: &str, version: u32) -> Result<KeyInfo, KeyAdminError> {
+        let key = self.find_key(name)?;
+        check_destroyable(&key, version)?;
+        Ok(key)
+    }
+
+    /// Destroys one version's key material for good (never the current or the latest
+    /// version).
+    fn destroy_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        KeyLifecycle::check_destroyable(self, name, version)?;
+        self.erase_version(name, version)
+    }
+}
+
+impl<S: KeyStore + ?Sized> KeyLifecycle for S {}
+
+/// Checks a key name: 1 to 255 bytes of UTF-8 (a str8), no control characters.
+pub fn validate_name(name: &str) -> Result<(), KeyAdminError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > 255 {
+        "longer than 255 bytes"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(KeyAdminError::InvalidName { name: name.chars().take(64).collect(), reason })
+}
+
+fn check_version_exists(key: &KeyInfo, version: u32) -> Result<(), KeyAdminError> {
+    if key.versions.iter().any(|v| v.version == version) {
+        Ok(())
+    } else {
+        Err(KeyAdminError::UnknownVersion { key: key.name.clone(), version })
+    }
+}
+
+/// Checks that `version` of `key` may be destroyed: it exists, and it is neither the
+/// current version (new wraps use it) nor the highest (version numbers are never
+/// reused, so a blob can never name a version other than the one that sealed it).
+pub fn check_destroyable(key: &KeyInfo, version: u32) -> Result<(), KeyAdminError> {
+    check_version_exists(key, version)?;
+    let refusal = |version| (key.name.clone(), version);
+    if key.current_version().ok() == Some(version) {
+        let (key, version) = refusal(version);
+        return Err(KeyAdminError::CurrentVersion { key, version });
+    }
+    if key.versions.last().is_some_and(|v| v.version == version) {
+        let (key, version) = refusal(version);
+        return Err(KeyAdminError::LatestVersion { key, version });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::keys::VersionInfo;
+
+    /// A key store in memory, to test the rules alone.
+    #[derive(Default)]
+    struct MemoryStore {
+        keys: Mutex<Vec<KeyInfo>>,
+    }
+
+    impl KeyStore for MemoryStore {
+        fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendFault> {
+            Ok(self.keys.lock().unwrap().clone())
+        }
+
+        fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+            let mut keys = self.keys.lock().unwrap();
+            let new = VersionInfo { version, state: VersionState::Enabled, created_at: 0 };
+            match keys.iter_mut().find(|k| k.name == name) {
+                Some(key) if key.versions.iter().any(|v| v.version == version) => {
+                    return Err(KeyAdminError::ConcurrentChange { key: name.into(), version });
+                }
+                Some(key) => key.versions.push(new),
+                None => {
+                    keys.push(KeyInfo { name: name.into(), versions: vec![new], min_decryption_version: 1 })
+                }
+            }
+            Ok(())
+        }
+
+        fn write_version_state(
+            &self,
+            name: &str,
+            version: u32,
+            state: VersionState,
+        ) -> Result<(), KeyAdminError> {
+            let mut keys = self.keys.lock().unwrap();
+            let key = keys.iter_mut().find(|k| k.name == name).unwrap();
+            key.versions.iter_mut().find(|v| v.version == version).unwrap().state = state;
+            Ok(())
+        }
+
+        fn write_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+            self.keys.lock().unwrap().iter_mut().find(|k| k.name == name).unwrap().min_decryption_version =
+                version;
+            Ok(())
+        }
+
+        fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+            let mut keys = self.keys.lock().unwrap();
+            keys.iter_mut().find(|k| k.name == name).unwrap().versions.retain(|v| v.version != version);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn names_are_checked_and_never_reused() {
+        let store = MemoryStore::default();
+        assert!(matches!(store.create_key(""), Err(KeyAdminError::InvalidName { .. })));
+        assert!(matches!(store.create_key("a\nb"), Err(KeyAdminError::InvalidName { .. })));
+        assert!(matches!(store.create_key(&"x".repeat(256)), Err(KeyAdminError::InvalidName { .. })));
+        store.create_key("k").unwrap();
+        assert_eq!(store.create_key("k"), Err(KeyAdminError::AlreadyExists("k".into())));
+        assert_eq!(store.rotate_key("k"), Ok(2));
+        assert_eq!(store.rotate_key("nope"), Err(KeyAdminError::UnknownKey("nope".into())));
+    }
+
+    #[test]
+    fn destroy_spares_the_current_and_the_latest_version() {
+        let store = MemoryStore::default();
+        store.create_key("k").unwrap();
+        assert!(matches!(
+            store.destroy_version("k", 1),
+            Err(KeyAdminError::CurrentVersion { version: 1, .. })
+        ));
+        store.rotate_key("k").unwrap();
+        store.set_version_state("k", 2, VersionState::Disabled).unwrap();
+        assert!(matches!(
+            store.destroy_version("k", 2),
+            Err(KeyAdminError::LatestVersion { version: 2, .. })
+        ));
+        assert!(matches!(
+            store.destroy_version("k", 7),
+            Err(KeyAdminError::UnknownVersion { version: 7, .. })
+        ));
+        store.set_version_state("k", 2, VersionState::Enabled).unwrap();
+        store.destroy_version("k", 1).unwrap();
+        assert_eq!(store.rotate_key("k"), Ok(3), "numbers are never reused");
+    }
+
+    #[test]
+    fn state_and_minimum_need_an_existing_version() {
+        let store = MemoryStore::default();
+        store.create_key("k").unwrap();
+        assert!(matches!(
+            store.set_version_state("k", 2, VersionState::Disabled),
+            Err(KeyAdminError::UnknownVersion { version: 2, .. })
+        ));
+        assert!(matches!(
+            store.set_min_decryption_version("k", 3),
+            Err(KeyAdminError::UnknownVersion { .. })
+        ));
+        store.set_min_decryption_version("k", 1).unwrap();
+    }
+
+    #[test]
+    fn refusals_map_to_one_status_each() {
+        use keymux_protocol::Status;
+        assert_eq!(KeyAdminError::UnknownKey("k".into()).into_op_error().status(), Status::UnknownKey);
+        assert_eq!(KeyAdminError::AlreadyExists("k".into()).into_op_error().status(), Status::BadRequest);
+        let throttled = BackendFault::Retryable {
+            reason: crate::backend::RetryReason::Throttled,
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(KeyAdminError::Backend(throttled).into_op_error().status(), Status::Busy);
+    }
+}
