@@ -204,7 +204,7 @@ mod tests {
             (Limits { max_public_key: 1973, ..Limits::default() }, "max_public_key"),
         ] {
             let error = limits.validate().unwrap_err();
-            assert!(error.starts_with(name), "{name}: {error}");
+            assert_eq!(error.field, name, "{name}: {error}");
         }
         // The smallest signing limits are usable.
         let smallest = Limits {
@@ -220,7 +220,9 @@ mod tests {
     fn max_frame_must_carry_the_largest_signing_frame() {
         // A VERIFY request with the largest input and signature is the largest frame.
         let limits = Limits { max_sign_input: 60_000, max_signature: 65_535, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("largest request or response"));
+        let error = limits.validate().unwrap_err();
+        assert_eq!(error.field, "max_frame");
+        assert!(error.message.contains("largest request or response"));
         Limits { max_frame: 128 * 1024, ..limits }.validate().unwrap();
     }
 }
