@@ -5,8 +5,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::decoder::FrameSplitter;
 use crate::error::{EncodeError, FrameError, Rejected};
-use crate::frame::{RequestFrame, ResponseFrame};
 use crate::limits::Limits;
+use crate::request::RequestFrame;
+use crate::response::ResponseFrame;
 
 /// Why a codec stopped: the stream is unusable after any of these.
 #[derive(Debug, thiserror::Error)]

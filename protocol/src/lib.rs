@@ -63,6 +63,8 @@ mod decoder;
 mod error;
 mod frame;
 mod limits;
+mod request;
+mod response;
 mod secret;
 
 pub use algorithm::Algorithm;
@@ -71,9 +73,8 @@ pub use blob::{BLOB_FORMAT_V1, BLOB_MAGIC, BlobHeader, BlobMode};
 pub use codec::{ClientCodec, CodecError, ServerCodec};
 pub use decoder::FrameSplitter;
 pub use error::{BlobError, EncodeError, Field, FrameError, PayloadError, Rejected, UnknownAlgorithm};
-pub use frame::{
-    ALPN, Failure, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Reply, Request,
-    RequestFrame, ResponseFrame, Status,
-};
+pub use frame::{ALPN, Flags, HEADER_LEN, LENGTH_PREFIX_LEN, Opcode, PROTOCOL_VERSION, Status};
 pub use limits::{LimitError, Limits};
+pub use request::{Request, RequestFrame};
+pub use response::{Failure, Reply, ResponseFrame};
 pub use secret::SecretBytes;
