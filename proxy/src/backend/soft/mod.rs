@@ -9,6 +9,7 @@
 
 mod config;
 mod keystore;
+mod worker;
 
 pub use config::SoftConfig;
 
@@ -20,13 +21,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
+use aes_gcm::aead::KeyInit;
 
 use keystore::{Contents, Keystore, Material, StoredKey, StoredVersion, fill_random};
 pub use keystore::{KdfParams, KeystoreError};
 
-use crate::backend::{Backend, BackendFault, BackendWorker, BatchOp, Completions, Op, OpResult, ParsedBlob};
+use crate::backend::{Backend, BackendFault, BackendWorker};
 use crate::error::OpError;
 use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
 
@@ -35,11 +35,11 @@ const NONCE_LEN: usize = 12;
 /// The key created in a new keystore.
 pub const DEFAULT_KEY: &str = "default";
 
-struct SoftState {
+pub(super) struct SoftState {
     keystore: Keystore,
     contents: Contents,
     /// Expanded key schedules by key name, then version.
-    ciphers: HashMap<String, HashMap<u32, Arc<Aes256Gcm>>>,
+    pub(super) ciphers: HashMap<String, HashMap<u32, Arc<Aes256Gcm>>>,
     passphrase: Zeroizing<String>,
     /// The file's modification time and size when last read or written, to notice
     /// changes made by `keymux key ...` from another process.
@@ -210,7 +210,7 @@ impl Backend for SoftBackend {
     }
 
     fn open_worker(&self) -> Result<Box<dyn BackendWorker>, BackendFault> {
-        Ok(Box::new(SoftWorker { state: Arc::clone(&self.state) }))
+        Ok(Box::new(worker::SoftWorker::new(Arc::clone(&self.state))))
     }
 }
 
@@ -271,102 +271,16 @@ impl KeyStore for SoftBackend {
     }
 }
 
-/// An executor thread's handle on the soft keystore.
-struct SoftWorker {
-    state: Arc<RwLock<SoftState>>,
-}
-
-impl SoftWorker {
-    fn cipher(state: &SoftState, key: &str, version: u32) -> Result<Arc<Aes256Gcm>, OpError> {
-        state
-            .ciphers
-            .get(key)
-            .and_then(|versions| versions.get(&version))
-            .cloned()
-            .ok_or_else(|| OpError::UnknownVersion { key: key.into(), version })
-    }
-
-    /// Wraps `plaintext` under `key`'s current version.
-    fn seal(state: &SoftState, key: &KeyInfo, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, OpError> {
-        let version = key.current_version()?;
-        let cipher = Self::cipher(state, &key.name, version)?;
-        let header = BlobHeader { key: key.name.clone(), version, mode: BlobMode::Direct };
-        let mut blob = header.to_bytes().map_err(|e| OpError::Internal(e.to_string()))?;
-        let associated = BlobHeader::associated_data(&blob, aad);
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce);
-        let sealed = cipher
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: &associated })
-            .map_err(|_| OpError::Internal("AES-GCM encryption failed".into()))?;
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&sealed);
-        Ok(blob)
-    }
-
-    /// Unwraps a direct-mode blob of `key`.
-    fn open(state: &SoftState, key: &KeyInfo, aad: &[u8], blob: &ParsedBlob) -> Result<SecretBytes, OpError> {
-        if !blob.is_direct() {
-            return Err(OpError::Integrity);
-        }
-        key.check_decryptable(blob.header.version)?;
-        let cipher = Self::cipher(state, &key.name, blob.header.version)?;
-        let body = blob.body();
-        if body.len() < NONCE_LEN + 16 {
-            return Err(OpError::Integrity);
-        }
-        let (nonce, sealed) = body.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpError::Integrity)?;
-        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
-        cipher
-            .decrypt(&nonce.into(), Payload { msg: sealed, aad: &associated })
-            .map(SecretBytes::new)
-            .map_err(|_| OpError::Integrity)
-    }
-
-    fn run(state: &SoftState, key: &KeyInfo, op: &Op) -> OpResult {
-        match op {
-            Op::Wrap { aad, plaintext } => {
-                Ok(Reply::Wrap { blob: Self::seal(state, key, aad, plaintext.expose())? })
-            }
-            Op::GenerateDataKey { aad, length } => {
-                let mut plaintext = SecretBytes::zeroed(usize::from(*length));
-                fill_random(plaintext.expose_mut());
-                let blob = Self::seal(state, key, aad, plaintext.expose())?;
-                Ok(Reply::GenerateDataKey { plaintext, blob })
-            }
-            Op::Unwrap { aad, blob } => Ok(Reply::Unwrap { plaintext: Self::open(state, key, aad, blob)? }),
-            Op::Rewrap { aad, blob } => {
-                let plaintext = Self::open(state, key, aad, blob)?;
-                Ok(Reply::Rewrap { blob: Self::seal(state, key, aad, plaintext.expose())? })
-            }
-        }
-    }
-}
-
-impl BackendWorker for SoftWorker {
-    fn run_batch(&mut self, key: &KeyInfo, ops: &[BatchOp], done: &mut Completions<'_>) {
-        let state = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (index, batch_op) in ops.iter().enumerate() {
-            done(index, Self::run(&state, key, &batch_op.op));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use keymux_protocol::{BlobHeader, Reply, SecretBytes};
+
     use super::*;
+    use crate::backend::{BatchOp, Op, OpResult, ParsedBlob};
     use crate::keys::KeyLifecycle;
-    use crate::secrets::SecretSource;
 
     fn open(dir: &std::path::Path) -> SoftBackend {
-        let config = SoftConfig {
-            data_dir: dir.to_owned(),
-            passphrase: Some(SecretSource::GeneratedFile(dir.join("passphrase"))),
-            create_if_missing: true,
-            kdf_memory_kib: 8 * 1024,
-            kdf_passes: 1,
-        };
-        SoftBackend::open(&config).unwrap()
+        SoftBackend::open(&SoftConfig::throwaway(dir)).unwrap()
     }
 
     fn run(backend: &SoftBackend, op: Op) -> OpResult {
