@@ -108,10 +108,10 @@ where
                 };
                 let responder = Responder::new(
                     frame.request_id,
-                    opcode,
+                    opcode as u8,
                     received,
                     sink.clone(),
-                    permit,
+                    Some(permit),
                     Arc::clone(&ctx.metrics),
                 );
                 match admitted {
@@ -123,22 +123,16 @@ where
                 }
             }
             Some(Ok(Err(rejected))) => {
-                if let Some(opcode) = Opcode::from_u8(rejected.opcode) {
-                    ctx.metrics.record_request(opcode, rejected.error.status(), received.elapsed());
-                }
-                let _ = sink.send(Outgoing {
-                    frame: rejected.into(),
-                    permit: Some(permit),
-                    identity_permit: None,
-                });
+                Responder::for_rejected(&rejected, received, sink.clone(), permit, Arc::clone(&ctx.metrics))
+                    .reject(rejected);
             }
             Some(Err(CodecError::Frame(error))) => {
                 ctx.metrics.frame_rejected();
                 tracing::debug!(%error, "closing connection after a frame fault");
                 if let Some((request_id, opcode)) = error.request_id() {
-                    let failure = Failure::new(Status::BadRequest, error.to_string());
-                    let frame = ResponseFrame::failure(request_id, opcode, failure);
-                    let _ = sink.send(Outgoing { frame, permit: Some(permit), identity_permit: None });
+                    let metrics = Arc::clone(&ctx.metrics);
+                    Responder::new(request_id, opcode, received, sink.clone(), Some(permit), metrics)
+                        .frame_fault(error.to_string());
                 }
                 break;
             }
@@ -171,19 +165,18 @@ pub(super) async fn refuse<S>(stream: S, ctx: Arc<ConnectionContext>, retry_afte
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (read_half, mut write_half) = tokio::io::split(stream);
-    let limits = ctx.limits;
-    let mut frames = FramedRead::new(read_half, ServerCodec::new(limits));
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut frames = FramedRead::new(read_half, ServerCodec::new(ctx.limits));
     let Ok(Some(Ok(Ok(frame)))) = tokio::time::timeout(ctx.frame_timeout, frames.next()).await else {
         return;
     };
-    let error = OpError::OverQuota { retry_after };
-    let response = ResponseFrame::failure(frame.request_id, frame.request.opcode() as u8, error.into());
-    let mut buffer = BytesMut::new();
-    if response.encode(&mut buffer, &limits).is_ok() {
-        let _ = write_half.write_all(&buffer).await;
-        let _ = write_half.shutdown().await;
-    }
+    let (sink, outgoing) = mpsc::unbounded_channel();
+    let opcode = frame.request.opcode() as u8;
+    Responder::new(frame.request_id, opcode, Instant::now(), sink, None, Arc::clone(&ctx.metrics))
+        .send(Err(OpError::OverQuota { retry_after }));
+    // The responder, and with it the only sender, is gone: the writer writes its one
+    // answer, then shuts the connection down.
+    write_responses(write_half, outgoing, ctx.limits).await;
 }
 
 /// Tracks when a connection last made progress, for the idle and frame timeouts.
