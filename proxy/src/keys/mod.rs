@@ -75,21 +75,24 @@ impl KeyInfo {
     }
 }
 
+/// Key `k` with one version per state, numbered from 1, for the modules' tests.
+#[cfg(test)]
+pub(crate) fn test_key(states: &[VersionState], min_decryption_version: u32) -> KeyInfo {
+    KeyInfo {
+        name: "k".into(),
+        versions: states
+            .iter()
+            .enumerate()
+            .map(|(i, &state)| VersionInfo { version: i as u32 + 1, state, created_at: 0 })
+            .collect(),
+        min_decryption_version,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(states: &[VersionState], min: u32) -> KeyInfo {
-        KeyInfo {
-            name: "k".into(),
-            versions: states
-                .iter()
-                .enumerate()
-                .map(|(i, &state)| VersionInfo { version: i as u32 + 1, state, created_at: 0 })
-                .collect(),
-            min_decryption_version: min,
-        }
-    }
+    use test_key as key;
 
     #[test]
     fn current_is_the_highest_enabled_version() {

@@ -93,19 +93,7 @@ fn versions(key: &KeyInfo) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::VersionInfo;
-
-    fn key(states: &[VersionState], min: u32) -> KeyInfo {
-        KeyInfo {
-            name: "k".into(),
-            versions: states
-                .iter()
-                .enumerate()
-                .map(|(i, &state)| VersionInfo { version: i as u32 + 1, state, created_at: 0 })
-                .collect(),
-            min_decryption_version: min,
-        }
-    }
+    use crate::keys::test_key as key;
 
     #[test]
     fn changes_between_snapshots() {
