@@ -5,7 +5,9 @@
 //! the load generator can be tested without the proxy: out-of-order and delayed
 //! answers, chosen failures, dropped connections. The server answers HELLO itself, with
 //! the limits set on its [`ScriptedServerBuilder`], and hands every other request to the
-//! script. [`toy_keystore`] is a ready-made script with plain-text "blobs".
+//! script. [`toy_keystore`] is a ready-made script with plain-text "blobs", and
+//! [`free_port`] and [`refused_endpoint`] give a test a port or an endpoint that nothing
+//! listens on.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -140,24 +142,7 @@ impl ScriptedServerBuilder {
     {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let endpoint = Endpoint::from(listener.local_addr()?);
-        let server = ScriptedServer::new(self, endpoint, script);
-        let (state, stop) = (Arc::clone(&server.state), server.stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = stop.cancelled() => break,
-                    accepted = listener.accept() => accepted,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        state.spawn_connection(stream);
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        });
-        Ok(server)
+        Ok(self.serve(listener, endpoint, script))
     }
 
     /// Listens on a Unix socket at `path` and serves every connection with `script`.
@@ -167,22 +152,74 @@ impl ScriptedServerBuilder {
         F: Fn(&RequestFrame) -> Action + Send + Sync + 'static,
     {
         let listener = tokio::net::UnixListener::bind(path)?;
-        let server = ScriptedServer::new(self, Endpoint::unix(path), script);
+        Ok(self.serve(listener, Endpoint::unix(path), script))
+    }
+
+    /// The one accept loop: serves every connection `listener` accepts with `script`
+    /// until the server is dropped.
+    fn serve<L, F>(self, listener: L, endpoint: Endpoint, script: F) -> ScriptedServer
+    where
+        L: Listener,
+        F: Fn(&RequestFrame) -> Action + Send + Sync + 'static,
+    {
+        let server = ScriptedServer::new(self, endpoint, script);
         let (state, stop) = (Arc::clone(&server.state), server.stop.clone());
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     () = stop.cancelled() => break,
-                    accepted = listener.accept() => accepted,
+                    accepted = listener.accept_stream() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _)) => state.spawn_connection(stream),
+                    Ok(stream) => state.spawn_connection(stream),
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
         });
-        Ok(server)
+        server
     }
+}
+
+/// What the accept loop needs of a listener: TCP and Unix sockets alike.
+trait Listener: Send + 'static {
+    /// An accepted connection.
+    type Stream: AsyncRead + AsyncWrite + Send + 'static;
+
+    /// The next connection, ready to serve.
+    fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept_stream(&self) -> io::Result<Self::Stream> {
+        let (stream, _) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+#[cfg(unix)]
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept_stream(&self) -> io::Result<Self::Stream> {
+        Ok(self.accept().await?.0)
+    }
+}
+
+/// A loopback TCP port that nothing listens on: one that was just bound and released.
+///
+/// For a server a test starts on a port of its choosing, or an endpoint that refuses
+/// connections ([`refused_endpoint`]).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("a bound listener has an address").port()
+}
+
+/// A loopback TCP endpoint that refuses connections (on a [`free_port`]).
+pub fn refused_endpoint() -> Endpoint {
+    Endpoint::from(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())))
 }
 
 type Script = dyn Fn(&RequestFrame) -> Action + Send + Sync;

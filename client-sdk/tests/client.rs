@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keymux_client::testing::{Action, Gate, ScriptedServer, toy_keystore};
+use keymux_client::testing::{Action, Gate, ScriptedServer, refused_endpoint, toy_keystore};
 use keymux_client::{CallOptions, Client, Error, Status};
 use keymux_protocol::{Failure, Reply, Request, RequestFrame};
 use tokio::task::JoinSet;
 
-use common::{config, refused_endpoint};
+use common::config;
 
 const CALLS: u64 = 1_500;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keymux_client::Status;
-use keymux_client::testing::{Action, ScriptedServer, toy_keystore};
+use keymux_client::testing::{Action, ScriptedServer, refused_endpoint, toy_keystore};
 use keymux_loadgen::{Driver, Op, Scenario, run};
 use keymux_protocol::{Request, RequestFrame};
 
@@ -68,10 +68,7 @@ async fn errors_are_counted_by_status() {
 
 #[tokio::test]
 async fn an_unreachable_target_fails_the_run() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = listener.local_addr().unwrap().into();
-    drop(listener);
-    let error = run(Scenario::new(target), Default::default()).await.unwrap_err();
+    let error = run(Scenario::new(refused_endpoint()), Default::default()).await.unwrap_err();
     assert!(format!("{error:#}").contains("cannot connect"), "{error:#}");
 }
 
