@@ -1,6 +1,5 @@
 //! The `keymux` binary as a newcomer runs it: no arguments but ports, a fresh
 //! directory, then SIGTERM.
-#![allow(missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

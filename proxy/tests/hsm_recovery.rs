@@ -2,20 +2,28 @@
 //! the middle of load. Its own test binary, so its own process: `C_CloseAllSessions`
 //! reaches every session of the process on that slot, and SoftHSM2 also disturbs other
 //! slots' handles, so no other test may share the module with it.
-#![allow(missing_docs, unreachable_pub, dead_code)]
-
-#[path = "proxy/common.rs"]
-mod common;
-#[path = "proxy/hsm_token.rs"]
-mod hsm_token;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::TestProxy;
-use hsm_token::{client_for, one_at_a_time, token, unique_key};
-use keymux_proxy::keys::KeyLifecycle;
+use keymux_test_support::metrics::metric;
+use keymux_test_support::pkcs11::{one_at_a_time, token};
+use keymux_test_support::proxy::{TestProxy, client_for};
+use keymux_test_support::unique_key;
+
+/// A proxy on the test token, with the cache off and the key refresh left to the test,
+/// and a fresh key named after `prefix` that it sees.
+async fn proxy_with_key(prefix: &str) -> (TestProxy, String) {
+    let proxy = TestProxy::start_hsm(|config| {
+        config.cache.enabled = false;
+        config.keys.refresh_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let key = unique_key(prefix);
+    proxy.create_key(&key);
+    (proxy, key)
+}
 
 /// Calls `C_CloseAllSessions` through a second handle on the module, closing every
 /// session this process has on the token, as a token reset would.
@@ -34,14 +42,7 @@ fn close_all_sessions_behind_the_proxys_back(slot: u64) {
 #[tokio::test]
 async fn sessions_closed_mid_load_recover_by_themselves() {
     let _turn = one_at_a_time().await;
-    let proxy = TestProxy::start_hsm(|config| {
-        config.cache.enabled = false;
-        config.keys.refresh_interval = Duration::from_secs(3600);
-    })
-    .await;
-    let key = unique_key("recover");
-    proxy.backend.create_key(&key).unwrap();
-    proxy.server.refresh_keys().unwrap();
+    let (proxy, key) = proxy_with_key("recover").await;
     let client = Arc::new(client_for(&proxy).await);
     let blob = client.wrap(&key, b"r", &[3; 32]).await.unwrap();
     let slot = token_slot(&proxy);
@@ -67,8 +68,7 @@ async fn sessions_closed_mid_load_recover_by_themselves() {
             }
         }));
     }
-    let session_opens =
-        || common::metric(&proxy.server.metrics().encode(), "keymux_pkcs11_session_opens_total");
+    let session_opens = || metric(&proxy.server.metrics().encode(), "keymux_pkcs11_session_opens_total");
     let opens_before = session_opens();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -116,14 +116,7 @@ fn change_pin(context: &cryptoki::context::Pkcs11, slot: cryptoki::slot::Slot, o
 #[tokio::test]
 async fn an_unavailable_token_fails_fast_and_service_returns_by_itself() {
     let _turn = one_at_a_time().await;
-    let proxy = TestProxy::start_hsm(|config| {
-        config.cache.enabled = false;
-        config.keys.refresh_interval = Duration::from_secs(3600);
-    })
-    .await;
-    let key = unique_key("unavailable");
-    proxy.backend.create_key(&key).unwrap();
-    proxy.server.refresh_keys().unwrap();
+    let (proxy, key) = proxy_with_key("unavailable").await;
     let client = client_for(&proxy).await;
     client.wrap(&key, b"", &[1; 32]).await.unwrap();
     let admin = keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap();

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keymux_client::{CallOptions, Error};
-
-use crate::common::{metric, metric_sum};
-use crate::forwarder::Forwarder;
-use crate::hsm_token::{client_for, unique_key};
-use crate::moto::{Moto, create_key, kms_config, start_proxy};
+use keymux_test_support::forwarder::Forwarder;
+use keymux_test_support::metrics::{metric, metric_sum};
+use keymux_test_support::moto::{Moto, kms_config, start_proxy};
+use keymux_test_support::proxy::client_for;
+use keymux_test_support::unique_key;
 
 const RATE: f64 = 20.0;
 const BURST: u32 = 5;
@@ -22,7 +22,7 @@ async fn the_server_never_sees_more_than_the_configured_rate() {
     kms.burst = BURST;
     let proxy = start_proxy(kms, |config| config.cache.enabled = false).await;
     let key = unique_key("admission");
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let client = Arc::new(client_for(&proxy).await);
     let setup = forwarder.requests().len();
 
@@ -82,7 +82,7 @@ async fn throttling_shrinks_the_rate_and_retries_within_the_deadline() {
     kms.max_retries = 4;
     let proxy = start_proxy(kms, |config| config.cache.enabled = false).await;
     let key = unique_key("throttled");
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let client = client_for(&proxy).await;
 
     // Three throttled attempts, then KMS answers: the wrap succeeds after retries.

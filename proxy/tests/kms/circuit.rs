@@ -4,17 +4,17 @@
 use std::time::{Duration, Instant};
 
 use keymux_client::Error;
-
-use crate::common::metric;
-use crate::hsm_token::{client_for, unique_key};
-use crate::moto::{Moto, create_key, kms_config, start_proxy};
+use keymux_test_support::metrics::metric;
+use keymux_test_support::moto::{Moto, kms_config, start_proxy};
+use keymux_test_support::proxy::client_for;
+use keymux_test_support::unique_key;
 
 #[tokio::test]
 async fn a_killed_server_fails_fast_opens_the_circuit_and_service_returns() {
     let mut moto = Moto::start();
     let proxy = start_proxy(kms_config(&[("us-east-1", moto.endpoint())]), |_| {}).await;
     let key = unique_key("killed");
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let client = client_for(&proxy).await;
     client.wrap(&key, b"", &[1; 32]).await.unwrap();
     let open = "keymux_kms_circuit_open{backend=\"us-east-1\"}";
@@ -35,7 +35,7 @@ async fn a_killed_server_fails_fast_opens_the_circuit_and_service_returns() {
 
     // moto keeps keys in memory: the restarted server needs the key made again.
     moto.restart();
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let back = Instant::now();
     loop {
         match client.wrap(&key, b"", &[1; 32]).await {

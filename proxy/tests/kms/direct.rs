@@ -1,17 +1,17 @@
 //! Direct mode: every operation is one KMS call, bound to the blob header and AAD.
 
 use keymux_client::Error;
-
-use crate::hsm_token::{client_for, unique_key};
-use crate::moto::{Moto, create_key, kms_calls, kms_config, start_proxy};
 use keymux_proxy::keys::KeyLifecycle;
+use keymux_test_support::moto::{Moto, kms_calls, kms_config, start_proxy};
+use keymux_test_support::proxy::client_for;
+use keymux_test_support::unique_key;
 
 #[tokio::test]
 async fn round_trip_generate_rewrap_and_integrity() {
     let moto = Moto::shared();
     let proxy = start_proxy(kms_config(&[("us-east-1", moto.endpoint())]), |_| {}).await;
     let key = unique_key("direct");
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let client = client_for(&proxy).await;
 
     let blob = client.wrap(&key, b"ctx", &[7; 32]).await.unwrap();

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::TestProxy;
-use crate::forwarder::Forwarder;
-use crate::hsm_token::{client_for, unique_key};
-use crate::moto::{Moto, create_key, kms_calls, kms_config, start_proxy};
+use keymux_test_support::forwarder::Forwarder;
+use keymux_test_support::metrics::metric;
+use keymux_test_support::moto::{Moto, kms_calls, kms_config, start_proxy};
+use keymux_test_support::proxy::{TestProxy, client_for};
+use keymux_test_support::unique_key;
 
 const PRIMARY: &str = "primary";
 const REPLICA: &str = "replica";
@@ -43,7 +44,7 @@ async fn work_moves_to_the_replica_and_back_losing_nothing() {
     kms.failure_threshold = 2;
     let proxy = start_proxy(kms, |config| config.cache.enabled = false).await;
     let key = unique_key("failover");
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let client = Arc::new(client_for(&proxy).await);
     let blob = client.wrap(&key, b"f", &[5; 32]).await.unwrap();
 
@@ -79,10 +80,7 @@ async fn work_moves_to_the_replica_and_back_losing_nothing() {
     primary.cut();
     let moved = until_served(&proxy, REPLICA, 0, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let open = crate::common::metric(
-        &proxy.scrape().await,
-        &format!("keymux_kms_circuit_open{{backend=\"{PRIMARY}\"}}"),
-    );
+    let open = metric(&proxy.scrape().await, &format!("keymux_kms_circuit_open{{backend=\"{PRIMARY}\"}}"));
     assert_eq!(open, 1.0, "the primary's circuit opened");
 
     let on_primary = served_by(&proxy, PRIMARY).await;

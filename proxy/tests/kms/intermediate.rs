@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
-use crate::common::metric;
-use crate::hsm_token::{client_for, unique_key};
-use crate::moto::{Moto, create_key, kms_calls, kms_config, start_proxy};
+use keymux_test_support::metrics::{metric, metric_sum};
+use keymux_test_support::moto::{Moto, kms_calls, kms_config, start_proxy};
+use keymux_test_support::proxy::{TestProxy, client_for};
+use keymux_test_support::unique_key;
 
 const WRAPS: usize = 10_000;
 const TASKS: usize = 32;
 
 /// Every KMS call the proxy's backend made, answered or not, from its metrics.
-async fn all_kms_calls(proxy: &crate::common::TestProxy) -> f64 {
-    crate::common::metric_sum(&proxy.scrape().await, "keymux_kms_calls_total{")
+async fn all_kms_calls(proxy: &TestProxy) -> f64 {
+    metric_sum(&proxy.scrape().await, "keymux_kms_calls_total{")
 }
 
 #[tokio::test]
@@ -22,7 +23,7 @@ async fn ten_thousand_wraps_cost_a_call_per_epoch_and_so_do_unwraps_after_a_rest
     kms.intermediate.max_uses = 4_000;
     let proxy = start_proxy(kms.clone(), |_| {}).await;
     let key = unique_key("bulk");
-    create_key(&proxy, &key);
+    proxy.create_key(&key);
     let client = Arc::new(client_for(&proxy).await);
     let before = all_kms_calls(&proxy).await;
 

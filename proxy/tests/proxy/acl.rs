@@ -6,10 +6,9 @@ use std::time::Duration;
 use keymux_client::{Client, ClientConfig, Endpoint, Error};
 use keymux_proxy::access::ops::OpSet;
 use keymux_proxy::config::{AclRule, Config};
-
-use crate::certs::{Issued, Pki, Subject, sdk_client};
-use crate::common::TestProxy;
 use keymux_proxy::keys::KeyLifecycle;
+use keymux_test_support::certs::{Issued, Pki, Subject, sdk_client};
+use keymux_test_support::proxy::TestProxy;
 
 fn rule(matcher: impl FnOnce(&mut AclRule), ops: &[&str], keys: &[&str]) -> AclRule {
     let mut rule = AclRule {
@@ -51,7 +50,7 @@ async fn proxy_with_keys(pki: &Pki, tweak: impl FnOnce(&mut Config)) -> TestProx
 }
 
 async fn tls_client(proxy: &TestProxy, pki: &Pki, who: &Issued) -> Client {
-    let endpoint = Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port());
+    let endpoint = proxy.tls_endpoint();
     sdk_client(endpoint, pki.client_tls(Some(who)), 1).await.unwrap()
 }
 
@@ -254,7 +253,7 @@ async fn in_flight_and_connection_limits_answer_busy_for_one_identity_only() {
     // Two connections of one identity are the most: a third is answered BUSY.
     let second = tls_client(&proxy, &pki, &greedy_cert).await;
     second.ping().await.unwrap();
-    let endpoint = Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port());
+    let endpoint = proxy.tls_endpoint();
     let third = sdk_client(endpoint, pki.client_tls(Some(&greedy_cert)), 1).await;
     assert!(matches!(third, Err(Error::Busy { .. })), "{:?}", third.map(drop));
     drop(second);

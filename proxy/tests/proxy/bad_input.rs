@@ -1,8 +1,8 @@
 //! Bad input gets a clear status, or closes only the offending connection.
 
 use keymux_protocol::{Opcode, Status};
-
-use crate::common::{TestProxy, raw_frame};
+use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::raw::raw_frame;
 
 #[tokio::test]
 async fn integrity_failures_and_unknown_keys() {

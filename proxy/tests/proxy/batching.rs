@@ -2,8 +2,9 @@
 
 use futures_util::{SinkExt, StreamExt};
 use keymux_protocol::{RequestFrame, Status};
-
-use crate::common::{TestProxy, metric, wrap_request};
+use keymux_test_support::metrics::metric;
+use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::raw::wrap_request;
 
 #[tokio::test]
 async fn concurrent_callers_are_served_in_batches() {

@@ -1,8 +1,9 @@
 //! The unwrap cache: hits, misses, bypass, and single-flight misses.
 
 use keymux_protocol::{RequestFrame, Status};
-
-use crate::common::{TestProxy, metric, unwrap_request, wrap_request};
+use keymux_test_support::metrics::metric;
+use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::raw::{unwrap_request, wrap_request};
 
 #[tokio::test]
 async fn a_repeated_unwrap_is_a_hit_and_another_aad_is_not() {

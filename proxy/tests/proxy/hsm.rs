@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use keymux_client::Error;
 use keymux_protocol::BlobHeader;
 use keymux_proxy::backend::pkcs11::Pkcs11Mechanism;
-use keymux_proxy::keys::VersionState;
-
-use crate::common::TestProxy;
-use crate::hsm_token::{client_for, one_at_a_time, token, unique_key};
-use keymux_proxy::keys::KeyLifecycle;
+use keymux_proxy::keys::{KeyLifecycle, VersionState};
+use keymux_test_support::pkcs11::{one_at_a_time, token};
+use keymux_test_support::proxy::{TestProxy, client_for};
+use keymux_test_support::unique_key;
 
 fn version_of(blob: &[u8]) -> u32 {
     BlobHeader::parse(blob).unwrap().0.version
@@ -37,8 +36,7 @@ async fn operations_with(mechanism: Pkcs11Mechanism) {
     })
     .await;
     let key = unique_key("ops");
-    proxy.backend.create_key(&key).unwrap();
-    proxy.server.refresh_keys().unwrap();
+    proxy.create_key(&key);
     let client = client_for(&proxy).await;
 
     let blob = client.wrap(&key, b"ctx", &[0x5a; 32]).await.unwrap();
@@ -70,8 +68,7 @@ async fn rotation_under_load_is_seen_by_two_proxies_sharing_the_token() {
     let first = TestProxy::start_hsm(fast_refresh).await;
     let second = TestProxy::start_hsm(fast_refresh).await;
     let key = unique_key("rotate");
-    first.backend.create_key(&key).unwrap();
-    first.server.refresh_keys().unwrap();
+    first.create_key(&key);
     second.server.refresh_keys().unwrap();
     let clients = [Arc::new(client_for(&first).await), Arc::new(client_for(&second).await)];
     let mut old_blobs = Vec::new();
@@ -130,8 +127,7 @@ async fn disabled_versions_and_the_minimum_decryption_version() {
     let _turn = one_at_a_time().await;
     let proxy = TestProxy::start_hsm(|_| {}).await;
     let key = unique_key("disable");
-    proxy.backend.create_key(&key).unwrap();
-    proxy.server.refresh_keys().unwrap();
+    proxy.create_key(&key);
     let client = client_for(&proxy).await;
     let v1 = client.wrap(&key, b"", &[1; 32]).await.unwrap();
     client.unwrap(b"", &v1).await.unwrap();

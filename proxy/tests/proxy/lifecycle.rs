@@ -1,9 +1,9 @@
 //! Unix sockets, the admin endpoints, and graceful shutdown.
 
 use keymux_protocol::{Reply, RequestFrame, Status};
-
-use crate::common::{TestProxy, http_get, wrap_request};
 use keymux_proxy::keys::KeyLifecycle;
+use keymux_test_support::proxy::{TestProxy, http_get};
+use keymux_test_support::raw::{RawClient, wrap_request};
 
 #[tokio::test]
 async fn serves_on_a_unix_socket() {
@@ -58,7 +58,7 @@ async fn shutdown_drains_in_flight_requests() {
     shutdown.await.unwrap();
 }
 
-fn client_addr(client: &crate::common::RawClient) -> std::net::SocketAddr {
+fn client_addr(client: &RawClient) -> std::net::SocketAddr {
     client.writer.get_ref().peer_addr().unwrap()
 }
 

@@ -1,16 +1,11 @@
-//! End-to-end tests: a real proxy on ephemeral ports, driven over real sockets.
-#![allow(unreachable_pub, missing_docs)]
-// common.rs and hsm_token.rs are shared with tests/hsm_recovery.rs; each binary uses a subset.
-#![allow(dead_code)]
+//! End-to-end tests: a real proxy on ephemeral ports, driven over real sockets. What
+//! they start comes from `keymux-test-support`.
 
 mod acl;
 mod bad_input;
 mod batching;
 mod cache;
-mod certs;
-mod common;
 mod hsm;
-mod hsm_token;
 mod lifecycle;
 mod overload;
 mod pipelining;

@@ -4,17 +4,13 @@
 use std::time::Duration;
 
 use keymux_protocol::{Request, RequestFrame, Status};
-
-use crate::common::{TestProxy, metric, wrap_request};
+use keymux_test_support::metrics::metric;
+use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::raw::wrap_request;
 
 #[tokio::test]
 async fn a_full_queue_answers_busy_with_retry_after() {
-    let proxy = TestProxy::start(|config| {
-        config.batch.executor_threads = 1;
-        config.batch.queue_capacity = 4;
-        config.batch.max_batch = 1;
-    })
-    .await;
+    let proxy = TestProxy::start_with_queue_of(4).await;
     let mut client = proxy.connect().await;
     proxy.gate.close();
     client.send(&RequestFrame::new(0, wrap_request("default", b"", &[0; 32]))).await;

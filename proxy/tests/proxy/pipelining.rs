@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use futures_util::{SinkExt, StreamExt};
 use keymux_protocol::{Reply, Request, RequestFrame};
-
-use crate::common::{TestProxy, unwrap_request, wrap_request};
+use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::raw::{RawClient, unwrap_request, wrap_request};
 
 #[tokio::test]
 async fn responses_overtake_slower_requests() {
@@ -30,9 +30,7 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
     let mut setup = proxy.connect().await;
     let blobs: Vec<Vec<u8>> = futures_util::future::join_all((0..4u8).map(|i| {
         let addr = proxy.addr();
-        async move {
-            crate::common::RawClient::connect(addr).await.wrap("default", b"aad", &[i; 32]).await.unwrap()
-        }
+        async move { RawClient::connect(addr).await.wrap("default", b"aad", &[i; 32]).await.unwrap() }
     }))
     .await;
     setup.ping().await;

@@ -3,21 +3,17 @@
 
 use std::sync::Arc;
 
+use keymux_client::testing::free_port;
 use keymux_client::{Client, ClientConfig, Endpoint};
-
-use crate::certs::{Pki, sdk_client};
-use crate::common::{TestProxy, every_op_then_pipelined};
-
-fn quic_endpoint(proxy: &TestProxy) -> Endpoint {
-    Endpoint::quic("localhost", proxy.server.quic_addr().unwrap().port())
-}
+use keymux_test_support::certs::{Pki, sdk_client};
+use keymux_test_support::proxy::{TestProxy, every_op_then_pipelined};
 
 #[tokio::test]
 async fn round_trips_and_pipelining_over_quic() {
     let pki = Pki::new("ca");
     let proxy = TestProxy::start(|config| pki.enable(config)).await;
     let me = pki.client_cn("svc-a");
-    let client = Arc::new(sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 2).await.unwrap());
+    let client = Arc::new(sdk_client(proxy.quic_endpoint(), pki.client_tls(Some(&me)), 2).await.unwrap());
     every_op_then_pipelined(client, 32, 5, 9).await;
 }
 
@@ -26,14 +22,14 @@ async fn quic_requires_a_good_client_certificate() {
     let pki = Pki::new("ca");
     let other = Pki::new("another ca");
     let proxy = TestProxy::start(|config| pki.enable(config)).await;
-    assert!(sdk_client(quic_endpoint(&proxy), pki.client_tls(None), 1).await.is_err(), "no certificate");
+    assert!(sdk_client(proxy.quic_endpoint(), pki.client_tls(None), 1).await.is_err(), "no certificate");
     let foreign = other.client_cn("svc-a");
     assert!(
-        sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&foreign)), 1).await.is_err(),
+        sdk_client(proxy.quic_endpoint(), pki.client_tls(Some(&foreign)), 1).await.is_err(),
         "another CA"
     );
     let good = pki.client_cn("svc-a");
-    sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&good)), 1).await.unwrap().ping().await.unwrap();
+    sdk_client(proxy.quic_endpoint(), pki.client_tls(Some(&good)), 1).await.unwrap().ping().await.unwrap();
 }
 
 #[tokio::test]
@@ -41,13 +37,11 @@ async fn a_dead_endpoint_fails_over_to_the_next() {
     let pki = Pki::new("ca");
     let proxy = TestProxy::start(|config| pki.enable(config)).await;
     let me = pki.client_cn("svc-a");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
+    let dead_port = free_port();
     let mut config = ClientConfig::new(vec![
         Endpoint::tls("localhost", dead_port),
-        quic_endpoint(&proxy),
-        Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port()),
+        proxy.quic_endpoint(),
+        proxy.tls_endpoint(),
     ]);
     config.tls = Some(pki.client_tls(Some(&me)));
     config.connections = 3;
@@ -69,7 +63,7 @@ async fn a_certificate_reload_reaches_new_quic_connections_and_spares_open_ones(
     })
     .await;
     let me = pki.client_cn("svc-a");
-    let old = sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap();
+    let old = sdk_client(proxy.quic_endpoint(), pki.client_tls(Some(&me)), 1).await.unwrap();
     old.ping().await.unwrap();
 
     // The new server certificate comes from another CA, so which one a connection gets
@@ -78,11 +72,11 @@ async fn a_certificate_reload_reaches_new_quic_connections_and_spares_open_ones(
     pki.write("live", &other.server("second"));
     proxy.server.reload_certificates().unwrap();
     assert!(
-        sdk_client(quic_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.is_err(),
+        sdk_client(proxy.quic_endpoint(), pki.client_tls(Some(&me)), 1).await.is_err(),
         "new connections get the new certificate"
     );
     let trusting_other = other.client_tls(Some(&me));
-    sdk_client(quic_endpoint(&proxy), trusting_other, 1).await.unwrap().ping().await.unwrap();
+    sdk_client(proxy.quic_endpoint(), trusting_other, 1).await.unwrap().ping().await.unwrap();
     let blob = old.wrap("default", b"", &[1; 32]).await.unwrap();
     assert_eq!(old.unwrap(b"", &blob).await.unwrap().expose(), &[1; 32], "the open connection keeps working");
 }

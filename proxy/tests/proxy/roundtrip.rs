@@ -1,9 +1,8 @@
 //! The four operations, end to end.
 
 use keymux_protocol::{BlobHeader, Reply, Request, RequestFrame, Status};
-
-use crate::common::TestProxy;
 use keymux_proxy::keys::{KeyAdminError, KeyLifecycle};
+use keymux_test_support::proxy::TestProxy;
 
 #[tokio::test]
 async fn wrap_then_unwrap_returns_the_key() {

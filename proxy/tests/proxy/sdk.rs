@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keymux_client::{CallOptions, Client, ClientConfig, Endpoint, Error};
-
-use crate::common::TestProxy;
+use keymux_test_support::proxy::TestProxy;
 
 async fn client_for(proxy: &TestProxy, connections: usize) -> Client {
     let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
@@ -62,12 +61,7 @@ async fn ten_thousand_concurrent_sdk_calls_on_one_connection() {
 
 #[tokio::test]
 async fn the_sdk_retries_busy_until_the_queue_drains() {
-    let proxy = TestProxy::start(|config| {
-        config.batch.executor_threads = 1;
-        config.batch.queue_capacity = 1;
-        config.batch.max_batch = 1;
-    })
-    .await;
+    let proxy = TestProxy::start_with_queue_of(1).await;
     let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
     config.max_retries = 20;
     config.default_timeout = Duration::from_secs(10);

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keymux_client::Endpoint;
 use keymux_proxy::config::ClientAuth;
+use keymux_test_support::certs::{Issued, Pki, Subject, der_of, raw_tls, sdk_client};
+use keymux_test_support::metrics::metric;
+use keymux_test_support::proxy::{TestProxy, every_op_then_pipelined};
+use keymux_test_support::raw::raw_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::certs::{Issued, Pki, Subject, der_of, raw_tls, sdk_client};
-use crate::common::{TestProxy, every_op_then_pipelined, metric, raw_frame};
 
 /// The certificate new connections get, polled (up to 2 s) until it is `expected`'s.
 async fn served_after_reload(
@@ -29,16 +29,12 @@ async fn served_after_reload(
     served
 }
 
-fn tls_endpoint(proxy: &TestProxy) -> Endpoint {
-    Endpoint::tls("localhost", proxy.server.tls_addr().unwrap().port())
-}
-
 #[tokio::test]
 async fn round_trips_and_pipelining_over_tls_with_a_client_certificate() {
     let pki = Pki::new("ca");
     let proxy = TestProxy::start(|config| pki.enable(config)).await;
     let me = pki.client_cn("svc-a");
-    let client = Arc::new(sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap());
+    let client = Arc::new(sdk_client(proxy.tls_endpoint(), pki.client_tls(Some(&me)), 1).await.unwrap());
     every_op_then_pipelined(client, 16, 3, 7).await;
 }
 
@@ -64,7 +60,7 @@ async fn mutual_tls_refuses_missing_foreign_and_expired_certificates() {
         config.audit.path = Some(audit_path.clone());
     })
     .await;
-    let endpoint = tls_endpoint(&proxy);
+    let endpoint = proxy.tls_endpoint();
 
     let refused = [
         ("no certificate", pki.client_tls(None)),
@@ -93,10 +89,10 @@ async fn mutual_tls_refuses_missing_foreign_and_expired_certificates() {
 async fn optional_client_auth_serves_anonymous_clients() {
     let pki = Pki::new("ca");
     let proxy = TestProxy::start(|config| config.tls = Some(pki.server_config(ClientAuth::Optional))).await;
-    let client = sdk_client(tls_endpoint(&proxy), pki.client_tls(None), 1).await.unwrap();
+    let client = sdk_client(proxy.tls_endpoint(), pki.client_tls(None), 1).await.unwrap();
     client.ping().await.unwrap();
     let other = Pki::new("another ca");
-    let foreign = sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&other.client_cn("x"))), 1).await;
+    let foreign = sdk_client(proxy.tls_endpoint(), pki.client_tls(Some(&other.client_cn("x"))), 1).await;
     assert!(foreign.is_err(), "a certificate that is presented must still verify");
 }
 
@@ -115,7 +111,7 @@ async fn a_reloaded_certificate_serves_new_connections_while_old_ones_keep_worki
     .await;
     let addr = proxy.server.tls_addr().unwrap();
     let me = pki.client_cn("svc-a");
-    let old = sdk_client(tls_endpoint(&proxy), pki.client_tls(Some(&me)), 1).await.unwrap();
+    let old = sdk_client(proxy.tls_endpoint(), pki.client_tls(Some(&me)), 1).await.unwrap();
     old.ping().await.unwrap();
     assert_eq!(
         raw_tls(addr, &pki, Some(&me), &rustls::version::TLS13).await.unwrap(),

@@ -22,16 +22,22 @@ pub struct Pki {
 /// An issued certificate and its key, as PEM.
 #[derive(Clone)]
 pub struct Issued {
+    /// The certificate.
     pub cert_pem: String,
+    /// Its private key.
     pub key_pem: String,
 }
 
 /// Who a client certificate names.
 #[derive(Default)]
 pub struct Subject<'a> {
+    /// The common name.
     pub cn: &'a str,
+    /// The organisational unit, if any.
     pub ou: Option<&'a str>,
+    /// A URI subject alternative name (a SPIFFE id, say), if any.
     pub uri: Option<&'a str>,
+    /// Valid only in 2020, so expired now.
     pub expired: bool,
 }
 
@@ -46,10 +52,12 @@ impl Pki {
         Self { ca, dir: tempfile::tempdir().unwrap(), serial: AtomicUsize::new(0) }
     }
 
+    /// The CA certificate, as PEM.
     pub fn ca_pem(&self) -> String {
         self.ca.pem()
     }
 
+    /// The CA certificate as a PEM file in the directory, written on first use.
     pub fn ca_path(&self) -> PathBuf {
         let path = self.dir.path().join("ca.pem");
         if !path.exists() {
@@ -194,7 +202,7 @@ pub async fn raw_tls(
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let mut stream = connector.connect("localhost".try_into().unwrap(), tcp).await?;
     let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
-    let ping = crate::common::raw_frame(1, 0x10, 0, 7, &[]);
+    let ping = crate::raw::raw_frame(1, 0x10, 0, 7, &[]);
     stream.write_all(&ping).await?;
     let mut response = [0u8; 4 + 12 + 2];
     tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_exact(&mut response))

@@ -29,6 +29,7 @@ struct State {
 /// A forwarder on an ephemeral loopback port, on its own runtime (the proxy's
 /// start-up blocks the test's thread on KMS calls that pass through it).
 pub struct Forwarder {
+    /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<State>,
     runtime: Option<tokio::runtime::Runtime>,

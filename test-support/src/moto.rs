@@ -6,22 +6,25 @@
 //! `target/moto-venv`, where `./scripts/test` puts it.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use keymux_client::testing::free_port;
 use keymux_proxy::backend::BackendConfig;
 use keymux_proxy::backend::kms::{KmsConfig, KmsRegionConfig};
 use keymux_proxy::config::Config;
 
-use crate::common::TestProxy;
-use keymux_proxy::keys::KeyLifecycle;
+use crate::metrics::metric_sum;
+use crate::proxy::TestProxy;
 
 /// A moto server on loopback. It stops when dropped, or when the test process exits
 /// (a shell between us and moto kills it once our end of its stdin closes).
+#[derive(Debug)]
 pub struct Moto {
+    /// Where it listens.
     pub addr: SocketAddr,
     process: Option<(Child, ChildStdin)>,
 }
@@ -42,8 +45,7 @@ fn moto_server() -> PathBuf {
 impl Moto {
     /// Starts a server on a free ephemeral port.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut moto = Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), process: None };
+        let mut moto = Self { addr: SocketAddr::from(([127, 0, 0, 1], free_port())), process: None };
         moto.restart();
         moto
     }
@@ -129,7 +131,7 @@ pub fn kms_config(regions: &[(&str, String)]) -> KmsConfig {
 }
 
 /// Starts a proxy on `kms` with the test settings adjusted by `tweak`; the key refresh
-/// is left to the test (`refresh_keys`), so KMS sees only the calls a test makes.
+/// is left to the test ([`TestProxy::create_key`] refreshes), so KMS sees only the calls a test makes.
 pub async fn start_proxy(kms: KmsConfig, tweak: impl FnOnce(&mut Config)) -> TestProxy {
     TestProxy::start_on(
         |config| config.backend = BackendConfig::Kms(kms),
@@ -141,16 +143,10 @@ pub async fn start_proxy(kms: KmsConfig, tweak: impl FnOnce(&mut Config)) -> Tes
     .await
 }
 
-/// Creates key `name` through the proxy's backend and makes the proxy see it.
-pub fn create_key(proxy: &TestProxy, name: &str) {
-    proxy.backend.create_key(name).unwrap();
-    proxy.server.refresh_keys().unwrap();
-}
-
 /// KMS requests of `call` that region `backend` answered, from the proxy's metrics.
 pub async fn kms_calls(proxy: &TestProxy, backend: &str, call: &str) -> u64 {
     let page = proxy.scrape().await;
     let prefix =
         format!("keymux_kms_calls_total{{backend=\"{backend}\",call=\"{call}\",outcome=\"answered\"}}");
-    crate::common::metric_sum(&page, &prefix) as u64
+    metric_sum(&page, &prefix) as u64
 }
