@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use keymux_test_support::softhsm;
 use serde_json::Value;
 
 /// keymux against its anchors, in one run.
@@ -25,7 +26,7 @@ struct Args {
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// The SoftHSM2 module.
-    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    #[arg(long, default_value = softhsm::MODULE)]
     module: PathBuf,
 }
 
@@ -69,25 +70,12 @@ fn wait_for_port(port: u16) -> anyhow::Result<()> {
     bail!("nothing listens on port {port}")
 }
 
-/// A fresh SoftHSM2 token with key `bench`, and a keymux config for it.
+/// A fresh SoftHSM2 token labelled `bench` in `dir`, its PIN in `dir/pin`: the path of
+/// its SoftHSM2 configuration.
 fn softhsm(dir: &Path) -> anyhow::Result<PathBuf> {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens)?;
     let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )?;
-    let status = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "bench", "--so-pin", "0000", "--pin", PIN])
-        .env("SOFTHSM2_CONF", &conf)
-        .stdout(Stdio::null())
-        .status()
-        .context("softhsm2-util (apt-get install softhsm2)")?;
-    ensure!(status.success(), "softhsm2-util --init-token failed");
+    softhsm::fresh_config(&conf)?;
+    softhsm::init_token(&conf, "bench", "0000", PIN)?;
     std::fs::write(dir.join("pin"), PIN)?;
     Ok(conf)
 }

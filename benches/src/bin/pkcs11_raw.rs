@@ -26,7 +26,7 @@ use hdrhistogram::Histogram;
 #[derive(Parser)]
 struct Args {
     /// The PKCS#11 module.
-    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    #[arg(long, default_value = keymux_test_support::softhsm::MODULE)]
     module: String,
     /// Token label.
     #[arg(long, default_value = "keymux")]
