@@ -71,7 +71,8 @@ fn main() -> anyhow::Result<()> {
                 let handle = (1..1000)
                     .rev()
                     .find_map(|version| {
-                        let label = format!("kmx:v{version}:{key}").into_bytes();
+                        let label =
+                            keymux_proxy::backend::pkcs11::labels::version_label(&key, version).into_bytes();
                         let template = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label)];
                         session.find_objects(&template).ok()?.first().copied()
                     })

@@ -26,7 +26,7 @@ const META_PREFIX: &str = "kmx-meta:";
 pub(crate) const APPLICATION: &[u8] = b"keymux";
 
 /// The label of `name`'s `version`.
-pub(crate) fn version_label(name: &str, version: u32) -> String {
+pub fn version_label(name: &str, version: u32) -> String {
     format!("{VERSION_PREFIX}{version}:{name}")
 }
 

@@ -13,7 +13,7 @@
 
 mod config;
 mod iv;
-mod labels;
+pub mod labels;
 mod metrics;
 mod scheme;
 mod store;
