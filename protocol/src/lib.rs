@@ -59,6 +59,7 @@ mod blob;
 #[cfg(feature = "codec")]
 mod codec;
 mod coding;
+pub mod conformance;
 mod decoder;
 mod error;
 mod frame;

@@ -3,9 +3,7 @@
 use bytes::BytesMut;
 use keymux_protocol::{FrameSplitter, HEADER_LEN, LENGTH_PREFIX_LEN, Limits};
 
-/// The frame equality and canonical re-encoding checks the property tests use.
-#[path = "../../tests/common/check.rs"]
-mod check;
+use keymux_protocol::conformance as check;
 
 /// Decodes `body` as a request; what decodes must re-encode canonically and decode
 /// again to an equal request.

@@ -13,8 +13,7 @@ use keymux_protocol::{
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-mod check;
-pub(crate) use check::*;
+pub(crate) use keymux_protocol::conformance::*;
 
 /// Splits every whole frame off `wire`, panicking on a framing error.
 pub(crate) fn split_all(splitter: &mut FrameSplitter, wire: &mut BytesMut) -> Vec<BytesMut> {
