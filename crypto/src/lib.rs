@@ -61,6 +61,8 @@ mod key_type;
 mod private_key;
 mod public_key;
 mod rng;
+#[cfg(test)]
+mod test_data;
 
 pub use error::{CryptoError, Operation};
 pub use key_type::KeyType;

@@ -284,3 +284,40 @@ pub(crate) fn check_digest(
         Some(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_data::{Replay, hex, load};
+
+    /// Wycheproof ML-DSA-65 signing vectors with an empty context: our signing path with
+    /// an all-zero `rnd` (FIPS 204's deterministic variant) gives the known signature.
+    /// Production signing is the same call with 32 random bytes.
+    #[test]
+    fn ml_dsa_65_deterministic_signatures_match_wycheproof() {
+        let data = load("wycheproof-mldsa-65-sign-seed.json");
+        let mut checked = 0;
+        for group in data["testGroups"].as_array().unwrap() {
+            let seed: [u8; 32] = hex(group, "privateSeed").try_into().unwrap();
+            let key = MlDsaKey::from_seed(Zeroizing::new(seed));
+            assert_eq!(key.expanded.verifying_key().encode().as_slice(), hex(group, "publicKey").as_slice());
+            for t in group["tests"].as_array().unwrap() {
+                if t.get("ctx").is_some_and(|c| c != "") {
+                    continue; // keymux signs with the empty context only
+                }
+                let signature = key.sign_with(&hex(t, "msg"), &mut Replay::new(Vec::new())).unwrap();
+                assert_eq!(signature, hex(t, "sig"), "tcId {}", t["tcId"]);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "{checked} vectors checked");
+    }
+
+    #[test]
+    fn ml_dsa_65_signing_is_hedged() {
+        let key = MlDsaKey::from_seed(Zeroizing::new([7; 32]));
+        let zero = key.sign_with(b"m", &mut Replay::new(Vec::new())).unwrap();
+        assert_ne!(key.sign_with(b"m", &mut OsRng).unwrap(), zero);
+        assert_ne!(key.sign_with(b"m", &mut OsRng).unwrap(), key.sign_with(b"m", &mut OsRng).unwrap());
+    }
+}
