@@ -145,7 +145,7 @@ impl PrivateKey {
         let document = match &self.inner {
             Inner::EcP256(k) => k.to_pkcs8_der(),
             Inner::EcP384(k) => k.to_pkcs8_der(),
-            Inner::Ed25519(k) => k.to_pkcs8_der(),
+            Inner::Ed25519(k) => ed25519_v1_pkcs8(k),
             Inner::Rsa3072Pss(k) => k.to_pkcs8_der(),
             Inner::Rsa3072Pkcs1(k) => k.to_pkcs8_der(),
             Inner::MlDsa65(k) => ml_dsa::SigningKey::<MlDsa65>::from_seed(&(*k.seed).into()).to_pkcs8_der(),
@@ -260,6 +260,18 @@ impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivateKey").field("key_type", &self.key_type()).finish_non_exhaustive()
     }
+}
+
+/// RFC 8410's PKCS#8 v1, the seed alone. ed25519-dalek writes v2 (RFC 5958, with the
+/// public key), which OpenSSL 3.0 and Python's `cryptography` refuse to read; v1 is
+/// what they write and what every tool reads. Both forms are read back.
+fn ed25519_v1_pkcs8(key: &ed25519_dalek::SigningKey) -> pkcs8::Result<pkcs8::SecretDocument> {
+    use zeroize::Zeroize;
+    let mut bytes =
+        ed25519_dalek::ed25519::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    let document = bytes.to_pkcs8_der();
+    bytes.secret_key.zeroize();
+    document
 }
 
 fn rsa_inner(key_type: KeyType, key: rsa::PrivateKey) -> Inner {

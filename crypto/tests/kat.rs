@@ -182,6 +182,11 @@ fn rfc8032_ed25519_test_1() {
         .unwrap();
     assert_eq!(key.public_key().spki_der(), spki(common::ID_ED25519, &public).as_slice());
     assert_eq!(key.sign(b"").unwrap(), signature);
+    // Stored as RFC 8410's v1 form (the seed alone); the v2 form with the public key
+    // (RFC 5958) reads too.
+    assert_eq!(*key.to_pkcs8_der(), prefixed(common::ED25519_PKCS8_PREFIX, &secret));
+    let v2 = [prefixed("3051020101300506032b657004220420", &secret), prefixed("812100", &public)].concat();
+    assert_eq!(PrivateKey::from_pkcs8_der(KeyType::Ed25519, &v2).unwrap().public_key(), key.public_key());
     let verifier = PublicKey::from_spki_der(KeyType::Ed25519, &spki(common::ID_ED25519, &public)).unwrap();
     assert_eq!(verifier.verify(b"", &signature), Ok(true));
     assert_eq!(verifier.verify(b"\0", &signature), Ok(false));
