@@ -307,3 +307,47 @@ fn errors_say_what_went_wrong_without_material() {
     let e = CryptoError::Unsupported { key_type: KeyType::Ed25519, operation: Operation::SignDigest };
     assert_eq!(e.to_string(), "ed25519 keys cannot sign a digest");
 }
+
+/// ECDSA signatures are not malleability-checked: `(r, n - s)` verifies as `(r, s)`
+/// does, as OpenSSL and the wire's other signers expect. (Callers that need a unique
+/// signature per message must not rely on ECDSA for it.)
+#[test]
+fn ecdsa_accepts_both_s_values() {
+    let public = key(KeyType::EcP256).public_key();
+    let der = key(KeyType::EcP256).sign(MESSAGE).unwrap();
+    let signature = p256::ecdsa::Signature::from_der(&der).unwrap();
+    let (r, s) = signature.split_scalars();
+    let flipped = p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s.as_ref()).to_bytes()).unwrap();
+    assert_ne!(flipped, signature);
+    assert_eq!(public.verify(MESSAGE, &flipped.to_der().to_bytes()), Ok(true));
+}
+
+/// A compressed EC point is read, and kept re-encoded in the canonical uncompressed form.
+#[test]
+fn a_compressed_ec_point_is_read_and_re_encoded_uncompressed() {
+    use spki::der::{Encode, asn1::BitStringRef};
+    let public = key(KeyType::EcP256).public_key();
+    let point =
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&common::parse_spki(public.spki_der()).key).unwrap();
+    let compressed = point.to_sec1_point(true);
+    let curve = spki::ObjectIdentifier::new_unwrap(common::PRIME256V1);
+    let der = spki::SubjectPublicKeyInfoRef {
+        algorithm: spki::AlgorithmIdentifierRef {
+            oid: spki::ObjectIdentifier::new_unwrap(common::ID_EC_PUBLIC_KEY),
+            parameters: Some((&curve).into()),
+        },
+        subject_public_key: BitStringRef::from_bytes(compressed.as_bytes()).unwrap(),
+    }
+    .to_der()
+    .unwrap();
+    let read = PublicKey::from_spki_der(KeyType::EcP256, &der).unwrap();
+    assert_eq!(read, public);
+    assert_eq!(read.spki_der(), public.spki_der());
+}
+
+#[test]
+fn keys_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PrivateKey>();
+    shareable::<PublicKey>();
+}
