@@ -41,8 +41,9 @@
 //! | `ml-dsa-65` | ML-DSA-65, FIPS 204, pure, empty context, hedged | 3309 bytes | `id-ml-dsa-65` 2.16.840.1.101.3.4.3.18, raw 1952-byte key | seed-only: `[0] IMPLICIT OCTET STRING` of the 32-byte seed |
 //! | `ml-kem-768` | ML-KEM-768, FIPS 203 | — | `id-alg-ml-kem-768` 2.16.840.1.101.3.4.4.2, raw 1184-byte key | seed-only: `[0] IMPLICIT OCTET STRING` of the 64-byte seed `d ‖ z` |
 //!
-//! The ML-DSA and ML-KEM encodings are those of the IETF LAMPS drafts (now RFC 9881
-//! for ML-DSA; draft-ietf-lamps-kyber-certificates for ML-KEM), parameters absent.
+//! The ML-DSA and ML-KEM encodings are those of the IETF LAMPS documents
+//! (draft-ietf-lamps-dilithium-certificates, draft-ietf-lamps-kyber-certificates),
+//! parameters absent; the tests check them against the LAMPS example keys.
 //! The private keys use the drafts' seed-only `CHOICE` arm, the smallest and the one
 //! the RustCrypto crates write; they read only that arm, so a key exported elsewhere in
 //! the expanded or `both` form must be converted first (OpenSSL 3.5+:
