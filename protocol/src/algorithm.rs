@@ -1,5 +1,6 @@
-//! Signature algorithms: the `algorithm` byte of a GET_PUBLIC_KEY response, and the
-//! signing key types of `keymux key create --type`.
+//! Public-key algorithms: the `algorithm` byte of a GET_PUBLIC_KEY response, and the
+//! asymmetric key types of `keymux key create --type` (the signing ones, and
+//! ML-KEM-768, whose public key is an encapsulation key).
 //!
 //! The protocol crate cannot know which algorithm a named key has, so it does not check
 //! SIGN and VERIFY inputs against one; the proxy does, with the helpers here (see
@@ -15,13 +16,12 @@ use std::str::FromStr;
 
 use crate::error::UnknownAlgorithm;
 
-/// A signature algorithm, by its wire id.
+/// A public-key algorithm, by its wire id.
 ///
-/// New algorithms get new ids; an id is never reused. The `ml-kem-768` wrapping key
-/// type has no id yet: DESIGN.md lets GET_PUBLIC_KEY return its encapsulation key but
-/// names no `algorithm` byte for it. A new variant will carry it (the enum is
-/// `#[non_exhaustive]` for such additions); until then a response with any id outside
-/// 1..=6 is refused.
+/// New algorithms get new ids; an id is never reused. Ids 1 to 6 are DESIGN.md's
+/// signature algorithms. DESIGN.md lets GET_PUBLIC_KEY return an `ml-kem-768` key's
+/// encapsulation key but names no `algorithm` byte for it; keymux gives it 7 (see
+/// docs/ARCHITECTURE.md). A response with any other id is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 #[non_exhaustive]
@@ -39,17 +39,21 @@ pub enum Algorithm {
     Rsa3072Pkcs1Sha256 = 5,
     /// `ml-dsa-65`: ML-DSA-65 (FIPS 204, pure, empty context); 3309-byte signatures.
     MlDsa65 = 6,
+    /// `ml-kem-768`: an ML-KEM-768 (FIPS 203) encapsulation key. It wraps (blob mode 3)
+    /// and never signs.
+    MlKem768 = 7,
 }
 
 impl Algorithm {
     /// Every algorithm, in id order.
-    pub const ALL: [Algorithm; 6] = [
+    pub const ALL: [Algorithm; 7] = [
         Algorithm::EcdsaP256Sha256,
         Algorithm::EcdsaP384Sha384,
         Algorithm::Ed25519,
         Algorithm::Rsa3072PssSha256,
         Algorithm::Rsa3072Pkcs1Sha256,
         Algorithm::MlDsa65,
+        Algorithm::MlKem768,
     ];
 
     /// The longest [`Algorithm::digest_len`] of any algorithm (SHA-384's 48 bytes).
@@ -78,7 +82,13 @@ impl Algorithm {
             Algorithm::Rsa3072PssSha256 => "rsa-3072-pss",
             Algorithm::Rsa3072Pkcs1Sha256 => "rsa-3072-pkcs1",
             Algorithm::MlDsa65 => "ml-dsa-65",
+            Algorithm::MlKem768 => "ml-kem-768",
         }
+    }
+
+    /// Whether keys of this algorithm sign (all but ML-KEM-768).
+    pub fn signs(self) -> bool {
+        self != Algorithm::MlKem768
     }
 
     /// The length a SIGN or VERIFY `input` must have under [`crate::Flags::DIGEST`]:
@@ -90,20 +100,21 @@ impl Algorithm {
                 Some(32)
             }
             Algorithm::EcdsaP384Sha384 => Some(48),
-            Algorithm::Ed25519 | Algorithm::MlDsa65 => None,
+            Algorithm::Ed25519 | Algorithm::MlDsa65 | Algorithm::MlKem768 => None,
         }
     }
 
     /// The exact signature length, where the encoding has one. `None` for ECDSA, whose
-    /// DER signatures vary in length up to [`Algorithm::max_signature_len`].
+    /// DER signatures vary in length up to [`Algorithm::max_signature_len`], and for
+    /// ML-KEM-768, which does not sign.
     pub fn signature_len(self) -> Option<usize> {
         match self {
-            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => None,
+            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 | Algorithm::MlKem768 => None,
             fixed => Some(fixed.max_signature_len()),
         }
     }
 
-    /// The longest signature the algorithm produces. For ECDSA that is a DER SEQUENCE
+    /// The longest signature the algorithm produces (0 for ML-KEM-768). For ECDSA that is a DER SEQUENCE
     /// of two INTEGERs, each up to the group order's size plus a sign byte: 72 bytes
     /// for P-256, 104 for P-384.
     pub fn max_signature_len(self) -> usize {
@@ -113,6 +124,7 @@ impl Algorithm {
             Algorithm::Ed25519 => 64,
             Algorithm::Rsa3072PssSha256 | Algorithm::Rsa3072Pkcs1Sha256 => 384,
             Algorithm::MlDsa65 => 3309,
+            Algorithm::MlKem768 => 0,
         }
     }
 }
@@ -140,12 +152,12 @@ mod tests {
     #[test]
     fn ids_follow_the_design_table() {
         let ids: Vec<u8> = Algorithm::ALL.iter().map(|a| a.id()).collect();
-        assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7]);
         for algorithm in Algorithm::ALL {
             assert_eq!(Algorithm::from_u8(algorithm.id()), Some(algorithm));
         }
         assert_eq!(Algorithm::from_u8(0), None);
-        assert_eq!(Algorithm::from_u8(7), None);
+        assert_eq!(Algorithm::from_u8(8), None);
         assert_eq!(Algorithm::from_u8(0xff), None);
     }
 
@@ -156,15 +168,16 @@ mod tests {
             assert_eq!(algorithm.to_string(), algorithm.name());
         }
         assert_eq!("ml-dsa-65".parse::<Algorithm>(), Ok(Algorithm::MlDsa65));
-        // Wrapping key types are not signature algorithms.
+        // A symmetric key has no public key.
         assert_eq!("aes-256".parse::<Algorithm>(), Err(UnknownAlgorithm));
-        assert_eq!("ml-kem-768".parse::<Algorithm>(), Err(UnknownAlgorithm));
+        assert_eq!("ml-kem-768".parse::<Algorithm>(), Ok(Algorithm::MlKem768));
+        assert!(!Algorithm::MlKem768.signs() && Algorithm::MlDsa65.signs());
         assert_eq!("EC-P256".parse::<Algorithm>(), Err(UnknownAlgorithm));
         assert_eq!("".parse::<Algorithm>(), Err(UnknownAlgorithm));
         assert!(
             UnknownAlgorithm
                 .to_string()
-                .ends_with("ec-p256, ec-p384, ed25519, rsa-3072-pss, rsa-3072-pkcs1, ml-dsa-65")
+                .ends_with("ec-p256, ec-p384, ed25519, rsa-3072-pss, rsa-3072-pkcs1, ml-dsa-65, ml-kem-768")
         );
     }
 
