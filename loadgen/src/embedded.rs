@@ -8,7 +8,7 @@ use keymux_client::Endpoint;
 use keymux_proxy::backend::BackendConfig;
 use keymux_proxy::backend::soft::{DEFAULT_KEY, SoftConfig};
 use keymux_proxy::config::Config;
-use keymux_proxy::keys::KeyLifecycle;
+use keymux_proxy::keys::{KeyLifecycle, KeyType};
 use keymux_proxy::server::{self, RunningServer};
 
 /// A proxy serving on an ephemeral loopback port until dropped or shut down.
@@ -28,7 +28,7 @@ impl EmbeddedProxy {
         config.backend = BackendConfig::Soft(SoftConfig::throwaway(dir.path()));
         let backend = keymux_proxy::backend::open(&config.backend)?;
         for key in keys.iter().filter(|k| k.as_str() != DEFAULT_KEY) {
-            backend.create_key(key)?;
+            backend.create_key(key, KeyType::Aes256)?;
         }
         let server = server::start_with_backend(&config, backend).await?;
         Ok(Self { server, _dir: dir })

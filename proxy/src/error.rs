@@ -22,6 +22,16 @@ pub enum OpError {
         /// The version asked for.
         version: u32,
     },
+    /// The key exists but not this version, where a client names the version itself
+    /// (VERIFY, GET_PUBLIC_KEY): UNKNOWN_KEY. (A blob naming a version its key never had
+    /// is [`OpError::UnknownVersion`]: it does not verify.)
+    #[error("key {key:?} has no version {version}")]
+    VersionNotFound {
+        /// Key name.
+        key: String,
+        /// The version asked for.
+        version: u32,
+    },
     /// The caller may not do this.
     #[error("forbidden")]
     Forbidden,
@@ -83,7 +93,7 @@ impl OpError {
     pub fn status(&self) -> Status {
         match self {
             OpError::BadRequest(_) => Status::BadRequest,
-            OpError::UnknownKey(_) => Status::UnknownKey,
+            OpError::UnknownKey(_) | OpError::VersionNotFound { .. } => Status::UnknownKey,
             // A blob naming a version the key does not have cannot have come from it.
             OpError::UnknownVersion { .. } | OpError::Integrity => Status::Integrity,
             OpError::Forbidden => Status::Forbidden,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use keymux_proxy::backend::{Backend, BackendFault, BackendWorker, BatchOp, Completions};
-use keymux_proxy::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
+use keymux_proxy::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionState};
 
 /// A switch that makes backend workers wait before each batch, so tests can hold work
 /// in the queues deterministically. Open by default.
@@ -122,8 +122,12 @@ impl KeyStore for GatedBackend {
         self.inner.check_name(name)
     }
 
-    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
-        self.inner.write_new_version(name, version)
+    fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError> {
+        self.inner.write_new_version(name, version, key_type)
+    }
+
+    fn public_key(&self, name: &str, version: u32) -> Result<Vec<u8>, BackendFault> {
+        self.inner.public_key(name, version)
     }
 
     fn write_version_state(

@@ -14,6 +14,7 @@
 //! | [`gate`] | the switch in front of a test proxy's backend workers |
 //! | [`raw`] | a raw protocol connection, and frames built by hand |
 //! | [`metrics`] | samples read from a Prometheus metrics page |
+//! | [`openssl`] | signatures checked by the `openssl` command line, an independent judge |
 //!
 //! Unpublished (`publish = false`). `keymux-proxy` takes it as a dev-dependency while it
 //! depends on `keymux-proxy` itself: cargo allows that cycle, because the proxy's
@@ -27,6 +28,7 @@ pub mod forwarder;
 pub mod gate;
 pub mod metrics;
 pub mod moto;
+pub mod openssl;
 pub mod pkcs11;
 pub mod proxy;
 pub mod raw;

@@ -10,7 +10,7 @@ use keymux_client::{Client, ClientConfig, Endpoint};
 use keymux_proxy::backend::soft::SoftConfig;
 use keymux_proxy::backend::{Backend, BackendConfig};
 use keymux_proxy::config::Config;
-use keymux_proxy::keys::KeyLifecycle;
+use keymux_proxy::keys::{KeyLifecycle, KeyType};
 use keymux_proxy::server::{self, RunningServer};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,9 +98,16 @@ impl TestProxy {
         RawClient::connect(self.addr()).await
     }
 
-    /// Creates key `name` through the proxy's backend and makes the proxy see it.
+    /// Creates `aes-256` key `name` through the proxy's backend and makes the proxy see
+    /// it.
     pub fn create_key(&self, name: &str) {
-        self.backend.create_key(name).unwrap();
+        self.create_key_of_type(name, KeyType::Aes256);
+    }
+
+    /// Creates key `name` of `key_type` through the proxy's backend and makes the proxy
+    /// see it (and load its public key).
+    pub fn create_key_of_type(&self, name: &str, key_type: KeyType) {
+        self.backend.create_key(name, key_type).unwrap();
         self.server.refresh_keys().unwrap();
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use keymux_protocol::{
-    ClientCodec, Limits, Reply, Request, RequestFrame, ResponseFrame, SecretBytes, Status,
+    Algorithm, ClientCodec, Limits, Reply, Request, RequestFrame, ResponseFrame, SecretBytes, Status,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -89,6 +89,52 @@ impl RawClient {
         frame.bypass_cache = bypass_cache;
         match self.call(frame).await.result {
             Ok(Reply::Unwrap { plaintext }) => Ok(plaintext.expose().to_vec()),
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(failure) => Err(failure.status),
+        }
+    }
+
+    /// Signs `input` (a digest if `digest`) with `key`: (version, signature), or the
+    /// failure's status.
+    pub async fn sign(&mut self, key: &str, input: &[u8], digest: bool) -> Result<(u32, Vec<u8>), Status> {
+        let request = Request::Sign { key: key.into(), input: input.to_vec(), digest };
+        match self.call(RequestFrame::new(3, request)).await.result {
+            Ok(Reply::Sign { version, signature }) => Ok((version, signature)),
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(failure) => Err(failure.status),
+        }
+    }
+
+    /// Verifies `signature` over `input` (a digest if `digest`) with `version` of `key`:
+    /// whether it is valid, or the failure's status.
+    pub async fn verify(
+        &mut self,
+        key: &str,
+        version: u32,
+        input: &[u8],
+        signature: &[u8],
+        digest: bool,
+    ) -> Result<bool, Status> {
+        let request = Request::Verify {
+            key: key.into(),
+            version,
+            input: input.to_vec(),
+            signature: signature.to_vec(),
+            digest,
+        };
+        match self.call(RequestFrame::new(4, request)).await.result {
+            Ok(Reply::Verify { valid }) => Ok(valid),
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(failure) => Err(failure.status),
+        }
+    }
+
+    /// The public key of `version` (0: current) of `key`: (version, algorithm, DER
+    /// SubjectPublicKeyInfo), or the failure's status.
+    pub async fn public_key(&mut self, key: &str, version: u32) -> Result<(u32, Algorithm, Vec<u8>), Status> {
+        let request = Request::GetPublicKey { key: key.into(), version };
+        match self.call(RequestFrame::new(5, request)).await.result {
+            Ok(Reply::PublicKey { version, algorithm, public_key }) => Ok((version, algorithm, public_key)),
             Ok(other) => panic!("unexpected reply {other:?}"),
             Err(failure) => Err(failure.status),
         }

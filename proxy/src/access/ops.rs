@@ -16,11 +16,25 @@ pub enum AclOp {
     GenerateDataKey,
     /// REWRAP.
     Rewrap,
+    /// SIGN.
+    Sign,
+    /// VERIFY.
+    Verify,
+    /// GET_PUBLIC_KEY.
+    GetPublicKey,
 }
 
 impl AclOp {
     /// Every operation.
-    pub const ALL: [AclOp; 4] = [AclOp::Wrap, AclOp::Unwrap, AclOp::GenerateDataKey, AclOp::Rewrap];
+    pub const ALL: [AclOp; 7] = [
+        AclOp::Wrap,
+        AclOp::Unwrap,
+        AclOp::GenerateDataKey,
+        AclOp::Rewrap,
+        AclOp::Sign,
+        AclOp::Verify,
+        AclOp::GetPublicKey,
+    ];
 
     /// The name used in config files and the audit log.
     pub fn name(self) -> &'static str {
@@ -29,6 +43,9 @@ impl AclOp {
             AclOp::Unwrap => "unwrap",
             AclOp::GenerateDataKey => "generate_data_key",
             AclOp::Rewrap => "rewrap",
+            AclOp::Sign => "sign",
+            AclOp::Verify => "verify",
+            AclOp::GetPublicKey => "get_public_key",
         }
     }
 
@@ -86,7 +103,9 @@ impl FromIterator<AclOp> for OpSet {
 
 /// An operation name no rule may use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown operation {0:?}: wrap, unwrap, generate_data_key, rewrap or *")]
+#[error(
+    "unknown operation {0:?}: wrap, unwrap, generate_data_key, rewrap, sign, verify, get_public_key or *"
+)]
 pub struct UnknownOp(pub String);
 
 impl<'de> Deserialize<'de> for OpSet {
@@ -115,6 +134,9 @@ mod tests {
         assert!(!set.contains(AclOp::Unwrap));
         assert_eq!(OpSet::parse(["*"]).unwrap(), OpSet::all());
         assert_eq!(OpSet::parse(["encrypt"]), Err(UnknownOp("encrypt".into())));
+        let signing = OpSet::parse(["sign", "verify", "get_public_key"]).unwrap();
+        assert!(signing.contains(AclOp::Sign) && signing.contains(AclOp::GetPublicKey));
+        assert!(!signing.contains(AclOp::Wrap));
         assert!(OpSet::parse([]).unwrap().is_empty());
     }
 }

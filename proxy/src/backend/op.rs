@@ -31,6 +31,14 @@ pub enum Op {
         /// The blob, its header already parsed.
         blob: ParsedBlob,
     },
+    /// Sign `input` with the key's current version: the message itself, or with
+    /// `digest` its hash (the router has checked its length against the algorithm).
+    Sign {
+        /// The message or the digest.
+        input: Vec<u8>,
+        /// Whether `input` is a digest.
+        digest: bool,
+    },
     /// Unwrap a blob and wrap its key again under the key's current version.
     Rewrap {
         /// Client AAD.
@@ -48,6 +56,7 @@ impl Op {
             Op::GenerateDataKey { .. } => "generate_data_key",
             Op::Unwrap { .. } => "unwrap",
             Op::Rewrap { .. } => "rewrap",
+            Op::Sign { .. } => "sign",
         }
     }
 }
@@ -87,6 +96,11 @@ impl ParsedBlob {
     /// Whether the body is in direct mode.
     pub fn is_direct(&self) -> bool {
         self.header.mode == BlobMode::Direct
+    }
+
+    /// The blob's mode.
+    pub fn mode(&self) -> BlobMode {
+        self.header.mode
     }
 }
 

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use crate::backend::{Backend, OpenError};
 use crate::config::{Config, ConfigError};
-use crate::keys::{KeyAdminError, KeyInfo, KeyLifecycle, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyLifecycle, KeyType, VersionState};
 
 /// Options of `keymux key`.
 #[derive(Debug, Args)]
@@ -28,6 +28,11 @@ pub enum KeyCommand {
     Create {
         /// Key name.
         name: String,
+        /// Key type: aes-256 (wraps; the default), ml-kem-768 (wraps, post-quantum),
+        /// or a signing type: ec-p256, ec-p384, ed25519, rsa-3072-pss, rsa-3072-pkcs1,
+        /// ml-dsa-65.
+        #[arg(long = "type", default_value_t = KeyType::Aes256)]
+        key_type: KeyType,
     },
     /// Add a version, which becomes current for new wraps.
     Rotate {
@@ -107,9 +112,9 @@ pub fn execute(
     confirm: &mut dyn BufRead,
 ) -> Result<String, KeyCommandError> {
     Ok(match command {
-        KeyCommand::Create { name } => {
-            backend.create_key(name)?;
-            format!("created key {name:?} version 1")
+        KeyCommand::Create { name, key_type } => {
+            backend.create_key(name, *key_type)?;
+            format!("created {key_type} key {name:?} version 1")
         }
         KeyCommand::Rotate { name } => {
             let version = backend.rotate_key(name)?;
@@ -157,8 +162,10 @@ fn now() -> u64 {
 
 /// One row per version, the current one marked with its age.
 fn render_list(keys: &[KeyInfo], now: u64) -> String {
-    let mut out =
-        format!("{:<24} {:>7}  {:<9} {:<21} {}\n", "KEY", "VERSION", "STATE", "CREATED (UTC)", "NOTE");
+    let mut out = format!(
+        "{:<24} {:<14} {:>7}  {:<9} {:<21} {}\n",
+        "KEY", "TYPE", "VERSION", "STATE", "CREATED (UTC)", "NOTE"
+    );
     for key in keys {
         let current = key.current_version().ok();
         for version in &key.versions {
@@ -176,8 +183,9 @@ fn render_list(keys: &[KeyInfo], now: u64) -> String {
                 String::new()
             };
             out.push_str(&format!(
-                "{:<24} {:>7}  {:<9} {:<21} {note}\n",
+                "{:<24} {:<14} {:>7}  {:<9} {:<21} {note}\n",
                 key.name,
+                key.key_type.name(),
                 version.version,
                 state,
                 created.to_string()
@@ -197,6 +205,7 @@ mod tests {
     fn list_marks_the_current_version_and_its_age() {
         let key = KeyInfo {
             name: "payments".into(),
+            key_type: KeyType::Ed25519,
             versions: vec![
                 VersionInfo { version: 1, state: VersionState::Enabled, created_at: 0 },
                 VersionInfo { version: 2, state: VersionState::Disabled, created_at: 100 },
@@ -211,5 +220,6 @@ mod tests {
         assert!(lines[2].contains("disabled"));
         assert!(lines[3].contains("current, age 1h 1m 1s"), "{text}");
         assert!(lines[3].contains("1970-01-01T00:16:40Z"));
+        assert!(lines[0].contains("TYPE") && lines[1].contains("ed25519"), "{text}");
     }
 }

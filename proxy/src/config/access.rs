@@ -26,7 +26,8 @@ pub struct AclRule {
     pub uid: Option<u32>,
     /// Matches every client, anonymous ones included (no other matcher allowed).
     pub any: bool,
-    /// Operations allowed: `wrap`, `unwrap`, `generate_data_key`, `rewrap`, or `*`.
+    /// Operations allowed: `wrap`, `unwrap`, `generate_data_key`, `rewrap`, `sign`,
+    /// `verify`, `get_public_key`, or `*`.
     pub ops: OpSet,
     /// Globs on key names (`*` any run of characters, `?` one character).
     pub keys: Vec<String>,

@@ -237,7 +237,7 @@ mod tests {
         assert!(error.to_string().starts_with("tls.client_auth"), "{error}");
         let error = Config::parse(&format!("{MINIMAL}\n[quic]\nlisten = \"127.0.0.1:0\"\n")).unwrap_err();
         assert!(error.to_string().starts_with("quic"), "{error}");
-        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"sign\"]\nkeys = [\"k\"]\n";
+        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"encrypt\"]\nkeys = [\"k\"]\n";
         let error = Config::parse(&format!("{MINIMAL}\n{acl}")).unwrap_err();
         assert!(error.to_string().starts_with("acl[1].ops"), "{error}");
         let error = Config::parse(&format!("{MINIMAL}\n[quotas]\nrate = -1.0\n")).unwrap_err();

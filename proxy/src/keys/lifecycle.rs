@@ -7,7 +7,7 @@
 //! cannot both create version 3). [`KeyLifecycle`], implemented for every key store,
 //! applies the rules over it. Refusals are a typed [`KeyAdminError`].
 
-use super::{KeyInfo, VersionState};
+use super::{KeyInfo, KeyType, VersionState};
 use crate::backend::BackendFault;
 use crate::error::OpError;
 
@@ -22,10 +22,15 @@ pub trait KeyStore: Send + Sync {
         Ok(())
     }
 
-    /// Creates `version` of `name` as a new, enabled version (version 1 creates the
-    /// key). If that version appeared meanwhile (another admin made it), fails with
-    /// [`KeyAdminError::ConcurrentChange`] and leaves the other admin's version alone.
-    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError>;
+    /// Creates `version` of `name`, of `key_type`, as a new, enabled version (version 1
+    /// creates the key). If that version appeared meanwhile (another admin made it),
+    /// fails with [`KeyAdminError::ConcurrentChange`] and leaves the other admin's
+    /// version alone. A backend that cannot hold `key_type` refuses with
+    /// [`KeyAdminError::UnsupportedKeyType`].
+    fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError>;
+
+    /// The DER SubjectPublicKeyInfo of `version` of `name`, an asymmetric key.
+    fn public_key(&self, name: &str, version: u32) -> Result<Vec<u8>, BackendFault>;
 
     /// Enables or disables an existing version.
     fn write_version_state(&self, name: &str, version: u32, state: VersionState)
@@ -54,6 +59,14 @@ pub enum KeyAdminError {
     /// A key of that name exists.
     #[error("key {0:?} already exists")]
     AlreadyExists(String),
+    /// This backend cannot hold keys of this type.
+    #[error("the {backend} backend cannot hold {key_type} keys")]
+    UnsupportedKeyType {
+        /// The type asked for.
+        key_type: KeyType,
+        /// The backend (`soft`, `pkcs11`, `kms`).
+        backend: &'static str,
+    },
     /// No key of that name.
     #[error("unknown key {0:?}")]
     UnknownKey(String),
@@ -119,23 +132,23 @@ pub trait KeyLifecycle: KeyStore {
             .ok_or_else(|| KeyAdminError::UnknownKey(name.to_owned()))
     }
 
-    /// Creates key `name` with version 1.
-    fn create_key(&self, name: &str) -> Result<KeyInfo, KeyAdminError> {
+    /// Creates key `name` of `key_type` with version 1.
+    fn create_key(&self, name: &str, key_type: KeyType) -> Result<KeyInfo, KeyAdminError> {
         validate_name(name)?;
         self.check_name(name)?;
         if self.list_keys()?.iter().any(|key| key.name == name) {
             return Err(KeyAdminError::AlreadyExists(name.to_owned()));
         }
-        self.write_new_version(name, 1)?;
+        self.write_new_version(name, 1, key_type)?;
         self.find_key(name)
     }
 
-    /// Adds a version to `name`, which becomes current; returns its number (one above
-    /// the highest ever listed, so numbers are never reused).
+    /// Adds a version to `name`, of the key's type, which becomes current; returns its
+    /// number (one above the highest ever listed, so numbers are never reused).
     fn rotate_key(&self, name: &str) -> Result<u32, KeyAdminError> {
         let key = self.find_key(name)?;
         let version = key.versions.last().map_or(1, |v| v.version + 1);
-        self.write_new_version(name, version)?;
+        self.write_new_version(name, version, key.key_type)?;
         Ok(version)
     }
 
@@ -226,7 +239,12 @@ mod tests {
             Ok(self.keys.lock().unwrap().clone())
         }
 
-        fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+        fn write_new_version(
+            &self,
+            name: &str,
+            version: u32,
+            key_type: KeyType,
+        ) -> Result<(), KeyAdminError> {
             let mut keys = self.keys.lock().unwrap();
             let new = VersionInfo { version, state: VersionState::Enabled, created_at: 0 };
             match keys.iter_mut().find(|k| k.name == name) {
@@ -234,11 +252,18 @@ mod tests {
                     return Err(KeyAdminError::ConcurrentChange { key: name.into(), version });
                 }
                 Some(key) => key.versions.push(new),
-                None => {
-                    keys.push(KeyInfo { name: name.into(), versions: vec![new], min_decryption_version: 1 })
-                }
+                None => keys.push(KeyInfo {
+                    name: name.into(),
+                    key_type,
+                    versions: vec![new],
+                    min_decryption_version: 1,
+                }),
             }
             Ok(())
+        }
+
+        fn public_key(&self, _name: &str, _version: u32) -> Result<Vec<u8>, BackendFault> {
+            Err(BackendFault::Final(OpError::Unsupported))
         }
 
         fn write_version_state(
@@ -269,19 +294,30 @@ mod tests {
     #[test]
     fn names_are_checked_and_never_reused() {
         let store = MemoryStore::default();
-        assert!(matches!(store.create_key(""), Err(KeyAdminError::InvalidName { .. })));
-        assert!(matches!(store.create_key("a\nb"), Err(KeyAdminError::InvalidName { .. })));
-        assert!(matches!(store.create_key(&"x".repeat(256)), Err(KeyAdminError::InvalidName { .. })));
-        store.create_key("k").unwrap();
-        assert_eq!(store.create_key("k"), Err(KeyAdminError::AlreadyExists("k".into())));
+        assert!(matches!(store.create_key("", KeyType::Aes256), Err(KeyAdminError::InvalidName { .. })));
+        assert!(matches!(store.create_key("a\nb", KeyType::Aes256), Err(KeyAdminError::InvalidName { .. })));
+        assert!(matches!(
+            store.create_key(&"x".repeat(256), KeyType::Aes256),
+            Err(KeyAdminError::InvalidName { .. })
+        ));
+        store.create_key("k", KeyType::Aes256).unwrap();
+        assert_eq!(store.create_key("k", KeyType::Aes256), Err(KeyAdminError::AlreadyExists("k".into())));
         assert_eq!(store.rotate_key("k"), Ok(2));
         assert_eq!(store.rotate_key("nope"), Err(KeyAdminError::UnknownKey("nope".into())));
     }
 
     #[test]
+    fn rotation_keeps_the_type() {
+        let store = MemoryStore::default();
+        store.create_key("sig", KeyType::Ed25519).unwrap();
+        store.rotate_key("sig").unwrap();
+        assert_eq!(store.find_key("sig").unwrap().key_type, KeyType::Ed25519);
+    }
+
+    #[test]
     fn destroy_spares_the_current_and_the_latest_version() {
         let store = MemoryStore::default();
-        store.create_key("k").unwrap();
+        store.create_key("k", KeyType::Aes256).unwrap();
         assert!(matches!(
             store.destroy_version("k", 1),
             Err(KeyAdminError::CurrentVersion { version: 1, .. })
@@ -304,7 +340,7 @@ mod tests {
     #[test]
     fn state_and_minimum_need_an_existing_version() {
         let store = MemoryStore::default();
-        store.create_key("k").unwrap();
+        store.create_key("k", KeyType::Aes256).unwrap();
         assert!(matches!(
             store.set_version_state("k", 2, VersionState::Disabled),
             Err(KeyAdminError::UnknownVersion { version: 2, .. })

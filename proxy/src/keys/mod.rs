@@ -7,14 +7,19 @@
 //! the request path reads it without locks.
 
 pub mod lifecycle;
+mod public_keys;
 mod refresh;
 mod registry;
 
 use serde::{Deserialize, Serialize};
 
+pub use keymux_crypto::KeyType;
 pub use lifecycle::{KeyAdminError, KeyLifecycle, KeyStore};
+pub use public_keys::PublicKeys;
 pub use refresh::KeyRefresher;
 pub use registry::{KeyRegistry, changes};
+
+use keymux_protocol::Algorithm;
 
 use crate::error::OpError;
 
@@ -44,6 +49,8 @@ pub struct VersionInfo {
 pub struct KeyInfo {
     /// The key name.
     pub name: String,
+    /// What kind of key it is; every version has the same type (rotation keeps it).
+    pub key_type: KeyType,
     /// Its versions, in ascending order.
     pub versions: Vec<VersionInfo>,
     /// Unwraps of blobs from versions below this are refused.
@@ -51,6 +58,44 @@ pub struct KeyInfo {
 }
 
 impl KeyInfo {
+    /// The wire algorithm of the key's public key, for an asymmetric key. The protocol
+    /// crate and the crypto crate name key types alike, so the name is the mapping.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.key_type.name().parse().ok()
+    }
+
+    /// Refuses an operation this key's type cannot do, saying why (BAD_REQUEST).
+    pub fn check_wraps(&self) -> Result<(), OpError> {
+        if self.key_type.is_wrapping() {
+            return Ok(());
+        }
+        Err(OpError::BadRequest(format!(
+            "key {:?} is a {} signing key: it signs and verifies, it does not wrap",
+            self.name, self.key_type
+        )))
+    }
+
+    /// Refuses SIGN and VERIFY on a key that does not sign, saying why (BAD_REQUEST).
+    pub fn check_signs(&self) -> Result<Algorithm, OpError> {
+        match self.algorithm() {
+            Some(algorithm) if algorithm.signs() => Ok(algorithm),
+            _ => Err(OpError::BadRequest(format!(
+                "key {:?} is a {} wrapping key: it wraps and unwraps, it does not sign",
+                self.name, self.key_type
+            ))),
+        }
+    }
+
+    /// Checks that `version` exists and is enabled for verification or a public-key
+    /// read: UNKNOWN_KEY if it never existed or was destroyed, KEY_DISABLED if it is
+    /// disabled or below the minimum version.
+    pub fn check_usable(&self, version: u32) -> Result<(), OpError> {
+        match self.check_decryptable(version) {
+            Err(OpError::UnknownVersion { key, version }) => Err(OpError::VersionNotFound { key, version }),
+            other => other,
+        }
+    }
+
     /// The version new wraps use: the highest enabled one.
     pub fn current_version(&self) -> Result<u32, OpError> {
         self.versions.iter().rev().find(|v| v.state == VersionState::Enabled).map(|v| v.version).ok_or_else(
@@ -80,6 +125,7 @@ impl KeyInfo {
 pub(crate) fn test_key(states: &[VersionState], min_decryption_version: u32) -> KeyInfo {
     KeyInfo {
         name: "k".into(),
+        key_type: KeyType::Aes256,
         versions: states
             .iter()
             .enumerate()

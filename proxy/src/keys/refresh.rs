@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{KeyRegistry, KeyStore, changes};
+use super::{KeyRegistry, KeyStore, PublicKeys, changes};
 use crate::audit::{AuditLog, Event};
 use crate::backend::BackendFault;
 use crate::cache::UnwrapCache;
@@ -17,20 +17,22 @@ use crate::cache::UnwrapCache;
 pub struct KeyRefresher {
     store: Arc<dyn KeyStore>,
     registry: Arc<KeyRegistry>,
+    public_keys: Arc<PublicKeys>,
     cache: Option<Arc<UnwrapCache>>,
     audit: AuditLog,
 }
 
 impl KeyRefresher {
-    /// A refresher of `registry` from `store`, invalidating `cache` and recording
-    /// changes in `audit`.
+    /// A refresher of `registry` and `public_keys` from `store`, invalidating `cache`
+    /// and recording changes in `audit`.
     pub fn new(
         store: Arc<dyn KeyStore>,
         registry: Arc<KeyRegistry>,
+        public_keys: Arc<PublicKeys>,
         cache: Option<Arc<UnwrapCache>>,
         audit: AuditLog,
     ) -> Self {
-        Self { store, registry, cache, audit }
+        Self { store, registry, public_keys, cache, audit }
     }
 
     /// Re-reads the keys now.
@@ -55,6 +57,7 @@ impl KeyRefresher {
             tracing::info!(%change, "key change");
             self.audit.record(Event::Admin { action: "key_change".into(), detail: change });
         }
+        self.public_keys.refresh(&*self.store, &keys);
         self.registry.replace(keys);
         Ok(())
     }

@@ -30,7 +30,7 @@ use crate::backend::{Backend, BackendFault, OpenError};
 use crate::batch::{BatchSettings, Executors, KeyQueues};
 use crate::cache::UnwrapCache;
 use crate::config::{ClientAuth, Config};
-use crate::keys::{KeyRefresher, KeyRegistry, KeyStore};
+use crate::keys::{KeyRefresher, KeyRegistry, KeyStore, PublicKeys};
 use crate::router::{Router, ServerInfo};
 use crate::telemetry::Metrics;
 use crate::transport::quic::QuicAcceptor;
@@ -105,7 +105,10 @@ pub async fn start_with_backend(
     backend: Arc<dyn Backend>,
 ) -> Result<RunningServer, StartError> {
     let metrics = Metrics::with_extra(|registry| backend.register_metrics(registry));
-    let registry = Arc::new(KeyRegistry::new(backend.list_keys()?));
+    let keys = backend.list_keys()?;
+    let public_keys = Arc::new(PublicKeys::default());
+    public_keys.refresh(&*backend, &keys);
+    let registry = Arc::new(KeyRegistry::new(keys));
     let limits = config.limits.to_limits();
     let queues = Arc::new(KeyQueues::new(
         config.batch.queue_capacity,
@@ -121,8 +124,14 @@ pub async fn start_with_backend(
         }
         None => AuditLog::disabled(),
     };
-    let router =
-        Arc::new(Router::new(Arc::clone(&registry), Arc::clone(&queues), cache.clone(), info, audit.clone()));
+    let router = Arc::new(Router::new(
+        Arc::clone(&registry),
+        Arc::clone(&public_keys),
+        Arc::clone(&queues),
+        cache.clone(),
+        info,
+        audit.clone(),
+    ));
     let ctx = Arc::new(ConnectionContext {
         router,
         limits,
@@ -235,7 +244,8 @@ pub async fn start_with_backend(
         listeners.spawn(unix);
     }
     let store: Arc<dyn KeyStore> = Arc::clone(&backend) as _;
-    let refresher = Arc::new(KeyRefresher::new(store, Arc::clone(&registry), cache.clone(), audit.clone()));
+    let refresher =
+        Arc::new(KeyRefresher::new(store, Arc::clone(&registry), public_keys, cache.clone(), audit.clone()));
     tokio::spawn(Arc::clone(&refresher).run(config.keys.refresh_interval, shutdown.clone()));
     if let Some(listener) = admin {
         tokio::spawn(admin_http::serve_admin(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use keymux_client::{Client, ClientConfig, Endpoint, Error};
 use keymux_proxy::access::ops::OpSet;
 use keymux_proxy::config::{AclRule, Config};
-use keymux_proxy::keys::KeyLifecycle;
+use keymux_proxy::keys::{KeyLifecycle, KeyType};
 use keymux_test_support::certs::{Issued, Pki, Subject, sdk_client};
 use keymux_test_support::proxy::TestProxy;
 
@@ -43,8 +43,8 @@ async fn proxy_with_keys(pki: &Pki, tweak: impl FnOnce(&mut Config)) -> TestProx
         tweak(config);
     })
     .await;
-    proxy.backend.create_key("pay").unwrap();
-    proxy.backend.create_key("hr").unwrap();
+    proxy.backend.create_key("pay", KeyType::Aes256).unwrap();
+    proxy.backend.create_key("hr", KeyType::Aes256).unwrap();
     proxy.server.refresh_keys().unwrap();
     proxy
 }

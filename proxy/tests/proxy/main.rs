@@ -12,4 +12,5 @@ mod pipelining;
 mod quic;
 mod roundtrip;
 mod sdk;
+mod signing;
 mod tls;

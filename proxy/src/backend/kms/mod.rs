@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, BackendFault, BackendWorker};
-use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionState};
 use failover::{Region, Regions, RetrySettings};
 use intermediate::Intermediate;
 pub use metrics::{KmsMetrics, KmsOutcome};
@@ -176,8 +176,15 @@ impl KeyStore for KmsBackend {
         names::check_key_name(name)
     }
 
-    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+    fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError> {
+        if key_type != KeyType::Aes256 {
+            return Err(KeyAdminError::UnsupportedKeyType { key_type, backend: "kms" });
+        }
         self.shared.block_on(self.shared.create_version(name, version))
+    }
+
+    fn public_key(&self, _name: &str, _version: u32) -> Result<Vec<u8>, BackendFault> {
+        Err(BackendFault::Final(crate::error::OpError::Unsupported))
     }
 
     fn write_version_state(

@@ -21,7 +21,7 @@ use super::failover::Region;
 use super::names::Parsed;
 use crate::backend::BackendFault;
 use crate::error::OpError;
-use crate::keys::{KeyAdminError, KeyInfo, VersionInfo, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyType, VersionInfo, VersionState};
 
 /// An admin request's failure, with the retry hint of admin calls (they bypass
 /// admission control and the failover's backoff).
@@ -118,6 +118,7 @@ impl Shared {
             let created_at = metadata.creation_date().map_or(0, |d| u64::try_from(d.secs()).unwrap_or(0));
             let info = keys.entry(key).or_insert_with(|| KeyInfo {
                 name: (*key).to_owned(),
+                key_type: KeyType::Aes256,
                 versions: Vec::new(),
                 min_decryption_version: 1,
             });

@@ -9,14 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::scheme::Scheme;
 use super::{Pkcs11Backend, describe, labels};
 use crate::backend::BackendFault;
 use crate::error::OpError;
-use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionInfo, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionInfo, VersionState};
 
 /// A failed call on an admin or listing session: final, with the function and the
 /// return value.
@@ -66,7 +66,7 @@ impl Pkcs11Backend {
         if self.shared.scheme == Scheme::CbcHmac {
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::KeyType(CkKeyType::GENERIC_SECRET),
                 Attribute::ValueLen(32.into()),
                 Attribute::Token(true),
                 Attribute::Private(true),
@@ -83,7 +83,7 @@ impl Pkcs11Backend {
         }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
+            Attribute::KeyType(CkKeyType::AES),
             Attribute::ValueLen(32.into()),
             Attribute::Token(true),
             Attribute::Private(true),
@@ -134,7 +134,7 @@ fn attributes_of(
 /// Every key on the token, read from the objects' labels and attributes.
 fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
     let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
-    let secret_keys = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES)];
+    let secret_keys = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(CkKeyType::AES)];
     let wanted = [AttributeType::Label, AttributeType::Encrypt, AttributeType::Decrypt, AttributeType::Id];
     for handle in session.find_objects(&secret_keys).map_err(internal)? {
         let (mut label, mut enabled, mut created_at) = (None, true, 0);
@@ -153,6 +153,7 @@ fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
         let state = if enabled { VersionState::Enabled } else { VersionState::Disabled };
         let key = keys.entry(name.to_owned()).or_insert_with(|| KeyInfo {
             name: name.to_owned(),
+            key_type: KeyType::Aes256,
             versions: Vec::new(),
             min_decryption_version: 1,
         });
@@ -192,9 +193,16 @@ impl KeyStore for Pkcs11Backend {
         list(&self.session()?.0)
     }
 
-    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+    fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError> {
+        if key_type != KeyType::Aes256 {
+            return Err(KeyAdminError::UnsupportedKeyType { key_type, backend: "pkcs11" });
+        }
         let (session, _admin) = self.session()?;
         self.generate(&session, name, version)
+    }
+
+    fn public_key(&self, _name: &str, _version: u32) -> Result<Vec<u8>, BackendFault> {
+        Err(BackendFault::Final(OpError::Unsupported))
     }
 
     fn write_version_state(

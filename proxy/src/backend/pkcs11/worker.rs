@@ -208,7 +208,7 @@ impl OpenSession {
         associated: &[u8],
         body: &[u8],
     ) -> Result<SecretBytes, Fault> {
-        if body.len() < CBC_IV_LEN + 16 + MAC_LEN || (body.len() - CBC_IV_LEN - MAC_LEN) % 16 != 0 {
+        if body.len() < CBC_IV_LEN + 16 + MAC_LEN || !(body.len() - CBC_IV_LEN - MAC_LEN).is_multiple_of(16) {
             return Err(OpError::Integrity.into());
         }
         let (iv, rest) = body.split_at(CBC_IV_LEN);
@@ -266,6 +266,9 @@ impl OpenSession {
 
     fn run(&mut self, key: &KeyInfo, op: &Op, pool: &mut &[u8]) -> Result<Reply, Fault> {
         match op {
+            // Signing keys are not created on PKCS#11 tokens yet; the router only queues
+            // SIGN for signing keys, so this is a token without them.
+            Op::Sign { .. } => Err(OpError::Unsupported.into()),
             Op::Wrap { aad, plaintext } => Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose())? }),
             Op::GenerateDataKey { aad, length } => {
                 let (dek, rest) = pool.split_at(usize::from(*length));

@@ -16,7 +16,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::keys::{KeyInfo, VersionInfo, VersionState};
+use crate::keys::{KeyInfo, KeyType, VersionInfo, VersionState};
 use crate::secrets::{SecretError, write_private};
 
 const MAGIC: &[u8; 5] = b"KMXKS";
@@ -51,10 +51,12 @@ pub enum KeystoreError {
     Kdf(String),
 }
 
-/// 32 bytes of AES-256 key material, wiped on drop.
+/// A version's key material, wiped on drop: 32 bytes for an `aes-256` key, the PKCS#8
+/// DER of the private key for the others. (The JSON is an array of bytes either way, so
+/// keystores written before signing keys existed read unchanged.)
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(transparent)]
-pub(crate) struct Material(pub(crate) [u8; 32]);
+pub(crate) struct Material(pub(crate) Vec<u8>);
 
 impl std::fmt::Debug for Material {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +77,9 @@ pub(crate) struct StoredVersion {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredKey {
     pub(crate) name: String,
+    /// `aes-256` when absent: keystores written before key types existed.
+    #[serde(default)]
+    pub(crate) key_type: KeyType,
     pub(crate) min_decryption_version: u32,
     pub(crate) versions: Vec<StoredVersion>,
 }
@@ -83,6 +88,7 @@ impl StoredKey {
     pub(crate) fn info(&self) -> KeyInfo {
         KeyInfo {
             name: self.name.clone(),
+            key_type: self.key_type,
             versions: self
                 .versions
                 .iter()
@@ -206,12 +212,13 @@ mod tests {
         Contents {
             keys: vec![StoredKey {
                 name: "default".into(),
+                key_type: KeyType::Aes256,
                 min_decryption_version: 1,
                 versions: vec![StoredVersion {
                     version: 1,
                     state: VersionState::Enabled,
                     created_at: 1,
-                    material: Material([7; 32]),
+                    material: Material(vec![7; 32]),
                 }],
             }],
         }

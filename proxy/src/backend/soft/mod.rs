@@ -2,10 +2,13 @@
 //! installed. **For development only**: the KEKs live in this process's memory and in
 //! a local file sealed under a passphrase, not in an HSM.
 //!
-//! Blobs are direct mode; the body is `nonce:[12] ciphertext+tag` from AES-256-GCM
-//! under the key version's KEK, with the blob header followed by the client AAD as the
-//! associated data. Nonces are 96 random bits from the OS CSPRNG: safe up to about
-//! 2^32 wraps per key version, far beyond a development keystore's use; rotate sooner.
+//! Every key type lives here. `aes-256` blobs are direct mode; the body is
+//! `nonce:[12] ciphertext+tag` from AES-256-GCM under the key version's KEK, with the
+//! blob header followed by the client AAD as the associated data. Nonces are 96 random
+//! bits from the OS CSPRNG: safe up to about 2^32 wraps per key version, far beyond a
+//! development keystore's use; rotate sooner. `ml-kem-768` blobs are KEM mode (3):
+//! see `keymux_crypto::kem`. Signing keys sign with `keymux_crypto`, and the private
+//! keys of both are kept as PKCS#8 DER in the sealed file.
 
 mod config;
 mod keystore;
@@ -22,24 +25,33 @@ use zeroize::Zeroizing;
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::KeyInit;
+use keymux_crypto::PrivateKey;
 
 use keystore::{Contents, Keystore, Material, StoredKey, StoredVersion, fill_random};
 pub use keystore::{KdfParams, KeystoreError};
 
 use crate::backend::{Backend, BackendFault, BackendWorker};
 use crate::error::OpError;
-use crate::keys::{KeyAdminError, KeyInfo, KeyStore, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionState};
 
 const NONCE_LEN: usize = 12;
 
 /// The key created in a new keystore.
 pub const DEFAULT_KEY: &str = "default";
 
+/// A version's key, ready to use.
+pub(super) enum VersionKey {
+    /// An `aes-256` key's expanded key schedule.
+    Aes(Box<Aes256Gcm>),
+    /// A signing or ML-KEM key's parsed private key.
+    Private(Box<PrivateKey>),
+}
+
 pub(super) struct SoftState {
     keystore: Keystore,
     contents: Contents,
-    /// Expanded key schedules by key name, then version.
-    pub(super) ciphers: HashMap<String, HashMap<u32, Arc<Aes256Gcm>>>,
+    /// Every version's key, ready to use, by key name, then version.
+    pub(super) keys: HashMap<String, HashMap<u32, Arc<VersionKey>>>,
     passphrase: Zeroizing<String>,
     /// The file's modification time and size when last read or written, to notice
     /// changes made by `keymux key ...` from another process.
@@ -65,8 +77,8 @@ impl SoftState {
         path: &std::path::Path,
     ) -> Self {
         let mut state =
-            Self { keystore, contents, ciphers: HashMap::new(), passphrase, stamp: file_stamp(path) };
-        state.rebuild_ciphers();
+            Self { keystore, contents, keys: HashMap::new(), passphrase, stamp: file_stamp(path) };
+        state.rebuild_keys();
         state
     }
 
@@ -81,20 +93,30 @@ impl SoftState {
         self.keystore = keystore;
         self.contents = contents;
         self.stamp = stamp;
-        self.rebuild_ciphers();
+        self.rebuild_keys();
         Ok(())
     }
 
-    /// Expands every version's key schedule once, so batches only look them up.
-    fn rebuild_ciphers(&mut self) {
-        self.ciphers = self
+    /// Expands every version's key once (AES key schedules, parsed private keys), so
+    /// batches only look them up. A version whose material does not parse is left out
+    /// (its operations fail as for a missing version) and logged.
+    fn rebuild_keys(&mut self) {
+        self.keys = self
             .contents
             .keys
             .iter()
             .map(|key| {
-                let versions = key.versions.iter().map(|v| {
-                    let cipher = Aes256Gcm::new_from_slice(&v.material.0).expect("32-byte key");
-                    (v.version, Arc::new(cipher))
+                let versions = key.versions.iter().filter_map(|v| {
+                    let ready = match key.key_type {
+                        KeyType::Aes256 => {
+                            Aes256Gcm::new_from_slice(&v.material.0).map(|aes| VersionKey::Aes(Box::new(aes))).ok()
+                        }
+                        key_type => PrivateKey::from_pkcs8_der(key_type, &v.material.0).map(|key| VersionKey::Private(Box::new(key))).ok(),
+                    };
+                    if ready.is_none() {
+                        tracing::error!(key = %key.name, version = v.version, "soft keystore: key material does not parse");
+                    }
+                    Some((v.version, Arc::new(ready?)))
                 });
                 (key.name.clone(), versions.collect())
             })
@@ -118,7 +140,7 @@ impl SoftState {
     }
 
     fn persist(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
-        self.rebuild_ciphers();
+        self.rebuild_keys();
         self.keystore.save(&self.contents).map_err(store_fault)?;
         self.stamp = file_stamp(path);
         Ok(())
@@ -136,10 +158,24 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn new_version(version: u32) -> StoredVersion {
-    let mut material = Material([0; 32]);
+/// A new `aes-256` version: 32 random bytes.
+fn aes_version(version: u32) -> StoredVersion {
+    let mut material = Material(vec![0; 32]);
     fill_random(&mut material.0);
     StoredVersion { version, state: VersionState::Enabled, created_at: now_secs(), material }
+}
+
+/// A new version of `key_type`: [`aes_version`], or a generated private key (PKCS#8
+/// DER).
+fn new_version(version: u32, key_type: KeyType) -> Result<StoredVersion, KeyAdminError> {
+    if key_type == KeyType::Aes256 {
+        return Ok(aes_version(version));
+    }
+    let generated = PrivateKey::generate(key_type).map_err(|error| {
+        BackendFault::Final(OpError::Internal(format!("cannot generate a {key_type} key: {error}")))
+    })?;
+    let material = Material(generated.to_pkcs8_der().to_vec());
+    Ok(StoredVersion { version, state: VersionState::Enabled, created_at: now_secs(), material })
 }
 
 impl SoftBackend {
@@ -161,7 +197,8 @@ impl SoftBackend {
                 keys: vec![StoredKey {
                     name: DEFAULT_KEY.into(),
                     min_decryption_version: 1,
-                    versions: vec![new_version(1)],
+                    key_type: KeyType::Aes256,
+                    versions: vec![aes_version(1)],
                 }],
             };
             keystore.save(&contents)?;
@@ -198,7 +235,7 @@ impl SoftBackend {
             .and_then(|value| state.persist(&self.path).map(|()| value).map_err(Into::into));
         if result.is_err() {
             state.contents = backup;
-            state.rebuild_ciphers();
+            state.rebuild_keys();
         }
         result
     }
@@ -221,25 +258,37 @@ impl KeyStore for SoftBackend {
         Ok(state.contents.keys.iter().map(StoredKey::info).collect())
     }
 
-    fn write_new_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+    fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError> {
+        let new = new_version(version, key_type)?;
         self.write(|state| match state.contents.keys.iter_mut().find(|k| k.name == name) {
             Some(key) if key.versions.iter().any(|v| v.version == version) => {
                 Err(KeyAdminError::ConcurrentChange { key: name.into(), version })
             }
+            Some(key) if key.key_type != key_type => Err(KeyAdminError::Backend(BackendFault::Final(
+                OpError::Internal(format!("key {name:?} is {}, not {key_type}", key.key_type)),
+            ))),
             Some(key) => {
-                key.versions.push(new_version(version));
+                key.versions.push(new);
                 Ok(())
             }
             None => {
-                let versions = vec![new_version(version)];
-                state.contents.keys.push(StoredKey {
-                    name: name.into(),
-                    min_decryption_version: 1,
-                    versions,
-                });
+                let key =
+                    StoredKey { name: name.into(), key_type, min_decryption_version: 1, versions: vec![new] };
+                state.contents.keys.push(key);
                 Ok(())
             }
         })
+    }
+
+    fn public_key(&self, name: &str, version: u32) -> Result<Vec<u8>, BackendFault> {
+        let state = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match state.keys.get(name).and_then(|versions| versions.get(&version)).map(|key| &**key) {
+            Some(VersionKey::Private(private)) => Ok(private.public_key().spki_der().to_vec()),
+            Some(VersionKey::Aes(_)) => Err(BackendFault::Final(OpError::BadRequest(format!(
+                "key {name:?} is symmetric: it has no public key"
+            )))),
+            None => Err(BackendFault::Final(OpError::VersionNotFound { key: name.into(), version })),
+        }
     }
 
     fn write_version_state(

@@ -1,15 +1,20 @@
-//! An executor thread's handle on the soft keystore, and how a batch runs: AES-256-GCM
-//! under the key version's KEK, `nonce:[12] ciphertext+tag`, the blob header and the
-//! client AAD as associated data.
+//! An executor thread's handle on the soft keystore, and how a batch runs:
+//!
+//! - `aes-256`: AES-256-GCM under the key version's KEK, body `nonce:[12]
+//!   ciphertext+tag`, the blob header and the client AAD as associated data (mode 1);
+//! - `ml-kem-768`: WRAP encapsulates to the version's public key, UNWRAP decapsulates
+//!   with its private key (mode 3, see `keymux_crypto::kem`), the same associated data;
+//! - signing keys: SIGN with the current version's private key.
 
 use std::sync::{Arc, RwLock};
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, Payload};
+use keymux_crypto::{CryptoError, PrivateKey, kem};
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
 use super::keystore::fill_random;
-use super::{NONCE_LEN, SoftState};
+use super::{NONCE_LEN, SoftState, VersionKey};
 use crate::backend::{BackendWorker, BatchOp, Completions, Op, OpResult, ParsedBlob};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
@@ -19,55 +24,102 @@ pub(super) struct SoftWorker {
     state: Arc<RwLock<SoftState>>,
 }
 
+/// The operation error for a failure of `keymux_crypto` (never carrying key material).
+fn crypto_error(error: CryptoError) -> OpError {
+    match error {
+        CryptoError::Unsupported { .. } => OpError::Unsupported,
+        CryptoError::DigestLength { .. } => OpError::BadRequest(error.to_string()),
+        CryptoError::Integrity | CryptoError::BodyTooShort { .. } => OpError::Integrity,
+        other => OpError::Internal(other.to_string()),
+    }
+}
+
 impl SoftWorker {
     pub(super) fn new(state: Arc<RwLock<SoftState>>) -> Self {
         Self { state }
     }
 
-    fn cipher(state: &SoftState, key: &str, version: u32) -> Result<Arc<Aes256Gcm>, OpError> {
+    fn version_key(state: &SoftState, key: &str, version: u32) -> Result<Arc<VersionKey>, OpError> {
         state
-            .ciphers
+            .keys
             .get(key)
             .and_then(|versions| versions.get(&version))
             .cloned()
             .ok_or_else(|| OpError::UnknownVersion { key: key.into(), version })
     }
 
-    /// Wraps `plaintext` under `key`'s current version.
+    /// Wraps `plaintext` under `key`'s current version: AES-GCM (mode 1), or an ML-KEM
+    /// encapsulation (mode 3).
     fn seal(state: &SoftState, key: &KeyInfo, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, OpError> {
+        key.check_wraps()?;
         let version = key.current_version()?;
-        let cipher = Self::cipher(state, &key.name, version)?;
-        let header = BlobHeader { key: key.name.clone(), version, mode: BlobMode::Direct };
+        let version_key = Self::version_key(state, &key.name, version)?;
+        let mode = match &*version_key {
+            VersionKey::Aes(_) => BlobMode::Direct,
+            VersionKey::Private(_) => BlobMode::Kem,
+        };
+        let header = BlobHeader { key: key.name.clone(), version, mode };
         let mut blob = header.to_bytes().map_err(|e| OpError::Internal(e.to_string()))?;
         let associated = BlobHeader::associated_data(&blob, aad);
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce);
-        let sealed = cipher
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: &associated })
-            .map_err(|_| OpError::Internal("AES-GCM encryption failed".into()))?;
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&sealed);
+        match &*version_key {
+            VersionKey::Aes(cipher) => {
+                let mut nonce = [0u8; NONCE_LEN];
+                fill_random(&mut nonce);
+                let sealed = cipher
+                    .encrypt(&nonce.into(), Payload { msg: plaintext, aad: &associated })
+                    .map_err(|_| OpError::Internal("AES-GCM encryption failed".into()))?;
+                blob.extend_from_slice(&nonce);
+                blob.extend_from_slice(&sealed);
+            }
+            VersionKey::Private(private) => {
+                let body = kem::seal(&private.public_key(), &associated, plaintext).map_err(crypto_error)?;
+                blob.extend_from_slice(&body);
+            }
+        }
         Ok(blob)
     }
 
-    /// Unwraps a direct-mode blob of `key`.
+    /// Unwraps a blob of `key`: mode 1 under an `aes-256` key, mode 3 under an
+    /// `ml-kem-768` key; anything else does not verify.
     fn open(state: &SoftState, key: &KeyInfo, aad: &[u8], blob: &ParsedBlob) -> Result<SecretBytes, OpError> {
-        if !blob.is_direct() {
-            return Err(OpError::Integrity);
-        }
         key.check_decryptable(blob.header.version)?;
-        let cipher = Self::cipher(state, &key.name, blob.header.version)?;
-        let body = blob.body();
+        let version_key = Self::version_key(state, &key.name, blob.header.version)?;
+        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
+        match (&*version_key, blob.mode()) {
+            (VersionKey::Aes(cipher), BlobMode::Direct) => Self::open_aes(cipher, &associated, blob.body()),
+            (VersionKey::Private(private), BlobMode::Kem) => {
+                let dek = kem::open(private, &associated, blob.body()).map_err(crypto_error)?;
+                Ok(SecretBytes::copy_from(&dek))
+            }
+            _ => Err(OpError::Integrity),
+        }
+    }
+
+    fn open_aes(cipher: &Aes256Gcm, associated: &[u8], body: &[u8]) -> Result<SecretBytes, OpError> {
         if body.len() < NONCE_LEN + 16 {
             return Err(OpError::Integrity);
         }
         let (nonce, sealed) = body.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpError::Integrity)?;
-        let associated = BlobHeader::associated_data(blob.header_bytes(), aad);
         cipher
-            .decrypt(&nonce.into(), Payload { msg: sealed, aad: &associated })
+            .decrypt(&nonce.into(), Payload { msg: sealed, aad: associated })
             .map(SecretBytes::new)
             .map_err(|_| OpError::Integrity)
+    }
+
+    /// Signs with `key`'s current version.
+    fn sign(state: &SoftState, key: &KeyInfo, input: &[u8], digest: bool) -> OpResult {
+        key.check_signs()?;
+        let version = key.current_version()?;
+        let VersionKey::Private(private) = &*Self::version_key(state, &key.name, version)? else {
+            return Err(OpError::Internal(format!("key {:?} holds no private key", key.name)));
+        };
+        let signature = Self::sign_with(private, input, digest).map_err(crypto_error)?;
+        Ok(Reply::Sign { version, signature })
+    }
+
+    fn sign_with(private: &PrivateKey, input: &[u8], digest: bool) -> Result<Vec<u8>, CryptoError> {
+        if digest { private.sign_digest(input) } else { private.sign(input) }
     }
 
     fn run(state: &SoftState, key: &KeyInfo, op: &Op) -> OpResult {
@@ -86,6 +138,7 @@ impl SoftWorker {
                 let plaintext = Self::open(state, key, aad, blob)?;
                 Ok(Reply::Rewrap { blob: Self::seal(state, key, aad, plaintext.expose())? })
             }
+            Op::Sign { input, digest } => Self::sign(state, key, input, *digest),
         }
     }
 }

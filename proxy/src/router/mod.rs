@@ -1,10 +1,13 @@
 //! The router: turns a decoded request into an answer, inline when it can (PING,
-//! HELLO, cache hits, requests that fail validation) and through a per-key queue
+//! HELLO, cache hits, requests that fail validation, VERIFY and GET_PUBLIC_KEY, which
+//! [`signing`] answers from the public keys in memory) and through a per-key queue
 //! otherwise.
 //!
 //! The ACL is checked first, before the key registry and before the unwrap cache: a
 //! client that may not use a key learns nothing about it (not even whether it exists),
 //! and a cached DEK is never served to a client that may not unwrap it.
+
+mod signing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +20,7 @@ use crate::backend::{BatchOp, Op, ParsedBlob};
 use crate::batch::{Completion, Job, KeyQueues};
 use crate::cache::{CacheFill, Join, UnwrapCache};
 use crate::error::OpError;
-use crate::keys::KeyRegistry;
+use crate::keys::{KeyInfo, KeyRegistry, PublicKeys};
 use crate::server::peer::Peer;
 use crate::server::responder::Responder;
 
@@ -33,6 +36,7 @@ pub struct ServerInfo {
 /// Routes requests to the cache or the key queues.
 pub struct Router {
     registry: Arc<KeyRegistry>,
+    public_keys: Arc<PublicKeys>,
     queues: Arc<KeyQueues>,
     cache: Option<Arc<UnwrapCache>>,
     info: ServerInfo,
@@ -43,12 +47,13 @@ impl Router {
     /// A router over these parts; `cache` is `None` when caching is disabled.
     pub fn new(
         registry: Arc<KeyRegistry>,
+        public_keys: Arc<PublicKeys>,
         queues: Arc<KeyQueues>,
         cache: Option<Arc<UnwrapCache>>,
         info: ServerInfo,
         audit: AuditLog,
     ) -> Self {
-        Self { registry, queues, cache, info, audit }
+        Self { registry, public_keys, queues, cache, info, audit }
     }
 
     /// Handles one request from `peer`; `responder` is answered exactly once, now or
@@ -69,17 +74,27 @@ impl Router {
                 server_version: env!("CARGO_PKG_VERSION").into(),
             })),
             Request::Wrap { key, aad, plaintext } => {
-                if let Err(error) = self.authorize(peer, AclOp::Wrap, &key) {
-                    return responder.send(Err(error));
+                match self.authorize(peer, AclOp::Wrap, &key).and_then(|()| self.wrapping_key(&key)) {
+                    Ok(_) => self.queues.submit(&key, job(Op::Wrap { aad, plaintext }, responder)),
+                    Err(error) => responder.send(Err(error)),
                 }
-                self.submit(&key, responder, |r| job(Op::Wrap { aad, plaintext }, r));
             }
             Request::GenerateDataKey { key, aad, length } => {
-                if let Err(error) = self.authorize(peer, AclOp::GenerateDataKey, &key) {
-                    return responder.send(Err(error));
+                let checked =
+                    self.authorize(peer, AclOp::GenerateDataKey, &key).and_then(|()| self.wrapping_key(&key));
+                match checked {
+                    Ok(_) => self.queues.submit(&key, job(Op::GenerateDataKey { aad, length }, responder)),
+                    Err(error) => responder.send(Err(error)),
                 }
-                self.submit(&key, responder, |r| job(Op::GenerateDataKey { aad, length }, r));
             }
+            Request::Sign { key, input, digest } => match self.check_sign(peer, &key, &input, digest) {
+                Ok(()) => self.queues.submit(&key, job(Op::Sign { input, digest }, responder)),
+                Err(error) => responder.send(Err(error)),
+            },
+            Request::Verify { key, version, input, signature, digest } => {
+                responder.send(self.verify(peer, &key, version, &input, &signature, digest))
+            }
+            Request::GetPublicKey { key, version } => responder.send(self.public_key(peer, &key, version)),
             Request::Rewrap { aad, blob } => match self.check_blob(blob, peer, AclOp::Rewrap) {
                 // `check_blob` found the key: queue straight away.
                 Ok(blob) => {
@@ -111,21 +126,20 @@ impl Router {
         Err(OpError::Forbidden)
     }
 
-    /// Parses a blob, checks the ACL on its key, then that the key exists and the
-    /// version may be unwrapped.
+    /// Parses a blob, checks the ACL on its key, then that the key exists, wraps, and
+    /// the version may be unwrapped.
     fn check_blob(&self, blob: Vec<u8>, peer: &Peer, op: AclOp) -> Result<ParsedBlob, OpError> {
         let blob = ParsedBlob::parse(blob)?;
         self.authorize(peer, op, &blob.header.key)?;
-        self.registry.get(&blob.header.key)?.check_decryptable(blob.header.version)?;
+        self.wrapping_key(&blob.header.key)?.check_decryptable(blob.header.version)?;
         Ok(blob)
     }
 
-    /// Queues a job for a key the registry knows; unknown keys are answered at once.
-    fn submit(&self, key: &str, responder: Responder, job: impl FnOnce(Responder) -> Job) {
-        match self.registry.get(key) {
-            Ok(_) => self.queues.submit(key, job(responder)),
-            Err(error) => responder.send(Err(error)),
-        }
+    /// The key named `key`, if the registry knows it and it is a wrapping key.
+    fn wrapping_key(&self, key: &str) -> Result<Arc<KeyInfo>, OpError> {
+        let info = self.registry.get(key)?;
+        info.check_wraps()?;
+        Ok(info)
     }
 
     fn unwrap(
