@@ -15,6 +15,7 @@ mod config;
 mod iv;
 pub mod labels;
 mod metrics;
+mod pairs;
 mod scheme;
 mod store;
 mod worker;
@@ -33,6 +34,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use crate::backend::{Backend, BackendFault, BackendWorker};
+use crate::keys::KeyType;
 use crate::secrets::SecretError;
 use scheme::Scheme;
 
@@ -81,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) probe_interval: Duration,
     /// How new blobs are sealed.
     pub(crate) scheme: Scheme,
+    /// The signing mechanisms the token offers.
+    pub(crate) mechanisms: pairs::Mechanisms,
     /// Bumped whenever a worker finds its session lost: some modules (opencryptoki)
     /// reuse session handles, so after a token reset every other worker's handle may
     /// now name a stranger's session, and each must open a new one.
@@ -153,12 +157,19 @@ impl Pkcs11Backend {
                 .filter(|mechanism| context.get_mechanism_info(slot, *mechanism).is_ok())
                 .collect();
         let scheme = Scheme::choose(config.mechanism, &offered).map_err(Pkcs11Error::Mechanism)?;
+        let mechanisms = pairs::Mechanisms::probe(&context, slot);
+        for key_type in labels::PAIR_TYPES {
+            if let Err(why) = mechanisms.check_holds(key_type) {
+                tracing::debug!(slot = slot.id(), "no {key_type} keys on this token: {why}");
+            }
+        }
         let shared = Arc::new(Shared {
             context,
             slot,
             pin: AuthPin::from(pin.as_str()),
             probe_interval: config.probe_interval,
             scheme,
+            mechanisms,
             session_epoch: AtomicU64::new(0),
             recovery_fence: std::sync::RwLock::new(()),
             metrics: metrics::Pkcs11Metrics::default(),
@@ -175,6 +186,17 @@ impl Pkcs11Backend {
     /// The token's slot.
     pub fn slot(&self) -> Slot {
         self.shared.slot
+    }
+
+    /// Whether this token can hold signing keys of `key_type` (generate them and sign
+    /// with them), as its mechanisms said when the backend opened; otherwise a sentence
+    /// naming the mechanism it lacks. Creating such a key is refused with the same
+    /// sentence.
+    pub fn can_hold(&self, key_type: KeyType) -> Result<(), String> {
+        if key_type == KeyType::Aes256 {
+            return Ok(());
+        }
+        self.shared.mechanisms.check_holds(key_type)
     }
 }
 

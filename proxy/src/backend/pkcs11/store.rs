@@ -1,7 +1,9 @@
-//! Keys on the token: the [`KeyStore`] listing and writes. A key version is a
-//! non-extractable AES-256 key (and, for the CBC scheme, an HMAC key) labelled by
-//! [`labels`]; the minimum decryption version is a data object. Admin sessions are
-//! opened per call and serialised per process; the data path never takes them.
+//! Keys on the token: the [`KeyStore`] listing and writes. A version of an `aes-256` key
+//! is a non-extractable AES-256 key (and, for the CBC scheme, an HMAC key), a version of
+//! a signing key a key pair (see `pairs.rs`), each labelled by [`labels`]; the minimum
+//! decryption version is a data object. A key pair's public key is read back as a DER
+//! SubjectPublicKeyInfo, once per version by each proxy. Admin sessions are opened per
+//! call and serialised per process; the data path never takes them.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -13,7 +15,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectCla
 use cryptoki::session::Session;
 
 use super::scheme::Scheme;
-use super::{Pkcs11Backend, describe, labels};
+use super::{Pkcs11Backend, describe, labels, pairs};
 use crate::backend::BackendFault;
 use crate::error::OpError;
 use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionInfo, VersionState};
@@ -26,6 +28,19 @@ fn internal(error: CkError) -> BackendFault {
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The objects of one key version on the token.
+enum VersionObjects {
+    /// An `aes-256` version: its AES key.
+    Aes(ObjectHandle),
+    /// A signing key's version: a key pair of `key_type`.
+    Pair {
+        key_type: KeyType,
+        private: ObjectHandle,
+        /// `None` if the public key object has gone (destroyed by hand).
+        public: Option<ObjectHandle>,
+    },
 }
 
 impl Pkcs11Backend {
@@ -44,26 +59,61 @@ impl Pkcs11Backend {
         Ok((session, guard))
     }
 
+    /// The objects of class `class` labelled `label`.
+    fn find_all(
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<Vec<ObjectHandle>, BackendFault> {
+        let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
+        session.find_objects(&template).map_err(internal)
+    }
+
     /// The object labelled `label` of class `class`, if any.
     fn find(
         session: &Session,
         class: ObjectClass,
         label: &str,
     ) -> Result<Option<ObjectHandle>, BackendFault> {
-        let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
-        Ok(session.find_objects(&template).map_err(internal)?.into_iter().next())
+        Ok(Self::find_all(session, class, label)?.into_iter().next())
     }
 
-    fn find_version(session: &Session, name: &str, version: u32) -> Result<ObjectHandle, KeyAdminError> {
-        Self::find(session, ObjectClass::SECRET_KEY, &labels::version_label(name, version))?
-            .ok_or_else(|| KeyAdminError::UnknownVersion { key: name.into(), version })
+    /// The objects of `version` of `name`, whatever its type.
+    fn find_version(session: &Session, name: &str, version: u32) -> Result<VersionObjects, KeyAdminError> {
+        if let Some(aes) =
+            Self::find(session, ObjectClass::SECRET_KEY, &labels::version_label(name, version))?
+        {
+            return Ok(VersionObjects::Aes(aes));
+        }
+        for key_type in labels::PAIR_TYPES {
+            let label = labels::pair_label(name, version, key_type);
+            if let Some(private) = Self::find(session, ObjectClass::PRIVATE_KEY, &label)? {
+                let public = Self::find(session, ObjectClass::PUBLIC_KEY, &label)?;
+                return Ok(VersionObjects::Pair { key_type, private, public });
+            }
+        }
+        Err(KeyAdminError::UnknownVersion { key: name.into(), version })
     }
 
-    /// Generates version `version` of `name` on the token (and its HMAC key where new
-    /// blobs are sealed with AES-CBC + HMAC).
+    /// How many keys claim to be `version` of `name`: AES keys, and the private keys of
+    /// pairs of every type.
+    fn claims(session: &Session, name: &str, version: u32) -> Result<usize, BackendFault> {
+        let mut claims =
+            Self::find_all(session, ObjectClass::SECRET_KEY, &labels::version_label(name, version))?.len();
+        for key_type in labels::PAIR_TYPES {
+            let label = labels::pair_label(name, version, key_type);
+            claims += Self::find_all(session, ObjectClass::PRIVATE_KEY, &label)?.len();
+        }
+        Ok(claims)
+    }
+
+    /// Generates version `version` of `name`, an `aes-256` key, on the token (and its
+    /// HMAC key where new blobs are sealed with AES-CBC + HMAC).
     fn generate(&self, session: &Session, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let created = now_secs().to_be_bytes().to_vec();
+        let mut made = Vec::new();
         if self.shared.scheme == Scheme::CbcHmac {
+            let label = labels::mac_label(name, version);
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(CkKeyType::GENERIC_SECRET),
@@ -74,12 +124,12 @@ impl Pkcs11Backend {
                 Attribute::Extractable(false),
                 Attribute::Sign(true),
                 Attribute::Verify(true),
-                Attribute::Label(labels::mac_label(name, version).into_bytes()),
+                Attribute::Label(label.clone().into_bytes()),
                 Attribute::Id(created.clone()),
             ];
-            let handle =
-                session.generate_key(&Mechanism::GenericSecretKeyGen, &template).map_err(internal)?;
-            Self::ensure_unique(session, handle, name, version, &labels::mac_label(name, version))?;
+            made.push(session.generate_key(&Mechanism::GenericSecretKeyGen, &template).map_err(internal)?);
+            let macs = Self::find_all(session, ObjectClass::SECRET_KEY, &label)?.len();
+            Self::undo_if_claimed_twice(session, &made, macs, name, version)?;
         }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -94,27 +144,50 @@ impl Pkcs11Backend {
             Attribute::Label(labels::version_label(name, version).into_bytes()),
             Attribute::Id(created),
         ];
-        let handle = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?;
-        Self::ensure_unique(session, handle, name, version, &labels::version_label(name, version))
+        made.push(session.generate_key(&Mechanism::AesKeyGen, &template).map_err(internal)?);
+        Self::undo_if_claimed_twice(session, &made, Self::claims(session, name, version)?, name, version)
     }
 
-    /// Undoes a key just made if another process made one with the same label at the
-    /// same time (two concurrent rotations): two objects with one label would make
-    /// proxies disagree on which key a blob names.
-    fn ensure_unique(
+    /// Generates version `version` of `name`, a key pair of `key_type`, on the token.
+    fn generate_pair(
+        &self,
         session: &Session,
-        handle: ObjectHandle,
         name: &str,
         version: u32,
-        label: &str,
+        key_type: KeyType,
     ) -> Result<(), KeyAdminError> {
-        let template =
-            [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())];
-        if session.find_objects(&template).map_err(internal)?.len() > 1 {
-            session.destroy_object(handle).map_err(internal)?;
-            return Err(KeyAdminError::ConcurrentChange { key: name.into(), version });
+        let label = labels::pair_label(name, version, key_type);
+        let template = pairs::template(key_type, &label, &now_secs().to_be_bytes());
+        let (public, private) = session
+            .generate_key_pair(&template.mechanism, &template.public, &template.private)
+            .map_err(internal)?;
+        Self::undo_if_claimed_twice(
+            session,
+            &[private, public],
+            Self::claims(session, name, version)?,
+            name,
+            version,
+        )
+    }
+
+    /// Undoes the objects just made (`made`) if `claims` keys now claim their label:
+    /// another process made the same version at the same time (two concurrent
+    /// rotations). Two keys for one version would make proxies disagree on which key a
+    /// blob or a signature names.
+    fn undo_if_claimed_twice(
+        session: &Session,
+        made: &[ObjectHandle],
+        claims: usize,
+        name: &str,
+        version: u32,
+    ) -> Result<(), KeyAdminError> {
+        if claims <= 1 {
+            return Ok(());
         }
-        Ok(())
+        for handle in made {
+            session.destroy_object(*handle).map_err(internal)?;
+        }
+        Err(KeyAdminError::ConcurrentChange { key: name.into(), version })
     }
 }
 
@@ -131,32 +204,83 @@ fn attributes_of(
     }
 }
 
-/// Every key on the token, read from the objects' labels and attributes.
-fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
-    let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
-    let secret_keys = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(CkKeyType::AES)];
-    let wanted = [AttributeType::Label, AttributeType::Encrypt, AttributeType::Decrypt, AttributeType::Id];
-    for handle in session.find_objects(&secret_keys).map_err(internal)? {
-        let (mut label, mut enabled, mut created_at) = (None, true, 0);
+/// One key version as its objects on the token say.
+struct Listed {
+    name: String,
+    version: u32,
+    key_type: KeyType,
+    state: VersionState,
+    created_at: u64,
+}
+
+/// The versions named by the objects of `class` that `filter` selects: `parse` reads a
+/// label, `enabled` is the attribute that must be true for an enabled version (both,
+/// for AES keys, of `CKA_ENCRYPT` and `CKA_DECRYPT`).
+fn list_objects(
+    session: &Session,
+    filter: &[Attribute],
+    enabled: &[AttributeType],
+    parse: impl Fn(&str) -> Option<(&str, u32, KeyType)>,
+    listed: &mut Vec<Listed>,
+) -> Result<(), BackendFault> {
+    let mut wanted = vec![AttributeType::Label, AttributeType::Id];
+    wanted.extend_from_slice(enabled);
+    for handle in session.find_objects(filter).map_err(internal)? {
+        let (mut label, mut on, mut created_at) = (None, true, 0);
         let Some(attributes) = attributes_of(session, handle, &wanted)? else { continue };
         for attribute in attributes {
             match attribute {
                 Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
-                Attribute::Encrypt(on) | Attribute::Decrypt(on) => enabled &= on,
+                Attribute::Encrypt(flag) | Attribute::Decrypt(flag) | Attribute::Sign(flag) => on &= flag,
                 Attribute::Id(bytes) => {
                     created_at = <[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_be_bytes);
                 }
                 _ => {}
             }
         }
-        let Some((name, version)) = label.as_deref().and_then(labels::parse_version_label) else { continue };
-        let state = if enabled { VersionState::Enabled } else { VersionState::Disabled };
-        let key = keys.entry(name.to_owned()).or_insert_with(|| KeyInfo {
-            name: name.to_owned(),
-            key_type: KeyType::Aes256,
+        let Some((name, version, key_type)) = label.as_deref().and_then(&parse) else { continue };
+        let state = if on { VersionState::Enabled } else { VersionState::Disabled };
+        listed.push(Listed { name: name.to_owned(), version, key_type, state, created_at });
+    }
+    Ok(())
+}
+
+/// Every key on the token, read from the objects' labels and attributes.
+fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
+    let mut listed = Vec::new();
+    list_objects(
+        session,
+        &[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(CkKeyType::AES)],
+        &[AttributeType::Encrypt, AttributeType::Decrypt],
+        |label| labels::parse_version_label(label).map(|(name, version)| (name, version, KeyType::Aes256)),
+        &mut listed,
+    )?;
+    list_objects(
+        session,
+        &[Attribute::Class(ObjectClass::PRIVATE_KEY)],
+        &[AttributeType::Sign],
+        labels::parse_pair_label,
+        &mut listed,
+    )?;
+    listed.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
+    for Listed { name, version, key_type, state, created_at } in listed {
+        let key = keys.entry(name.clone()).or_insert_with(|| KeyInfo {
+            name,
+            key_type,
             versions: Vec::new(),
             min_decryption_version: 1,
         });
+        // Only a race of two admins creating the same key, or a proxy of another
+        // version, leaves objects of two types (or two objects) for one key: the
+        // lowest version's type is the key's, and the first object a version's.
+        if key.key_type != key_type || key.versions.last().is_some_and(|v| v.version == version) {
+            tracing::warn!(
+                key = %key.name, version, %key_type, listed_as = %key.key_type,
+                "another object on the token claims this key version; ignored"
+            );
+            continue;
+        }
         key.versions.push(VersionInfo { version, state, created_at });
     }
     let metadata =
@@ -181,11 +305,7 @@ fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
             key.min_decryption_version = min;
         }
     }
-    let mut keys: Vec<KeyInfo> = keys.into_values().collect();
-    for key in &mut keys {
-        key.versions.sort_by_key(|v| v.version);
-    }
-    Ok(keys)
+    Ok(keys.into_values().collect())
 }
 
 impl KeyStore for Pkcs11Backend {
@@ -194,15 +314,49 @@ impl KeyStore for Pkcs11Backend {
     }
 
     fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError> {
-        if key_type != KeyType::Aes256 {
+        if key_type == KeyType::Aes256 {
+            let (session, _admin) = self.session()?;
+            return self.generate(&session, name, version);
+        }
+        if !labels::PAIR_TYPES.contains(&key_type) {
+            // ML-DSA-65 and ML-KEM-768: no mechanism for them in PKCS#11 before 3.2,
+            // nor in SoftHSM2 2.6 or opencryptoki 3.8.
             return Err(KeyAdminError::UnsupportedKeyType { key_type, backend: "pkcs11" });
         }
+        self.shared
+            .mechanisms
+            .check_holds(key_type)
+            .map_err(|why| KeyAdminError::Backend(BackendFault::Final(OpError::BadRequest(why))))?;
         let (session, _admin) = self.session()?;
-        self.generate(&session, name, version)
+        self.generate_pair(&session, name, version, key_type)
     }
 
-    fn public_key(&self, _name: &str, _version: u32) -> Result<Vec<u8>, BackendFault> {
-        Err(BackendFault::Final(OpError::Unsupported))
+    fn public_key(&self, name: &str, version: u32) -> Result<Vec<u8>, BackendFault> {
+        let (session, _admin) = self.session()?;
+        let found = match Self::find_version(&session, name, version) {
+            Ok(found) => found,
+            Err(KeyAdminError::Backend(fault)) => return Err(fault),
+            Err(_) => {
+                return Err(BackendFault::Final(OpError::VersionNotFound { key: name.into(), version }));
+            }
+        };
+        let fail = |why: String| {
+            BackendFault::Final(OpError::Internal(format!("key {name:?} version {version}: {why}")))
+        };
+        let (key_type, public) = match found {
+            VersionObjects::Pair { key_type, public: Some(public), .. } => (key_type, public),
+            VersionObjects::Pair { public: None, .. } => {
+                return Err(fail("its public key object is missing from the token".into()));
+            }
+            VersionObjects::Aes(_) => {
+                return Err(BackendFault::Final(OpError::BadRequest(format!(
+                    "key {name:?} is an aes-256 key: a symmetric key has no public key"
+                ))));
+            }
+        };
+        let attributes =
+            session.get_attributes(public, pairs::public_attributes(key_type)).map_err(internal)?;
+        pairs::spki_der(key_type, &attributes).map_err(fail)
     }
 
     fn write_version_state(
@@ -212,11 +366,18 @@ impl KeyStore for Pkcs11Backend {
         state: VersionState,
     ) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
-        let handle = Self::find_version(&session, name, version)?;
         let on = state == VersionState::Enabled;
-        session
-            .update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)])
-            .map_err(internal)?;
+        match Self::find_version(&session, name, version)? {
+            VersionObjects::Aes(handle) => session
+                .update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)])
+                .map_err(internal)?,
+            VersionObjects::Pair { private, public, .. } => {
+                session.update_attributes(private, &[Attribute::Sign(on)]).map_err(internal)?;
+                if let Some(public) = public {
+                    session.update_attributes(public, &[Attribute::Verify(on)]).map_err(internal)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -241,11 +402,21 @@ impl KeyStore for Pkcs11Backend {
 
     fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
-        let handle = Self::find_version(&session, name, version)?;
-        if let Some(mac) = Self::find(&session, ObjectClass::SECRET_KEY, &labels::mac_label(name, version))? {
-            session.destroy_object(mac).map_err(internal)?;
+        match Self::find_version(&session, name, version)? {
+            VersionObjects::Aes(handle) => {
+                let mac = labels::mac_label(name, version);
+                if let Some(mac) = Self::find(&session, ObjectClass::SECRET_KEY, &mac)? {
+                    session.destroy_object(mac).map_err(internal)?;
+                }
+                session.destroy_object(handle).map_err(internal)?;
+            }
+            VersionObjects::Pair { private, public, .. } => {
+                session.destroy_object(private).map_err(internal)?;
+                if let Some(public) = public {
+                    session.destroy_object(public).map_err(internal)?;
+                }
+            }
         }
-        session.destroy_object(handle).map_err(internal)?;
         Ok(())
     }
 }
