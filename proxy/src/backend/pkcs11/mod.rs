@@ -10,6 +10,13 @@
 //! Data keys for GENERATE_DATA_KEY come from the HSM's RNG (`C_GenerateRandom`), one
 //! call per batch: the token's RNG is the one its certification covers, the same one
 //! that made the KEKs, and batching makes its per-call cost negligible.
+//!
+//! Signing keys are key pairs generated on the token ([`pairs`]: the private key
+//! non-extractable and for signing only), labelled with their type. SIGN runs on the
+//! pinned sessions through the same per-key batches ([`signing`]); VERIFY and
+//! GET_PUBLIC_KEY never reach the token: the proxy answers them from the public key,
+//! read once per version as a DER SubjectPublicKeyInfo built from the public key
+//! object's attributes.
 
 mod config;
 mod iv;
@@ -17,6 +24,7 @@ pub mod labels;
 mod metrics;
 mod pairs;
 mod scheme;
+mod signing;
 mod store;
 mod worker;
 

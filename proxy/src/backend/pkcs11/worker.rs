@@ -1,4 +1,6 @@
-//! One executor thread's session, and how a batch runs on it.
+//! One executor thread's session, and how a batch runs on it: wraps and unwraps under
+//! the AES keys, and SIGN with the key pairs' private keys (see `signing.rs`), each key
+//! handle resolved once per session.
 //!
 //! Recovery: a session-level failure (the session closed or invalidated, the user
 //! logged out, the device removed or failing) marks the session lost, and bumps the
@@ -24,8 +26,9 @@ use cryptoki::session::Session;
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
 use super::iv::IvSequence;
+use super::pairs::Mechanisms;
 use super::scheme::{CBC_IV_LEN, GCM_IV_LEN, GCM_TAG_LEN, MAC_LEN, Scheme, mac_input};
-use super::{Shared, describe, labels};
+use super::{Shared, describe, labels, signing};
 use crate::backend::{BackendFault, BackendWorker, BatchOp, Completions, Op, ParsedBlob, RetryReason};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
@@ -75,8 +78,11 @@ struct OpenSession {
     /// The backend's session epoch when this session was opened.
     epoch: u64,
     scheme: Scheme,
+    /// The signing mechanisms the token offers.
+    mechanisms: Mechanisms,
     ivs: IvSequence,
-    /// Key handles by label, resolved once per session.
+    /// Key handles by label, resolved once per session (a key pair's label names its
+    /// private key here: the data path never uses the public one).
     handles: HashMap<String, ObjectHandle>,
 }
 
@@ -89,6 +95,7 @@ impl OpenSession {
             session,
             epoch,
             scheme: shared.scheme,
+            mechanisms: shared.mechanisms.clone(),
             ivs: IvSequence::new(fixed),
             handles: HashMap::new(),
         })
@@ -119,14 +126,19 @@ impl OpenSession {
         self.ivs.next_iv().ok_or_else(|| Fault::Final(OpError::Internal("IV sequence exhausted".into())))
     }
 
-    /// The handle of the key labelled `label` (a version of `name`), resolved once per
-    /// session.
-    fn handle(&mut self, label: String, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
+    /// The handle of the key of class `class` labelled `label` (a version of `name`),
+    /// resolved once per session.
+    fn handle(
+        &mut self,
+        class: ObjectClass,
+        label: String,
+        name: &str,
+        version: u32,
+    ) -> Result<ObjectHandle, Fault> {
         if let Some(handle) = self.handles.get(&label) {
             return Ok(*handle);
         }
-        let template =
-            [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.clone().into_bytes())];
+        let template = [Attribute::Class(class), Attribute::Label(label.clone().into_bytes())];
         let found = self.session.find_objects(&template).map_err(|e| classify(e, name, version))?;
         let handle = match found.as_slice() {
             [handle] => *handle,
@@ -142,15 +154,40 @@ impl OpenSession {
     }
 
     fn aes_key(&mut self, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
-        self.handle(labels::version_label(name, version), name, version)
+        self.handle(ObjectClass::SECRET_KEY, labels::version_label(name, version), name, version)
     }
 
     fn mac_key(&mut self, name: &str, version: u32) -> Result<ObjectHandle, Fault> {
-        self.handle(labels::mac_label(name, version), name, version)
+        self.handle(ObjectClass::SECRET_KEY, labels::mac_label(name, version), name, version)
+    }
+
+    /// Signs `input` (a digest if `digest`) with the private key of `key`'s current
+    /// version.
+    fn sign(&mut self, key: &KeyInfo, input: &[u8], digest: bool) -> Result<Reply, Fault> {
+        key.check_signs()?;
+        let version = key.current_version()?;
+        let plan = signing::plan(key.key_type, input, digest, &self.mechanisms)?;
+        let label = labels::pair_label(&key.name, version, key.key_type);
+        let handle = self.handle(ObjectClass::PRIVATE_KEY, label, &key.name, version)?;
+        let raw = self.session.sign(&plan.mechanism, handle, &plan.data).map_err(|error| match error {
+            // Listed by C_GetMechanismInfo, yet refused for this key.
+            CkError::Pkcs11(RvError::MechanismInvalid | RvError::MechanismParamInvalid, _) => {
+                Fault::Final(OpError::BadRequest(format!(
+                    "the token refused {} for {} key {:?}: {}",
+                    plan.mechanism.mechanism_type(),
+                    key.key_type,
+                    key.name,
+                    describe(&error)
+                )))
+            }
+            error => classify(error, &key.name, version),
+        })?;
+        Ok(Reply::Sign { version, signature: plan.finish(raw)? })
     }
 
     /// Seals `plaintext` under the key's current version: `header || scheme || sealed`.
     fn seal(&mut self, key: &KeyInfo, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Fault> {
+        key.check_wraps()?;
         let version = key.current_version()?;
         let header = BlobHeader { key: key.name.clone(), version, mode: BlobMode::Direct };
         let mut blob = header.to_bytes().map_err(|e| OpError::Internal(e.to_string()))?;
@@ -187,6 +224,7 @@ impl OpenSession {
     }
 
     fn open_blob(&mut self, key: &KeyInfo, aad: &[u8], blob: &ParsedBlob) -> Result<SecretBytes, Fault> {
+        key.check_wraps()?;
         if !blob.is_direct() {
             return Err(OpError::Integrity.into());
         }
@@ -266,9 +304,7 @@ impl OpenSession {
 
     fn run(&mut self, key: &KeyInfo, op: &Op, pool: &mut &[u8]) -> Result<Reply, Fault> {
         match op {
-            // Signing keys are not created on PKCS#11 tokens yet; the router only queues
-            // SIGN for signing keys, so this is a token without them.
-            Op::Sign { .. } => Err(OpError::Unsupported.into()),
+            Op::Sign { input, digest } => self.sign(key, input, *digest),
             Op::Wrap { aad, plaintext } => Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose())? }),
             Op::GenerateDataKey { aad, length } => {
                 let (dek, rest) = pool.split_at(usize::from(*length));
