@@ -6,6 +6,7 @@ mod bad_input;
 mod batching;
 mod cache;
 mod hsm;
+mod hsm_signing;
 mod lifecycle;
 mod overload;
 mod pipelining;
