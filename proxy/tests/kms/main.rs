@@ -6,3 +6,4 @@ mod circuit;
 mod direct;
 mod failover;
 mod intermediate;
+mod signing;

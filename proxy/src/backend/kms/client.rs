@@ -126,4 +126,31 @@ mod tests {
         assert_ne!(context(b"h1", b"a"), context(b"h2", b"a"));
         assert!(short(&"x".repeat(400)).len() < 310);
     }
+
+    /// A `Sign` refused by KMS with `code`, as the SDK hands it over.
+    fn sign_refused(
+        code: &str,
+        status: u16,
+    ) -> SdkError<aws_sdk_kms::operation::sign::SignError, HttpResponse> {
+        let metadata = aws_sdk_kms::error::ErrorMetadata::builder().code(code).message("refused").build();
+        let response = HttpResponse::new(status.try_into().unwrap(), "".into());
+        SdkError::service_error(aws_sdk_kms::operation::sign::SignError::generic(metadata), response)
+    }
+
+    #[test]
+    fn a_sign_on_a_disabled_key_is_key_disabled() {
+        for code in ["DisabledException", "KMSInvalidStateException"] {
+            let fault = classify(sign_refused(code, 400));
+            assert!(matches!(fault, BackendFault::KeyRefused), "{code}: {fault:?}");
+            assert_eq!(fault.into_op_error("k", 2), OpError::KeyDisabled { key: "k".into(), version: 2 });
+        }
+        assert!(matches!(
+            classify(sign_refused("ThrottlingException", 400)),
+            BackendFault::Retryable { reason: RetryReason::Throttled, .. }
+        ));
+        assert!(matches!(
+            classify(sign_refused("ValidationException", 400)),
+            BackendFault::Final(OpError::BadRequest(_))
+        ));
+    }
 }

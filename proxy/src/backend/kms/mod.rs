@@ -6,6 +6,9 @@
 //!   context binding the blob header and the client AAD ([`client::context`]); the blob
 //!   body is KMS's ciphertext.
 //! - Intermediate mode, opt-in per key ([`intermediate`]): one KMS call per epoch.
+//! - Signing keys (ECDSA P-256 and P-384, RSA-3072 PSS and PKCS#1 v1.5): asymmetric
+//!   KMS keys whose type a tag records ([`key_types`]); SIGN is one KMS `Sign`, public
+//!   keys come from `GetPublicKey` ([`signing`]).
 //! - Every request goes through [`failover::Regions::call`]: a token bucket per region
 //!   ([`admission`]), a limit on requests in flight, retries with jittered backoff, a
 //!   circuit breaker per region ([`circuit`]) and failover to the next region.
@@ -20,8 +23,10 @@ mod client;
 mod config;
 mod failover;
 mod intermediate;
+mod key_types;
 mod metrics;
 mod names;
+mod signing;
 mod store;
 mod worker;
 
@@ -33,6 +38,7 @@ use crate::backend::{Backend, BackendFault, BackendWorker};
 use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionState};
 use failover::{Region, Regions, RetrySettings};
 use intermediate::Intermediate;
+use key_types::TypeCache;
 pub use metrics::{KmsMetrics, KmsOutcome};
 use names::Names;
 
@@ -65,6 +71,8 @@ pub(crate) struct Shared {
     regions: Arc<Regions>,
     names: Names,
     intermediate: Intermediate,
+    /// RSA keys' types, read from their tags once.
+    key_types: TypeCache,
     metrics: KmsMetrics,
     /// The deadline of an operation whose client set none.
     max_wait: Duration,
@@ -137,6 +145,7 @@ impl KmsBackend {
             regions,
             names: Names::new(&config.alias_prefix),
             intermediate: Intermediate::new(config.intermediate.clone(), metrics.clone()),
+            key_types: TypeCache::default(),
             metrics,
             max_wait: config.max_wait,
         };
@@ -176,15 +185,17 @@ impl KeyStore for KmsBackend {
         names::check_key_name(name)
     }
 
+    /// `aes-256`, `ec-p256`, `ec-p384`, `rsa-3072-pss` and `rsa-3072-pkcs1`; other types
+    /// are refused ([`key_types`]).
     fn write_new_version(&self, name: &str, version: u32, key_type: KeyType) -> Result<(), KeyAdminError> {
-        if key_type != KeyType::Aes256 {
+        let Some(new) = key_types::NewKey::of(key_type) else {
             return Err(KeyAdminError::UnsupportedKeyType { key_type, backend: "kms" });
-        }
-        self.shared.block_on(self.shared.create_version(name, version))
+        };
+        self.shared.block_on(self.shared.create_version(name, version, &new))
     }
 
-    fn public_key(&self, _name: &str, _version: u32) -> Result<Vec<u8>, BackendFault> {
-        Err(BackendFault::Final(crate::error::OpError::Unsupported))
+    fn public_key(&self, name: &str, version: u32) -> Result<Vec<u8>, BackendFault> {
+        self.shared.block_on(self.shared.public_key(name, version))
     }
 
     fn write_version_state(

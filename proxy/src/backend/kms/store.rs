@@ -1,14 +1,19 @@
 //! Keys on KMS: the [`KeyStore`] listing and writes.
 //!
-//! Creating a version creates a symmetric KMS key (a multi-region key when the
-//! configured regions differ), replicates it to every other configured region, and
-//! names it with the version alias in each. Disabling disables the KMS key in every
-//! region, so KMS itself refuses it. Destroying removes the alias and schedules the KMS
-//! key's deletion (KMS's minimum waiting period, 7 days, applies). These calls are rare
-//! and bypass admission control; listing costs one ListAliases page per 100 aliases
-//! and one DescribeKey per version, at every `keys.refresh_interval`.
+//! Creating a version creates a KMS key of the version's type ([`key_types`]: its key
+//! spec, key usage and type tag; a multi-region key when the configured regions
+//! differ), replicates it to every other configured region, and names it with the
+//! version alias in each. Disabling disables the KMS key in every region, so KMS itself
+//! refuses it. Destroying removes the alias and schedules the KMS key's deletion (KMS's
+//! minimum waiting period, 7 days, applies). These calls are rare and bypass admission
+//! control; listing costs one ListAliases page per 100 aliases and one DescribeKey per
+//! version, at every `keys.refresh_interval`, and one ListResourceTags per RSA key
+//! version the first time a proxy lists it.
+//!
+//! [`KeyStore`]: crate::keys::KeyStore
+//! [`key_types`]: super::key_types
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
@@ -18,10 +23,11 @@ use futures_util::future::join_all;
 use super::Shared;
 use super::client::classify;
 use super::failover::Region;
+use super::key_types::{self, NewKey, SpecSays};
 use super::names::Parsed;
 use crate::backend::BackendFault;
 use crate::error::OpError;
-use crate::keys::{KeyAdminError, KeyInfo, KeyType, VersionInfo, VersionState};
+use crate::keys::{KeyAdminError, KeyInfo, VersionInfo, VersionState};
 
 /// An admin request's failure, with the retry hint of admin calls (they bypass
 /// admission control and the failover's backoff).
@@ -42,6 +48,15 @@ const ADMIN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1)
 
 fn has_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>, code: &str) -> bool {
     error.code() == Some(code)
+}
+
+/// One version alias, as DescribeKey described its KMS key.
+struct Listed<'a> {
+    key: &'a str,
+    info: VersionInfo,
+    /// The KMS key id.
+    target: &'a str,
+    says: SpecSays,
 }
 
 impl Shared {
@@ -97,17 +112,18 @@ impl Shared {
         let mut minimums = Vec::new();
         for (alias, target) in &aliases {
             match self.names.parse(alias) {
-                Some(Parsed::Version(key, version)) => versions.push((key, version, target)),
+                Some(Parsed::Version(key, version)) => versions.push((key, version, target.as_str())),
                 Some(Parsed::MinVersion(key, version)) => minimums.push((key, version)),
                 None => {}
             }
         }
+        versions.sort_unstable();
         let described = join_all(
             versions.iter().map(|(_, _, target)| region.client.describe_key().key_id(*target).send()),
         )
         .await;
-        let mut keys: BTreeMap<&str, KeyInfo> = BTreeMap::new();
-        for ((key, version, _), described) in versions.iter().zip(described) {
+        let mut listed = Vec::with_capacity(versions.len());
+        for ((key, version, target), described) in versions.into_iter().zip(described) {
             let described = described.map_err(admin)?;
             let Some(metadata) = described.key_metadata() else { continue };
             let state = if metadata.key_state() == Some(&KeyState::Enabled) {
@@ -116,24 +132,85 @@ impl Shared {
                 VersionState::Disabled
             };
             let created_at = metadata.creation_date().map_or(0, |d| u64::try_from(d.secs()).unwrap_or(0));
-            let info = keys.entry(key).or_insert_with(|| KeyInfo {
-                name: (*key).to_owned(),
-                key_type: KeyType::Aes256,
+            let says = key_types::from_spec(metadata.key_spec(), metadata.key_usage());
+            listed.push(Listed { key, info: VersionInfo { version, state, created_at }, target, says });
+        }
+        let untagged = self.read_rsa_types(region, &listed).await?;
+        let mut keys: BTreeMap<&str, KeyInfo> = BTreeMap::new();
+        for Listed { key, info, target, says } in listed {
+            let key_type = match says {
+                SpecSays::Type(key_type) => Ok(key_type),
+                SpecSays::Rsa3072 => self
+                    .key_types
+                    .get(target)
+                    .ok_or_else(|| untagged.get(target).cloned().unwrap_or_default()),
+                SpecSays::Foreign(why) => Err(why),
+            };
+            let version = info.version;
+            let key_type = match key_type {
+                Ok(key_type) => key_type,
+                Err(why) => {
+                    tracing::warn!(key, version, kms_key = target, "KMS key left out of the listing: {why}");
+                    continue;
+                }
+            };
+            // The key's type is its lowest version's; rotation keeps it, so a version
+            // of another type is a KMS key aliased by hand.
+            let entry = keys.entry(key).or_insert_with(|| KeyInfo {
+                name: key.to_owned(),
+                key_type,
                 versions: Vec::new(),
                 min_decryption_version: 1,
             });
-            info.versions.push(VersionInfo { version: *version, state, created_at });
+            if entry.key_type != key_type {
+                tracing::warn!(
+                    key,
+                    version,
+                    kms_key = target,
+                    "KMS key left out of the listing: it is {key_type}, the key's first version {}",
+                    entry.key_type
+                );
+                continue;
+            }
+            entry.versions.push(info);
         }
         for (key, version) in minimums {
             if let Some(info) = keys.get_mut(key) {
                 info.min_decryption_version = info.min_decryption_version.max(version);
             }
         }
-        let mut keys: Vec<KeyInfo> = keys.into_values().collect();
-        for key in &mut keys {
-            key.versions.sort_by_key(|v| v.version);
+        Ok(keys.into_values().collect())
+    }
+
+    /// Reads the type tag of every RSA key in `listed` not read before, remembering the
+    /// types found. Returns why each key whose tag says no type is left out.
+    async fn read_rsa_types<'a>(
+        &self,
+        region: &Region,
+        listed: &[Listed<'a>],
+    ) -> Result<HashMap<&'a str, String>, BackendFault> {
+        let mut unread: Vec<&str> = listed
+            .iter()
+            .filter(|v| v.says == SpecSays::Rsa3072 && self.key_types.get(v.target).is_none())
+            .map(|v| v.target)
+            .collect();
+        unread.sort_unstable();
+        unread.dedup();
+        let tags = join_all(unread.iter().map(|target| {
+            // A KMS key has at most 50 tags: one page.
+            region.client.list_resource_tags().key_id(*target).limit(50).send()
+        }))
+        .await;
+        let mut untagged = HashMap::new();
+        for (target, tags) in unread.into_iter().zip(tags) {
+            match key_types::rsa_from_tags(tags.map_err(admin)?.tags()) {
+                Ok(key_type) => self.key_types.insert(target, key_type),
+                Err(why) => {
+                    untagged.insert(target, why);
+                }
+            }
         }
-        Ok(keys)
+        Ok(untagged)
     }
 
     /// The KMS key id an alias names in `region`, if it exists.
@@ -173,16 +250,29 @@ impl Shared {
         Err(BackendFault::Final(OpError::BadRequest(message)).into())
     }
 
-    /// Creates the KMS key for `version` of `name`, replicated to every region, and its
-    /// alias in each. If the alias already names another key, another admin created
-    /// this version concurrently.
-    pub(crate) async fn create_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
+    /// Creates the KMS key for `version` of `name`, as `new` says, replicated to every
+    /// region, and its alias in each. If the alias already names another key, another
+    /// admin created this version concurrently.
+    pub(crate) async fn create_version(
+        &self,
+        name: &str,
+        version: u32,
+        new: &NewKey,
+    ) -> Result<(), KeyAdminError> {
         let primary = self.primary()?;
         let multi_region = self.regions.all().iter().any(|r| r.region != primary.region);
+        let description = match new.tag {
+            Some(key_type) => format!("keymux key {name} version {version}, {key_type}"),
+            None => format!("keymux key {name} version {version}"),
+        };
+        let tags = new.type_tag().map(|tag| vec![tag]);
         let created = primary
             .client
             .create_key()
-            .description(format!("keymux key {name} version {version}"))
+            .description(&description)
+            .key_spec(new.spec.clone())
+            .key_usage(new.usage.clone())
+            .set_tags(tags.clone())
             .multi_region(multi_region)
             .send()
             .await
@@ -198,6 +288,9 @@ impl Shared {
                     .replicate_key()
                     .key_id(&key_id)
                     .replica_region(&region.region)
+                    // Neither is shared between the keys of a multi-region set.
+                    .description(&description)
+                    .set_tags(tags.clone())
                     .send()
                     .await
                     .map_err(admin)?;

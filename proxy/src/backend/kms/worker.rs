@@ -60,7 +60,8 @@ fn header(key: &KeyInfo, version: u32, mode: BlobMode) -> Result<Vec<u8>, OpErro
         .map_err(|e| OpError::Internal(e.to_string()))
 }
 
-fn missing(what: &str) -> BackendFault {
+/// A KMS answer that lacks a field it always has.
+pub(super) fn missing(what: &str) -> BackendFault {
     BackendFault::Final(OpError::Internal(format!("KMS answered without {what}")))
 }
 
@@ -90,9 +91,7 @@ impl Shared {
 
     async fn run_op(&self, key: &KeyInfo, op: &Op, deadline: Instant) -> OpResult {
         match op {
-            // Signing keys are not created on KMS yet; the router only queues SIGN for
-            // signing keys, so this is a backend without them.
-            Op::Sign { .. } => Err(OpError::Unsupported),
+            Op::Sign { input, digest } => self.sign(key, input, *digest, deadline).await,
             Op::Wrap { aad, plaintext } => {
                 Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose(), deadline).await? })
             }
