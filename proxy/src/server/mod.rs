@@ -116,8 +116,11 @@ pub async fn start_with_backend(
         Arc::clone(&metrics),
     ));
     let cache = config.cache.enabled.then(|| Arc::new(UnwrapCache::new(&config.cache, Arc::clone(&metrics))));
-    let info =
-        ServerInfo { max_frame: limits.max_frame, max_in_flight: config.server.max_in_flight_per_connection };
+    let info = ServerInfo {
+        max_frame: limits.max_frame,
+        max_in_flight: config.server.max_in_flight_per_connection,
+        max_staleness: config.keys.max_staleness,
+    };
     let audit = match &config.audit.path {
         Some(path) => {
             AuditLog::open(path).map_err(|source| StartError::Audit { path: path.clone(), source })?
