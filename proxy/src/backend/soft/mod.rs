@@ -91,7 +91,11 @@ impl WriteLock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .and_then(|file| file.lock().map(|()| file))
+            .and_then(|file| {
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                    .map(|()| file)
+                    .map_err(std::io::Error::from)
+            })
             .map_err(|error| {
                 BackendFault::Final(OpError::Internal(format!("cannot lock {}: {error}", path.display())))
             })?;
@@ -112,16 +116,30 @@ impl SoftState {
         state
     }
 
-    /// Re-reads the keystore if another process changed it.
+    /// Re-reads the keystore if another process changed it (its stamp moved).
     fn reload_if_changed(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
         let stamp = file_stamp(path);
         if stamp == self.stamp {
             return Ok(());
         }
-        let (keystore, contents) = Keystore::open(path, &self.passphrase).map_err(store_fault)?;
+        self.reload(path)?;
         tracing::info!(path = %path.display(), "soft keystore changed on disk; reloaded");
-        self.keystore = keystore;
-        self.contents = contents;
+        Ok(())
+    }
+
+    /// Re-reads the keystore whatever its stamp says: under the write lock, a rewrite
+    /// whose stamp matches (an inode reused within one mtime tick) must not be missed.
+    /// The key derived from the passphrase is reused unless the file was recreated.
+    fn reload(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
+        let stamp = file_stamp(path);
+        match self.keystore.reread().map_err(store_fault)? {
+            Some(contents) => self.contents = contents,
+            None => {
+                let (keystore, contents) = Keystore::open(path, &self.passphrase).map_err(store_fault)?;
+                self.keystore = keystore;
+                self.contents = contents;
+            }
+        }
         self.stamp = stamp;
         self.rebuild_keys();
         Ok(())
@@ -262,7 +280,7 @@ impl SoftBackend {
         // Read-modify-write under the file lock: another process's write between our read
         // and our save would otherwise be lost.
         let _lock = WriteLock::take(&self.path)?;
-        state.reload_if_changed(&self.path)?;
+        state.reload(&self.path)?;
         let backup = state.contents.clone();
         let result = change(&mut state)
             .and_then(|value| state.persist(&self.path).map(|()| value).map_err(Into::into));
