@@ -108,3 +108,17 @@ async fn a_proxy_that_cannot_refresh_its_keys_stops_new_wraps_but_still_unwraps(
     assert_eq!(refused, Status::BackendUnavailable, "retryable, so clients wait rather than fail");
     assert_eq!(client.unwrap(b"", &blob).await.unwrap(), vec![1; 32], "unwraps go on");
 }
+
+#[tokio::test]
+async fn audit_write_failures_are_raised_on_the_metrics_and_healthz() {
+    // /dev/full: every write fails with ENOSPC, as a full disk would.
+    let proxy = TestProxy::start(|config| config.audit.path = Some("/dev/full".into())).await;
+    let admin = proxy.server.admin_addr().unwrap();
+    proxy.server.audit().sync();
+    let (status, body) = http_get(admin, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("audit"), "{body}");
+    let page = proxy.scrape().await;
+    assert!(keymux_test_support::metrics::metric(&page, "keymux_audit_write_failures_total") >= 1.0);
+    assert_eq!(keymux_test_support::metrics::metric(&page, "keymux_audit_failing"), 1.0);
+}
