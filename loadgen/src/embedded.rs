@@ -36,7 +36,7 @@ impl EmbeddedProxy {
 
     /// Where to send load.
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::from(self.server.tcp_addr())
+        Endpoint::from(self.server.tcp_addr().expect("the embedded proxy serves plain TCP"))
     }
 
     /// Stops the proxy, letting in-flight requests finish.

@@ -20,15 +20,26 @@
 //! The chain detects edits by anyone who cannot rewrite the tail of the file
 //! consistently; ship the log off the host (or note its last hash elsewhere) to detect
 //! an attacker with write access to the file.
+//!
+//! Floods write summaries, not one record per attempt: the first denial (or failed
+//! handshake) of a principal from a peer host is written at once, the ones that follow
+//! within a second are counted, and one `repeated` record per second says how many.
+//! A write that fails (a full disk) is counted (`keymux_audit_write_failures_total`),
+//! `keymux_audit_failing` is 1 until a write succeeds again, and `/healthz` says so.
+//! A last line cut short by a crash (no newline, does not parse) is moved aside to
+//! `<log>.torn-<time>` on start, and a record says so; a complete last line that does
+//! not verify is tampering, and the log refuses to open.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 /// Records queued ahead of the writer before new ones are counted as dropped.
@@ -82,6 +93,60 @@ pub enum Event {
         /// How many.
         count: u64,
     },
+    /// Denials or failed handshakes like the last one written, of the same principal
+    /// from the same peer host, counted instead of written one by one.
+    Repeated {
+        /// `denied` or `handshake_failed`.
+        of: &'static str,
+        /// Who (empty for handshakes).
+        principal: String,
+        /// The peer host.
+        peer: String,
+        /// How many were not written.
+        count: u64,
+        /// Over how many seconds.
+        seconds: u64,
+    },
+}
+
+/// How a flood's repeats are summarised: one `repeated` record per window.
+const AGGREGATION_WINDOW: Duration = Duration::from_secs(1);
+
+/// The host part of a peer address (`10.0.0.1:5123` → `10.0.0.1`), so repeats from one
+/// host on many source ports count together.
+fn peer_host(peer: &str) -> &str {
+    peer.rsplit_once(':').map_or(peer, |(host, port)| if port.parse::<u16>().is_ok() { host } else { peer })
+}
+
+impl Event {
+    /// The flood this event belongs to, if it is one that floods: (kind, principal,
+    /// peer host).
+    fn flood_key(&self) -> Option<(&'static str, String, String)> {
+        match self {
+            Event::Denied { principal, peer, .. } => {
+                Some(("denied", principal.clone(), peer_host(peer).to_owned()))
+            }
+            Event::HandshakeFailed { peer, .. } => {
+                Some(("handshake_failed", String::new(), peer_host(peer).to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Counted repeats of one flood since its last written record.
+struct Repeats {
+    since: Instant,
+    count: u64,
+}
+
+/// The audit log's health, shared with the metrics registry.
+#[derive(Clone, Debug, Default)]
+pub struct AuditHealth {
+    /// Records (or syncs) that could not be written.
+    pub write_failures: Counter,
+    /// 1 while the last write failed.
+    pub failing: Gauge,
 }
 
 #[derive(Serialize)]
@@ -122,9 +187,15 @@ impl AuditLog {
     }
 
     /// Opens (or creates, mode 0600) `path` for appending, continuing its chain, and
-    /// starts the writer thread. The thread ends when every handle is dropped.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let (seq, prev) = last_record(path)?;
+    /// starts the writer thread, which reports its write failures on `health`. A torn
+    /// last record is moved aside first (and recorded). The thread ends when every
+    /// handle is dropped.
+    pub fn open(path: &Path, health: AuditHealth) -> io::Result<Self> {
+        let (seq, prev, torn) = last_record(path)?;
+        let recovered = match torn {
+            Some(offset) => Some(move_torn_tail(path, offset)?),
+            None => None,
+        };
         let mut options = OpenOptions::new();
         options.create(true).append(true);
         #[cfg(unix)]
@@ -132,9 +203,20 @@ impl AuditLog {
         let file = options.open(path)?;
         let (sender, receiver) = crossbeam_channel::bounded(QUEUE);
         let inner = Arc::new(Inner { sender, dropped: AtomicU64::new(0) });
-        let writer = Writer { file: BufWriter::new(file), seq, prev, path: path.to_owned() };
+        let writer = Writer {
+            file: BufWriter::new(file),
+            seq,
+            prev,
+            path: path.to_owned(),
+            health,
+            repeats: std::collections::HashMap::new(),
+        };
         std::thread::Builder::new().name("keymux-audit".into()).spawn(move || writer.run(receiver))?;
-        Ok(Self { inner: Some(inner) })
+        let log = Self { inner: Some(inner) };
+        if let Some(detail) = recovered {
+            log.record(Event::Admin { action: "audit_tail_recovered".into(), detail });
+        }
+        Ok(log)
     }
 
     /// Queues a record; never blocks.
@@ -168,30 +250,97 @@ struct Writer {
     seq: u64,
     prev: String,
     path: PathBuf,
+    health: AuditHealth,
+    /// Floods being counted, by (kind, principal, peer host).
+    repeats: std::collections::HashMap<(&'static str, String, String), Repeats>,
 }
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = match receiver.recv_timeout(AGGREGATION_WINDOW) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.summarise_repeats(false);
+                    self.flush();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut waiting = Vec::new();
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
-                    Message::Record(event) => {
-                        if let Err(error) = self.append(&event) {
-                            tracing::error!(path = %self.path.display(), %error, "cannot write the audit log");
-                        }
+                    Message::Record(event) => self.record(event),
+                    Message::Sync(done) => {
+                        self.summarise_repeats(true);
+                        waiting.push(done);
                     }
-                    Message::Sync(done) => waiting.push(done),
                 }
                 next = receiver.try_recv().ok();
             }
-            let flushed = self.file.flush().and_then(|()| self.file.get_ref().sync_data());
-            if let Err(error) = flushed {
-                tracing::error!(path = %self.path.display(), %error, "cannot sync the audit log");
-            }
+            self.summarise_repeats(false);
+            self.flush();
             for done in waiting {
                 let _ = done.send(());
+            }
+        }
+        self.summarise_repeats(true);
+        self.flush();
+    }
+
+    /// Writes `event`, unless it repeats a flood already written within the window:
+    /// then it is only counted.
+    fn record(&mut self, event: Event) {
+        if let Some(key) = event.flood_key() {
+            if let Some(repeats) = self.repeats.get_mut(&key) {
+                repeats.count += 1;
+                return;
+            }
+            self.repeats.insert(key, Repeats { since: Instant::now(), count: 0 });
+        }
+        self.write(&event);
+    }
+
+    /// Writes one `repeated` record per flood whose window has passed (every flood if
+    /// `all`), and forgets it.
+    fn summarise_repeats(&mut self, all: bool) {
+        let due: Vec<_> = self
+            .repeats
+            .iter()
+            .filter(|(_, repeats)| all || repeats.since.elapsed() >= AGGREGATION_WINDOW)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            let Some(repeats) = self.repeats.remove(&key) else { continue };
+            if repeats.count > 0 {
+                let (of, principal, peer) = key;
+                let seconds = repeats.since.elapsed().as_secs().max(1);
+                self.write(&Event::Repeated { of, principal, peer, count: repeats.count, seconds });
+            }
+        }
+    }
+
+    fn write(&mut self, event: &Event) {
+        let written = self.append(event);
+        self.report(written, "cannot write the audit log");
+    }
+
+    fn flush(&mut self) {
+        let flushed = self.file.flush().and_then(|()| self.file.get_ref().sync_data());
+        self.report(flushed, "cannot sync the audit log");
+    }
+
+    /// Counts a failed write on the metrics (and logs it); a success clears `failing`.
+    fn report(&self, outcome: io::Result<()>, what: &str) {
+        match outcome {
+            Ok(()) => {
+                self.health.failing.set(0);
+            }
+            Err(error) => {
+                self.health.write_failures.inc();
+                self.health.failing.set(1);
+                tracing::error!(path = %self.path.display(), %error, "{what}");
             }
         }
     }
@@ -216,23 +365,46 @@ fn hash_body(body: &str) -> String {
     blake3::hash(body.as_bytes()).to_hex().to_string()
 }
 
-/// The sequence number and hash of the last record of an existing log (0 and the
-/// genesis hash for a missing or empty one), reading only the file's tail.
-fn last_record(path: &Path) -> io::Result<(u64, String)> {
+/// The sequence number and hash of the last complete record of an existing log (0 and
+/// the genesis hash for a missing or empty one), reading only the file's tail, and, if
+/// the file ends in a record cut short by a crash (no final newline, and the bytes do
+/// not verify), the offset where that torn record starts.
+fn last_record(path: &Path) -> io::Result<(u64, String, Option<u64>)> {
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((0, GENESIS.to_owned())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((0, GENESIS.to_owned(), None)),
         Err(error) => return Err(error),
     };
-    let length = file.metadata()?.len();
-    file.seek(SeekFrom::Start(length.saturating_sub(64 * 1024)))?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        // A device or a pipe (/dev/null, a log shipper's FIFO): nothing to continue.
+        return Ok((0, GENESIS.to_owned(), None));
+    }
+    let length = metadata.len();
+    let start = length.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
     // Bytes, not a string: the seek may land inside a multi-byte character of an
-    // earlier record, and only the last line needs to be text.
+    // earlier record, and only the last lines need to be text.
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
+    let mut torn = None;
+    if !tail.is_empty() && !tail.ends_with(b"\n") {
+        let cut = tail.iter().rposition(|byte| *byte == b'\n').map_or(0, |at| at + 1);
+        let partial = std::str::from_utf8(&tail[cut..]).ok();
+        if partial.is_none_or(|line| check_line(line).is_err()) {
+            if cut == 0 && start > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: a torn last record longer than 64 KiB", path.display()),
+                ));
+            }
+            torn = Some(start + cut as u64);
+            tail.truncate(cut);
+        }
+    }
     let Some(line) = tail.split(|byte| *byte == b'\n').rev().find(|line| !line.trim_ascii().is_empty())
     else {
-        return Ok((0, GENESIS.to_owned()));
+        return Ok((0, GENESIS.to_owned(), torn));
     };
     let broken = |reason: String| {
         io::Error::new(
@@ -242,7 +414,28 @@ fn last_record(path: &Path) -> io::Result<(u64, String)> {
     };
     let line = std::str::from_utf8(line).map_err(|error| broken(error.to_string()))?;
     let record = check_line(line).map_err(broken)?;
-    Ok((record.seq, record.hash))
+    Ok((record.seq, record.hash, torn))
+}
+
+/// Moves the torn bytes from `offset` to the end of the log into `<log>.torn-<time>`
+/// (kept for forensics) and truncates the log there; says what it did, for the record.
+fn move_torn_tail(path: &Path, offset: u64) -> io::Result<String> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut torn = Vec::new();
+    file.read_to_end(&mut torn)?;
+    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.torn-{stamp}", path.display()));
+    std::fs::write(&aside, &torn)?;
+    file.set_len(offset)?;
+    file.sync_all()?;
+    let detail = format!(
+        "{} bytes of a record cut short (a crash while writing) moved to {}",
+        torn.len(),
+        aside.display()
+    );
+    tracing::warn!(path = %path.display(), "{detail}");
+    Ok(detail)
 }
 
 struct Checked {
@@ -319,7 +512,7 @@ mod tests {
     fn reopening_reads_a_tail_that_starts_inside_a_character() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
         let denied = |key: &str| Event::Denied {
             principal: "é".repeat(400),
             peer: "p".into(),
@@ -339,22 +532,102 @@ mod tests {
             assert!(records < 1000, "never landed inside a character");
         }
         drop(log);
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
         log.record(denied("after"));
         log.sync();
         assert_eq!(verify(&path).unwrap(), Ok(records + 1));
     }
 
     #[test]
+    fn a_torn_last_record_is_moved_aside_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        log.record(admin("start"));
+        log.sync();
+        drop(log);
+        // A crash in the middle of writing the next record.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"seq\":2,\"time\":\"2026-").unwrap();
+        drop(file);
+        let log = AuditLog::open(&path, AuditHealth::default()).expect("a torn tail does not stop the proxy");
+        log.record(admin("after"));
+        log.sync();
+        assert_eq!(verify(&path).unwrap(), Ok(3), "start, the recovery record, after");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("audit_tail_recovered"), "{text}");
+        let aside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).collect();
+        assert!(aside.iter().any(|e| e.file_name().to_string_lossy().contains(".torn-")), "kept aside");
+    }
+
+    #[test]
+    fn a_complete_but_tampered_last_record_still_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        log.record(admin("start"));
+        log.sync();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("start", "stop!")).unwrap();
+        assert!(AuditLog::open(&path, AuditHealth::default()).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_denials_writes_summaries_not_one_record_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let denied = |port: u32| Event::Denied {
+            principal: "mallory".into(),
+            peer: format!("10.0.0.9:{port}"),
+            op: "unwrap",
+            key: "k".into(),
+        };
+        for port in 0..10_000 {
+            log.record(denied(40_000 + port));
+        }
+        log.record(Event::Denied {
+            principal: "alice".into(),
+            peer: "10.0.0.1:1".into(),
+            op: "wrap",
+            key: "k".into(),
+        });
+        log.sync();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 4, "a first record and a summary per flood, not 10,001: {}", lines.len());
+        let counted: u64 = lines
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| record["event"] == "repeated" && record["principal"] == "mallory")
+            .map(|record| record["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, 9_999, "every repeat is counted");
+        assert!(text.contains("\"alice\""), "another principal's denial is written on its own");
+        assert_eq!(verify(&path).unwrap(), Ok(lines.len() as u64));
+    }
+
+    #[test]
+    fn write_failures_are_counted_and_raised() {
+        let health = AuditHealth::default();
+        let log = AuditLog::open(Path::new("/dev/full"), health.clone()).unwrap();
+        log.record(admin("start"));
+        log.sync();
+        assert!(health.write_failures.get() >= 1, "a full disk is counted, never silent");
+        assert_eq!(health.failing.get(), 1);
+    }
+
+    #[test]
     fn the_chain_continues_across_reopens_and_detects_edits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
         log.record(admin("start"));
         log.record(Event::Denied { principal: "a".into(), peer: "p".into(), op: "wrap", key: "k".into() });
         log.sync();
         drop(log);
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
         log.record(admin("stop"));
         log.sync();
         assert_eq!(verify(&path).unwrap(), Ok(3));

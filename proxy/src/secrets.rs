@@ -90,21 +90,29 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
     Ok(text)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename), readable by the
-/// owner only.
+/// Writes `bytes` to `path` atomically, readable by the owner only: a temporary file
+/// with a unique name, created exclusively (never someone else's file, never a
+/// concurrent writer's), written and fsynced, renamed over `path`, then the directory
+/// fsynced so the rename itself survives a crash.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).expect("the operating system's random number generator failed");
+    let name = path.file_name().map_or_else(|| "keymux".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", u64::from_be_bytes(suffix)));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written =
+        file.write_all(bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

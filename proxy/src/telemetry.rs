@@ -60,6 +60,7 @@ pub struct Metrics {
     rejected_frames: Counter,
     timed_out_connections: Counter,
     failed_handshakes: Counter,
+    audit: crate::audit::AuditHealth,
 }
 
 /// The index of an opcode among [`Opcode::ALL`], for the pre-resolved handles.
@@ -141,6 +142,18 @@ impl Metrics {
             failed_handshakes.clone(),
         );
 
+        let audit = crate::audit::AuditHealth::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit records or syncs that could not be written (a full disk, say)",
+            audit.write_failures.clone(),
+        );
+        registry.register(
+            "audit_failing",
+            "1 while the audit log's last write failed",
+            audit.failing.clone(),
+        );
+
         Arc::new(Self {
             registry,
             requests,
@@ -156,6 +169,7 @@ impl Metrics {
             rejected_frames,
             timed_out_connections,
             failed_handshakes,
+            audit,
         })
     }
 
@@ -238,6 +252,16 @@ impl Metrics {
     /// Counts a failed or timed-out TLS/QUIC handshake.
     pub fn handshake_failed(&self) {
         self.failed_handshakes.inc();
+    }
+
+    /// The audit log's health counters, for the log's writer to report on.
+    pub fn audit_health(&self) -> crate::audit::AuditHealth {
+        self.audit.clone()
+    }
+
+    /// Whether the audit log's last write failed.
+    pub fn audit_failing(&self) -> bool {
+        self.audit.failing.get() != 0
     }
 
     /// Everything, in the Prometheus text exposition format.

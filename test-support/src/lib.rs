@@ -14,6 +14,7 @@
 //! | [`gate`] | the switch in front of a test proxy's backend workers |
 //! | [`raw`] | a raw protocol connection, and frames built by hand |
 //! | [`metrics`] | samples read from a Prometheus metrics page |
+//! | [`audit`] | events an audit log accounts for, floods' summaries included |
 //! | [`openssl`] | signatures checked by the `openssl` command line, an independent judge |
 //!
 //! Unpublished (`publish = false`). `keymux-proxy` takes it as a dev-dependency while it
@@ -23,6 +24,7 @@
 //! Helpers panic on failure, as test code does, except [`softhsm`], which the benches'
 //! binaries also use and which returns errors.
 
+pub mod audit;
 pub mod certs;
 pub mod forwarder;
 pub mod gate;

@@ -36,6 +36,9 @@ pub fn test_config(dir: &Path) -> Config {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.server.shutdown_grace = Duration::from_secs(5);
+    // Tests reach every proxy over plain TCP, whatever else they configure.
+    config.server.plain_tcp = Some(true);
+    config.server.allow_anonymous = true;
     config.backend = BackendConfig::Soft(SoftConfig::throwaway(dir));
     config
 }
@@ -80,7 +83,7 @@ impl TestProxy {
 
     /// The plain TCP listener's address.
     pub fn addr(&self) -> SocketAddr {
-        self.server.tcp_addr()
+        self.server.tcp_addr().expect("test proxies serve plain TCP")
     }
 
     /// The TLS listener, as the SDK names it: by the name the test certificates carry.

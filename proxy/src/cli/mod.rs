@@ -92,8 +92,11 @@ impl ServeArgs {
 
 /// The start-up banner: where keymux listens and what it serves from.
 pub fn banner(config: &Config, running: &RunningServer) -> String {
-    let mut lines =
-        vec![format!("keymux {} listening on tcp://{}", env!("CARGO_PKG_VERSION"), running.tcp_addr())];
+    let version = env!("CARGO_PKG_VERSION");
+    let mut lines = vec![match running.tcp_addr() {
+        Some(addr) => format!("keymux {version} listening on tcp://{addr}"),
+        None => format!("keymux {version}: no plain TCP listener (server.plain_tcp)"),
+    }];
     if let Some(addr) = running.tls_addr() {
         lines.push(format!("  also on tls://{addr} (TLS 1.3)"));
     }

@@ -14,11 +14,17 @@ pub struct KeysConfig {
     /// and disabled versions take effect without a restart. Default 2 s.
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// New wraps (WRAP, GENERATE_DATA_KEY, REWRAP) are refused with BACKEND_UNAVAILABLE
+    /// once the last successful refresh is older than this: the current version may
+    /// have been retired meanwhile, and blobs under it lost to a later destroy. Unwraps
+    /// go on. Default 10 s (five refresh intervals).
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { refresh_interval: Duration::from_secs(2) }
+        Self { refresh_interval: Duration::from_secs(2), max_staleness: Duration::from_secs(10) }
     }
 }
 
@@ -27,6 +33,9 @@ impl KeysConfig {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.refresh_interval < Duration::from_millis(100) {
             return invalid("refresh_interval", "must be at least 100ms");
+        }
+        if self.max_staleness < self.refresh_interval {
+            return invalid("max_staleness", "must be at least keys.refresh_interval");
         }
         Ok(())
     }

@@ -79,6 +79,8 @@ impl Config {
         let soft = SoftConfig::default();
         let passphrase = SecretSource::GeneratedFile(soft.data_dir.join("passphrase"));
         Self {
+            // Loopback only, for one developer: anonymous clients may do everything.
+            server: ServerConfig { allow_anonymous: true, ..ServerConfig::default() },
             backend: BackendConfig::Soft(SoftConfig {
                 passphrase: Some(passphrase),
                 create_if_missing: true,
@@ -114,6 +116,34 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether the plain TCP listener is on: `server.plain_tcp`, defaulting to off when
+    /// `[tls]` requires client certificates and on otherwise.
+    pub fn serves_plain_tcp(&self) -> bool {
+        self.server.plain_tcp.unwrap_or_else(|| !self.tls_requires_client_certificates())
+    }
+
+    /// Whether the TLS listener (or, without one, the QUIC listener) requires client
+    /// certificates.
+    fn tls_requires_client_certificates(&self) -> bool {
+        let Some(tls) = &self.tls else { return false };
+        let required = |auth| tls.client_auth_or_default(auth) == ClientAuth::Required;
+        match (tls.listen, &self.quic) {
+            (Some(_), _) => required(tls.client_auth),
+            (None, Some(quic)) => required(quic.client_auth),
+            (None, None) => false,
+        }
+    }
+
+    /// Whether some listener serves clients with no identity at all.
+    pub fn serves_anonymous_clients(&self) -> bool {
+        let open = |auth| {
+            self.tls.as_ref().is_some_and(|tls| tls.client_auth_or_default(auth) != ClientAuth::Required)
+        };
+        self.serves_plain_tcp()
+            || self.tls.as_ref().is_some_and(|tls| tls.listen.is_some() && open(tls.client_auth))
+            || self.quic.as_ref().is_some_and(|quic| open(quic.client_auth))
+    }
+
     /// Checks every value, naming the first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate().map_err(|e| e.within("server"))?;
@@ -127,6 +157,16 @@ impl Config {
         self.quotas.validate().map_err(|e| e.within("quotas"))?;
         self.backend.validate().map_err(|e| e.within("backend"))?;
         self.keys.validate().map_err(|e| e.within("keys"))?;
+        if self.acl.is_empty() && self.serves_anonymous_clients() && !self.server.allow_anonymous {
+            return Err(InvalidSetting::new(
+                "server.allow_anonymous",
+                "this config serves clients without a certificate (plain TCP, or TLS/QUIC without \
+                 required client certificates) and has no [[acl]] rules, so any of them may use every \
+                 key: add [[acl]] rules, require client certificates, set server.plain_tcp = false, or \
+                 set server.allow_anonymous = true to accept that",
+            )
+            .into());
+        }
         Ok(())
     }
 }
@@ -139,10 +179,14 @@ mod tests {
 
     use super::*;
 
+    /// The least a config file says; it ends inside `[server]`, so tests may append
+    /// server keys.
     const MINIMAL: &str = r#"
         [backend]
         type = "soft"
         passphrase = { env = "KEYMUX_SOFT_PASSPHRASE" }
+        [server]
+        allow_anonymous = true
     "#;
 
     #[test]
@@ -170,9 +214,9 @@ mod tests {
         assert!(error.to_string().starts_with("batch.max_batch"), "{error}");
         let error = Config::parse("[backend]\ntype = \"soft\"\n").unwrap_err();
         assert!(error.to_string().starts_with("backend.passphrase"), "{error}");
-        let error = Config::parse(&format!("{MINIMAL}\n[server]\nlisten = \"nope\"\n")).unwrap_err();
+        let error = Config::parse(&format!("{MINIMAL}listen = \"nope\"\n")).unwrap_err();
         assert!(error.to_string().contains("listen"), "{error}");
-        let error = Config::parse(&format!("{MINIMAL}\n[server]\nlisen = \"127.0.0.1:1\"\n")).unwrap_err();
+        let error = Config::parse(&format!("{MINIMAL}lisen = \"127.0.0.1:1\"\n")).unwrap_err();
         assert!(error.to_string().contains("lisen"), "{error}");
     }
 
@@ -243,6 +287,28 @@ mod tests {
         let error = Config::parse(&format!("{MINIMAL}\n[quotas]\nrate = -1.0\n")).unwrap_err();
         assert!(error.to_string().starts_with("quotas.rate"), "{error}");
         Config::parse(&format!("{MINIMAL}\n{tls}")).unwrap();
+    }
+
+    #[test]
+    fn anonymous_clients_with_no_acl_are_refused_unless_allowed() {
+        let bare = "[backend]\ntype = \"soft\"\npassphrase = { env = \"P\" }\n";
+        let error = Config::parse(bare).unwrap_err();
+        assert_eq!(error.key(), Some("server.allow_anonymous"), "{error}");
+        Config::parse(&format!("{bare}[[acl]]\nany = true\nops = [\"wrap\"]\nkeys = [\"*\"]\n")).unwrap();
+        let no_tcp = format!("{bare}[server]\nplain_tcp = false\n");
+        assert!(!Config::parse(&no_tcp).unwrap().serves_plain_tcp());
+    }
+
+    #[test]
+    fn plain_tcp_is_off_beside_required_client_certificates_unless_enabled() {
+        let mtls = "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+        let config =
+            Config::parse(&format!("[backend]\ntype = \"soft\"\npassphrase = {{ env = \"P\" }}\n{mtls}"))
+                .unwrap();
+        assert!(!config.serves_plain_tcp(), "an mTLS config does not open plain TCP by default");
+        assert!(!config.serves_anonymous_clients());
+        let reopened = Config::parse(&format!("{MINIMAL}plain_tcp = true\n{mtls}")).unwrap();
+        assert!(reopened.serves_plain_tcp(), "unless asked");
     }
 
     #[test]

@@ -15,8 +15,18 @@ use super::error::{InvalidSetting, invalid};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// TCP address to serve the binary protocol on. Default `127.0.0.1:7450`.
+    /// TCP address to serve the binary protocol on, in the clear. Default
+    /// `127.0.0.1:7450`.
     pub listen: SocketAddr,
+    /// Whether to serve plain TCP on `listen` at all. Default: yes, unless `[tls]`
+    /// requires client certificates: then a plain listener would let any local process
+    /// in without one, so it is off unless this says `true`.
+    pub plain_tcp: Option<bool>,
+    /// Serve clients without a certificate or uid (plain TCP, TLS or QUIC without client
+    /// certificates) even though no `[[acl]]` rule limits what they may do. Default
+    /// false: such a config is refused, naming this key. The development default (no
+    /// config file) sets it.
+    pub allow_anonymous: bool,
     /// Also serve on this Unix socket path. Default: none.
     pub unix_socket: Option<PathBuf>,
     /// Requests read ahead on one connection before the proxy stops reading it (the
@@ -40,12 +50,24 @@ pub struct ServerConfig {
     /// the connection is closed (slowloris defence). Default 10 s.
     #[serde(with = "humantime_serde")]
     pub frame_timeout: Duration,
+    /// Longest one write to a client may block; a client that stops reading its
+    /// responses for this long is disconnected. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// A connection is closed gracefully (no new requests read, in-flight ones
+    /// answered) this long after it was set up, so a certificate that has since expired
+    /// or been revoked stops being honoured; clients reconnect. Default 24 h; `0s`:
+    /// never.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_lifetime: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7450)),
+            plain_tcp: None,
+            allow_anonymous: false,
             unix_socket: None,
             max_in_flight_per_connection: 1024,
             max_connections: 10_000,
@@ -53,6 +75,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_connection_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -71,6 +95,9 @@ impl ServerConfig {
         }
         if self.frame_timeout.is_zero() {
             return invalid("frame_timeout", "must be positive");
+        }
+        if self.write_timeout.is_zero() {
+            return invalid("write_timeout", "must be positive");
         }
         Ok(())
     }

@@ -97,6 +97,20 @@ pub enum KeyAdminError {
         /// The version asked for.
         version: u32,
     },
+    /// A minimum decryption version above the current version would leave new wraps no
+    /// version to use.
+    #[error(
+        "version {minimum} of {key:?} is above its current version ({}): rotate or enable a version first",
+        current.map_or("none".to_owned(), |v| v.to_string())
+    )]
+    MinimumAboveCurrent {
+        /// The key.
+        key: String,
+        /// The minimum asked for.
+        minimum: u32,
+        /// The current version (the highest enabled), if any.
+        current: Option<u32>,
+    },
     /// Another admin changed the same record at the same time; nothing was changed.
     #[error("key {key:?} version {version} was created concurrently by another admin; retry")]
     ConcurrentChange {
@@ -158,9 +172,19 @@ pub trait KeyLifecycle: KeyStore {
         self.write_version_state(name, version, state)
     }
 
-    /// Refuses unwraps of blobs from versions below `version`, which must exist.
+    /// Refuses unwraps of blobs from versions below `version`, which must exist and may
+    /// not be above the current version (new wraps would have no version left to use).
     fn set_min_decryption_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
-        check_version_exists(&self.find_key(name)?, version)?;
+        let key = self.find_key(name)?;
+        check_version_exists(&key, version)?;
+        let current = key.versions.iter().rev().find(|v| v.state == VersionState::Enabled).map(|v| v.version);
+        if current.is_none_or(|current| version > current) {
+            return Err(KeyAdminError::MinimumAboveCurrent {
+                key: name.to_owned(),
+                minimum: version,
+                current,
+            });
+        }
         self.write_min_decryption_version(name, version)
     }
 
@@ -350,6 +374,21 @@ mod tests {
             Err(KeyAdminError::UnknownVersion { .. })
         ));
         store.set_min_decryption_version("k", 1).unwrap();
+    }
+
+    #[test]
+    fn the_minimum_never_passes_the_current_version() {
+        let store = MemoryStore::default();
+        store.create_key("k", KeyType::Aes256).unwrap();
+        store.rotate_key("k").unwrap();
+        store.set_version_state("k", 2, VersionState::Disabled).unwrap();
+        assert_eq!(
+            store.set_min_decryption_version("k", 2),
+            Err(KeyAdminError::MinimumAboveCurrent { key: "k".into(), minimum: 2, current: Some(1) })
+        );
+        store.set_version_state("k", 2, VersionState::Enabled).unwrap();
+        store.set_min_decryption_version("k", 2).unwrap();
+        assert_eq!(store.find_key("k").unwrap().current_version(), Ok(2));
     }
 
     #[test]

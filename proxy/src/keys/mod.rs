@@ -97,13 +97,19 @@ impl KeyInfo {
     }
 
     /// The version new wraps use: the highest enabled one.
+    ///
+    /// Only a version at or above `min_decryption_version` can be current: a wrap under a
+    /// lower one would make a blob that can never be unwrapped.
     pub fn current_version(&self) -> Result<u32, OpError> {
-        self.versions.iter().rev().find(|v| v.state == VersionState::Enabled).map(|v| v.version).ok_or_else(
-            || OpError::KeyDisabled {
+        self.versions
+            .iter()
+            .rev()
+            .find(|v| v.state == VersionState::Enabled && v.version >= self.min_decryption_version)
+            .map(|v| v.version)
+            .ok_or_else(|| OpError::KeyDisabled {
                 key: self.name.clone(),
                 version: self.versions.last().map_or(0, |v| v.version),
-            },
-        )
+            })
     }
 
     /// Checks that a blob from `version` may be unwrapped.
@@ -146,6 +152,12 @@ mod tests {
         assert_eq!(key(&[Enabled, Enabled], 1).current_version(), Ok(2));
         assert_eq!(key(&[Enabled, Disabled], 1).current_version(), Ok(1));
         assert!(matches!(key(&[Disabled], 1).current_version(), Err(OpError::KeyDisabled { .. })));
+        // Never a version below the minimum: its blobs could not be unwrapped.
+        assert!(matches!(
+            key(&[Enabled, Enabled, Disabled], 3).current_version(),
+            Err(OpError::KeyDisabled { .. })
+        ));
+        assert_eq!(key(&[Enabled, Enabled, Enabled], 2).current_version(), Ok(3));
     }
 
     #[test]

@@ -5,16 +5,26 @@
 // Operator-chosen key names: a fast hasher, no flooding to fear.
 use foldhash::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use super::{KeyInfo, VersionState};
 use crate::error::OpError;
 
-/// The keys the proxy serves, as last reported by the backend.
-#[derive(Default)]
+/// The keys the proxy serves, as last reported by the backend, and when that was.
 pub struct KeyRegistry {
     keys: ArcSwap<HashMap<String, Arc<KeyInfo>>>,
+    epoch: Instant,
+    /// Nanoseconds from `epoch` to the last [`KeyRegistry::replace`].
+    refreshed: AtomicU64,
+}
+
+impl Default for KeyRegistry {
+    fn default() -> Self {
+        Self { keys: ArcSwap::default(), epoch: Instant::now(), refreshed: AtomicU64::new(0) }
+    }
 }
 
 impl KeyRegistry {
@@ -25,10 +35,38 @@ impl KeyRegistry {
         registry
     }
 
-    /// Replaces the whole snapshot.
+    /// Replaces the whole snapshot, as of now.
     pub fn replace(&self, keys: Vec<KeyInfo>) {
         let map = keys.into_iter().map(|key| (key.name.clone(), Arc::new(key))).collect();
         self.keys.store(Arc::new(map));
+        let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.refreshed.store(since, Ordering::Release);
+    }
+
+    /// How long ago the snapshot was last replaced (read from the backend).
+    pub fn age(&self) -> Duration {
+        let refreshed = Duration::from_nanos(self.refreshed.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(refreshed)
+    }
+
+    /// Refuses new wraps on a snapshot older than `max_age`: an admin may have retired
+    /// its current version since (and may destroy it next), so blobs made under it could
+    /// be lost. Unwraps still work from the last snapshot. BACKEND_UNAVAILABLE, which a
+    /// client retries.
+    pub fn check_fresh(&self, max_age: Duration) -> Result<(), OpError> {
+        let age = self.age();
+        if age <= max_age {
+            return Ok(());
+        }
+        Err(OpError::BackendUnavailable {
+            reason: format!(
+                "the key list was last read from the backend {}s ago (keys.max_staleness is {}s): \
+                 new wraps wait for a successful refresh",
+                age.as_secs(),
+                max_age.as_secs()
+            ),
+            retry_after: Duration::from_secs(1),
+        })
     }
 
     /// The key named `name`.
@@ -115,6 +153,19 @@ mod tests {
         );
         assert!(changes(&old, &[key(&[Enabled, Enabled], 1)]).is_empty());
         assert_eq!(changes(&old, &[]), vec!["key \"k\" is gone"]);
+    }
+
+    #[test]
+    fn a_stale_snapshot_refuses_new_wraps() {
+        let registry = KeyRegistry::new(vec![key(&[VersionState::Enabled], 1)]);
+        assert_eq!(registry.check_fresh(Duration::from_secs(60)), Ok(()));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(matches!(
+            registry.check_fresh(Duration::from_millis(10)),
+            Err(OpError::BackendUnavailable { .. })
+        ));
+        registry.replace(vec![key(&[VersionState::Enabled], 1)]);
+        assert_eq!(registry.check_fresh(Duration::from_millis(10)), Ok(()), "fresh again once refreshed");
     }
 
     #[test]

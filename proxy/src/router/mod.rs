@@ -31,6 +31,8 @@ pub struct ServerInfo {
     pub max_frame: u32,
     /// Requests read ahead per connection.
     pub max_in_flight: u32,
+    /// How old the key snapshot may be for new wraps (`keys.max_staleness`).
+    pub max_staleness: Duration,
 }
 
 /// Routes requests to the cache or the key queues.
@@ -74,14 +76,15 @@ impl Router {
                 server_version: env!("CARGO_PKG_VERSION").into(),
             })),
             Request::Wrap { key, aad, plaintext } => {
-                match self.authorize(peer, AclOp::Wrap, &key).and_then(|()| self.wrapping_key(&key)) {
+                match self.authorize(peer, AclOp::Wrap, &key).and_then(|()| self.key_for_new_wraps(&key)) {
                     Ok(_) => self.queues.submit(&key, job(Op::Wrap { aad, plaintext }, responder)),
                     Err(error) => responder.send(Err(error)),
                 }
             }
             Request::GenerateDataKey { key, aad, length } => {
-                let checked =
-                    self.authorize(peer, AclOp::GenerateDataKey, &key).and_then(|()| self.wrapping_key(&key));
+                let checked = self
+                    .authorize(peer, AclOp::GenerateDataKey, &key)
+                    .and_then(|()| self.key_for_new_wraps(&key));
                 match checked {
                     Ok(_) => self.queues.submit(&key, job(Op::GenerateDataKey { aad, length }, responder)),
                     Err(error) => responder.send(Err(error)),
@@ -95,7 +98,10 @@ impl Router {
                 responder.send(self.verify(peer, &key, version, &input, &signature, digest))
             }
             Request::GetPublicKey { key, version } => responder.send(self.public_key(peer, &key, version)),
-            Request::Rewrap { aad, blob } => match self.check_blob(blob, peer, AclOp::Rewrap) {
+            Request::Rewrap { aad, blob } => match self
+                .check_blob(blob, peer, AclOp::Rewrap)
+                .and_then(|blob| self.registry.check_fresh(self.info.max_staleness).map(|()| blob))
+            {
                 // `check_blob` found the key: queue straight away.
                 Ok(blob) => {
                     let key = blob.header.key.clone();
@@ -133,6 +139,13 @@ impl Router {
         self.authorize(peer, op, &blob.header.key)?;
         self.wrapping_key(&blob.header.key)?.check_decryptable(blob.header.version)?;
         Ok(blob)
+    }
+
+    /// The key named `key` for a new wrap: as [`Router::wrapping_key`], on a snapshot
+    /// no older than `keys.max_staleness`.
+    fn key_for_new_wraps(&self, key: &str) -> Result<Arc<KeyInfo>, OpError> {
+        self.registry.check_fresh(self.info.max_staleness)?;
+        self.wrapping_key(key)
     }
 
     /// The key named `key`, if the registry knows it and it is a wrapping key.

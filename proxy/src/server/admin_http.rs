@@ -27,15 +27,19 @@ async fn metrics_page(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.serving.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
+    if !state.serving.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if state.metrics.audit_failing() {
+        // Serving on without an audit trail is a compliance failure an operator must see.
+        (StatusCode::SERVICE_UNAVAILABLE, "audit log failing: records cannot be written\n")
+    } else {
+        (StatusCode::OK, "ok\n")
     }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` fires. `/healthz` answers
-/// 503 once `serving` is false (during the shutdown drain).
+/// 503 once `serving` is false (during the shutdown drain) and while the audit log's
+/// writes fail.
 pub(super) async fn serve_admin(
     listener: TcpListener,
     metrics: Arc<Metrics>,

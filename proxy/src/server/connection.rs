@@ -56,6 +56,11 @@ pub struct ConnectionContext {
     pub idle_timeout: Duration,
     /// Longest a partially received frame may take to complete.
     pub frame_timeout: Duration,
+    /// Longest one write to the client may block (a client that stops reading).
+    pub write_timeout: Duration,
+    /// A connection is closed (gracefully: reading stops, in-flight requests are
+    /// answered) this long after it was set up; zero: never.
+    pub max_lifetime: Duration,
 }
 
 /// Responses gathered into one write, at most.
@@ -71,21 +76,50 @@ where
     ctx.metrics.connections_add(1);
     let (read_half, write_half) = tokio::io::split(stream);
     let (sink, outgoing) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_responses(write_half, outgoing, ctx.limits));
+    // Cancelled by the writer when the client stops reading (a write times out or
+    // fails): the reader then stops too.
+    let write_failed = CancellationToken::new();
+    let writer = tokio::spawn(write_responses(
+        write_half,
+        outgoing,
+        ctx.limits,
+        ctx.write_timeout,
+        write_failed.clone(),
+    ));
     let permits = Arc::new(Semaphore::new(ctx.max_in_flight as usize));
     let mut frames = FramedRead::new(read_half, ServerCodec::new(ctx.limits));
     let mut clock = SlowClientClock::new(&ctx);
+    // Long-lived connections end, so an identity (a certificate that has since expired
+    // or been revoked) is re-established from time to time.
+    let end_of_life = (!ctx.max_lifetime.is_zero()).then(|| tokio::time::Instant::now() + ctx.max_lifetime);
+    let lifetime = async {
+        match end_of_life {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lifetime);
 
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
             () = shutdown.cancelled() => break,
+            () = write_failed.cancelled() => break,
+            () = &mut lifetime => {
+                tracing::debug!(peer = %peer.addr, "closing a connection at the end of its lifetime");
+                break;
+            }
         };
         let item = loop {
             tokio::select! {
                 biased;
                 item = frames.next() => break Some(item),
                 () = shutdown.cancelled() => break None,
+                () = write_failed.cancelled() => break None,
+                () = &mut lifetime => {
+                    tracing::debug!(peer = %peer.addr, "closing a connection at the end of its lifetime");
+                    break None;
+                }
                 _ = clock.tick() => {
                     let in_flight = permits.available_permits() + 1 < ctx.max_in_flight as usize;
                     if let Some(reason) = clock.expired(partial_frame(&frames), in_flight) {
@@ -176,7 +210,7 @@ where
         .send(Err(OpError::OverQuota { retry_after }));
     // The responder, and with it the only sender, is gone: the writer writes its one
     // answer, then shuts the connection down.
-    write_responses(write_half, outgoing, ctx.limits).await;
+    write_responses(write_half, outgoing, ctx.limits, ctx.write_timeout, CancellationToken::new()).await;
 }
 
 /// Tracks when a connection last made progress, for the idle and frame timeouts.
@@ -239,9 +273,16 @@ impl SlowClientClock {
 }
 
 /// Writes responses as they arrive, coalescing whatever is queued into one write, and
-/// wipes the buffer afterwards (it may have held unwrapped keys).
-async fn write_responses<W>(mut writer: W, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, limits: Limits)
-where
+/// wipes the buffer afterwards (it may have held unwrapped keys). A write that fails, or
+/// blocks for `write_timeout` (a client that stopped reading), ends the writing and
+/// cancels `failed`, which stops the connection's reader.
+async fn write_responses<W>(
+    mut writer: W,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    limits: Limits,
+    write_timeout: Duration,
+    failed: CancellationToken,
+) where
     W: AsyncWrite + Unpin,
 {
     let mut buffer = BytesMut::with_capacity(WRITE_BATCH_BYTES);
@@ -262,12 +303,17 @@ where
                 next = outgoing.try_recv().ok();
             }
         }
-        let written = writer.write_all(&buffer).await;
+        let written = tokio::time::timeout(write_timeout, writer.write_all(&buffer)).await;
         buffer.as_mut().zeroize();
         buffer.clear();
         permits.clear();
-        if written.is_err() {
-            // The client is gone: keep draining so responders never block, but stop writing.
+        if !matches!(written, Ok(Ok(()))) {
+            if written.is_err() {
+                tracing::debug!(?write_timeout, "closing a connection whose client stopped reading");
+            }
+            // The client is gone or stuck: stop reading it, keep draining so responders
+            // never block, but stop writing.
+            failed.cancel();
             while outgoing.recv().await.is_some() {}
             return;
         }

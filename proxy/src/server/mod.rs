@@ -76,7 +76,7 @@ pub enum StartError {
 /// A started proxy.
 pub struct RunningServer {
     refresher: Arc<KeyRefresher>,
-    tcp_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     quic_addr: Option<SocketAddr>,
     reloader: Option<Arc<CertReloader>>,
@@ -116,12 +116,14 @@ pub async fn start_with_backend(
         Arc::clone(&metrics),
     ));
     let cache = config.cache.enabled.then(|| Arc::new(UnwrapCache::new(&config.cache, Arc::clone(&metrics))));
-    let info =
-        ServerInfo { max_frame: limits.max_frame, max_in_flight: config.server.max_in_flight_per_connection };
+    let info = ServerInfo {
+        max_frame: limits.max_frame,
+        max_in_flight: config.server.max_in_flight_per_connection,
+        max_staleness: config.keys.max_staleness,
+    };
     let audit = match &config.audit.path {
-        Some(path) => {
-            AuditLog::open(path).map_err(|source| StartError::Audit { path: path.clone(), source })?
-        }
+        Some(path) => AuditLog::open(path, metrics.audit_health())
+            .map_err(|source| StartError::Audit { path: path.clone(), source })?,
         None => AuditLog::disabled(),
     };
     let router = Arc::new(Router::new(
@@ -144,13 +146,21 @@ pub async fn start_with_backend(
         handshake_timeout: config.server.handshake_timeout,
         idle_timeout: config.server.idle_timeout,
         frame_timeout: config.server.frame_timeout,
+        write_timeout: config.server.write_timeout,
+        max_lifetime: config.server.max_connection_lifetime,
     });
 
     let bind_error = |what, address: String| move |source| StartError::Bind { what, address, source };
-    let tcp = TcpAcceptor::bind(config.server.listen)
-        .await
-        .map_err(bind_error("tcp", config.server.listen.to_string()))?;
-    let tcp_addr = tcp.local_addr().map_err(bind_error("tcp", config.server.listen.to_string()))?;
+    let tcp = if config.serves_plain_tcp() {
+        let listen = config.server.listen;
+        Some(TcpAcceptor::bind(listen).await.map_err(bind_error("tcp", listen.to_string()))?)
+    } else {
+        None
+    };
+    let tcp_addr = match &tcp {
+        Some(tcp) => Some(tcp.local_addr().map_err(bind_error("tcp", config.server.listen.to_string()))?),
+        None => None,
+    };
     let admin = if config.admin.enabled {
         let listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
@@ -225,7 +235,9 @@ pub async fn start_with_backend(
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     };
-    listeners.spawn(tcp);
+    if let Some(tcp) = tcp {
+        listeners.spawn(tcp);
+    }
     if let Some(acceptor) = tls_listener {
         listeners.spawn(acceptor);
     }
@@ -258,7 +270,7 @@ pub async fn start_with_backend(
 
     audit.record(Event::Admin {
         action: "start".into(),
-        detail: format!("keymux {} on tcp://{tcp_addr}", env!("CARGO_PKG_VERSION")),
+        detail: format!("keymux {} started", env!("CARGO_PKG_VERSION")),
     });
     Ok(RunningServer {
         refresher,
@@ -281,8 +293,8 @@ pub async fn start_with_backend(
 }
 
 impl RunningServer {
-    /// The TCP address the proxy serves on.
-    pub fn tcp_addr(&self) -> SocketAddr {
+    /// The plain TCP address the proxy serves on, unless that listener is off.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
     }
 

@@ -78,3 +78,47 @@ async fn key_changes_made_elsewhere_are_audited_when_the_proxy_sees_them() {
     assert!(text.contains("version 1 disabled"), "{text}");
     assert!(keymux_proxy::audit::verify(&log).unwrap().is_ok(), "the chain verifies");
 }
+
+#[tokio::test]
+async fn a_proxy_that_cannot_refresh_its_keys_stops_new_wraps_but_still_unwraps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let proxy = TestProxy::start(move |config| {
+        config.backend = keymux_proxy::backend::BackendConfig::Soft(
+            keymux_proxy::backend::soft::SoftConfig::throwaway(&data),
+        );
+        config.keys.refresh_interval = std::time::Duration::from_millis(100);
+        config.keys.max_staleness = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut client = proxy.connect().await;
+    let blob = client.wrap("default", b"", &[1; 32]).await.unwrap();
+    // The keystore becomes unreadable: every refresh fails from now on.
+    std::fs::write(dir.path().join("keystore.kmx"), b"damaged").unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        match client.wrap("default", b"", &[1; 32]).await {
+            Err(status) => break status,
+            Ok(_) if std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(_) => panic!("wraps went on for 10 s on a key list that could not be refreshed"),
+        }
+    };
+    assert_eq!(refused, Status::BackendUnavailable, "retryable, so clients wait rather than fail");
+    assert_eq!(client.unwrap(b"", &blob).await.unwrap(), vec![1; 32], "unwraps go on");
+}
+
+#[tokio::test]
+async fn audit_write_failures_are_raised_on_the_metrics_and_healthz() {
+    // /dev/full: every write fails with ENOSPC, as a full disk would.
+    let proxy = TestProxy::start(|config| config.audit.path = Some("/dev/full".into())).await;
+    let admin = proxy.server.admin_addr().unwrap();
+    proxy.server.audit().sync();
+    let (status, body) = http_get(admin, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("audit"), "{body}");
+    let page = proxy.scrape().await;
+    assert!(keymux_test_support::metrics::metric(&page, "keymux_audit_write_failures_total") >= 1.0);
+    assert_eq!(keymux_test_support::metrics::metric(&page, "keymux_audit_failing"), 1.0);
+}

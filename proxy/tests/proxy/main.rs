@@ -5,6 +5,7 @@ mod acl;
 mod bad_input;
 mod batching;
 mod cache;
+mod connections;
 mod hsm;
 mod hsm_signing;
 mod lifecycle;

@@ -175,6 +175,34 @@ impl Keystore {
         Ok((store, contents))
     }
 
+    /// Reads the file again with the key already derived, when its KDF header (costs
+    /// and salt) is still this handle's; `None` if it changed (the file was recreated),
+    /// and [`Keystore::open`] with the passphrase is needed.
+    pub(crate) fn reread(&self) -> Result<Option<Contents>, KeystoreError> {
+        let bytes = std::fs::read(&self.path)
+            .map_err(|source| KeystoreError::Io { path: self.path.clone(), source })?;
+        let format_error = || KeystoreError::Format(self.path.clone());
+        if bytes.len() < HEADER_LEN + 16 || &bytes[..MAGIC.len()] != MAGIC || bytes[MAGIC.len()] != FORMAT {
+            return Err(format_error());
+        }
+        let base = MAGIC.len() + 1;
+        let mut header = Vec::with_capacity(12 + SALT_LEN);
+        for word in [self.params.memory_kib, self.params.passes, self.params.lanes] {
+            header.extend_from_slice(&word.to_be_bytes());
+        }
+        header.extend_from_slice(&self.salt);
+        if bytes[base..base + 12 + SALT_LEN] != header[..] {
+            return Ok(None);
+        }
+        let nonce = &bytes[HEADER_LEN - NONCE_LEN..HEADER_LEN];
+        let json = self.cipher().decrypt(
+            &Nonce::try_from(nonce).map_err(|_| format_error())?,
+            Payload { msg: &bytes[HEADER_LEN..], aad: &bytes[..HEADER_LEN] },
+        );
+        let json = Zeroizing::new(json.map_err(|_| KeystoreError::Unseal(self.path.clone()))?);
+        serde_json::from_slice(&json).map(Some).map_err(|_| format_error())
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new_from_slice(self.seal_key.as_ref()).expect("a 32-byte key")
     }

@@ -53,9 +53,9 @@ pub(super) struct SoftState {
     /// Every version's key, ready to use, by key name, then version.
     pub(super) keys: HashMap<String, HashMap<u32, Arc<VersionKey>>>,
     passphrase: Zeroizing<String>,
-    /// The file's modification time and size when last read or written, to notice
-    /// changes made by `keymux key ...` from another process.
-    stamp: Option<(SystemTime, u64)>,
+    /// The file's stamp when last read or written, to notice changes made by
+    /// `keymux key ...` from another process.
+    stamp: Option<FileStamp>,
 }
 
 /// A keystore file that cannot be read or written: final, since retrying the same
@@ -64,9 +64,43 @@ fn store_fault(error: KeystoreError) -> BackendFault {
     BackendFault::Final(OpError::Internal(error.to_string()))
 }
 
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+/// What identifies one written version of the keystore file: every write replaces the
+/// file (a new inode), so the inode tells a rewrite apart even within one mtime tick.
+fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
     let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((metadata.modified().ok()?, metadata.len(), inode))
+}
+
+/// The modification time, size and inode of the keystore file.
+type FileStamp = (SystemTime, u64, u64);
+
+/// Holds the keystore's lock file exclusively, so one writer at a time (in this process
+/// or another: `keymux key ...` beside a running proxy) reads, changes and saves.
+/// Released on drop.
+struct WriteLock(#[allow(dead_code)] std::fs::File);
+
+impl WriteLock {
+    fn take(keystore: &std::path::Path) -> Result<Self, BackendFault> {
+        let path = keystore.with_extension("kmx.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|file| {
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                    .map(|()| file)
+                    .map_err(std::io::Error::from)
+            })
+            .map_err(|error| {
+                BackendFault::Final(OpError::Internal(format!("cannot lock {}: {error}", path.display())))
+            })?;
+        Ok(Self(file))
+    }
 }
 
 impl SoftState {
@@ -82,16 +116,30 @@ impl SoftState {
         state
     }
 
-    /// Re-reads the keystore if another process changed it.
+    /// Re-reads the keystore if another process changed it (its stamp moved).
     fn reload_if_changed(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
         let stamp = file_stamp(path);
         if stamp == self.stamp {
             return Ok(());
         }
-        let (keystore, contents) = Keystore::open(path, &self.passphrase).map_err(store_fault)?;
+        self.reload(path)?;
         tracing::info!(path = %path.display(), "soft keystore changed on disk; reloaded");
-        self.keystore = keystore;
-        self.contents = contents;
+        Ok(())
+    }
+
+    /// Re-reads the keystore whatever its stamp says: under the write lock, a rewrite
+    /// whose stamp matches (an inode reused within one mtime tick) must not be missed.
+    /// The key derived from the passphrase is reused unless the file was recreated.
+    fn reload(&mut self, path: &std::path::Path) -> Result<(), BackendFault> {
+        let stamp = file_stamp(path);
+        match self.keystore.reread().map_err(store_fault)? {
+            Some(contents) => self.contents = contents,
+            None => {
+                let (keystore, contents) = Keystore::open(path, &self.passphrase).map_err(store_fault)?;
+                self.keystore = keystore;
+                self.contents = contents;
+            }
+        }
         self.stamp = stamp;
         self.rebuild_keys();
         Ok(())
@@ -229,7 +277,10 @@ impl SoftBackend {
         change: impl FnOnce(&mut SoftState) -> Result<T, KeyAdminError>,
     ) -> Result<T, KeyAdminError> {
         let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.reload_if_changed(&self.path)?;
+        // Read-modify-write under the file lock: another process's write between our read
+        // and our save would otherwise be lost.
+        let _lock = WriteLock::take(&self.path)?;
+        state.reload(&self.path)?;
         let backup = state.contents.clone();
         let result = change(&mut state)
             .and_then(|value| state.persist(&self.path).map(|()| value).map_err(Into::into));
@@ -378,6 +429,33 @@ mod tests {
         let reopened = open(dir.path());
         assert_eq!(unwrap(&reopened, b"", old).unwrap(), vec![1; 16]);
         assert_eq!(unwrap(&reopened, b"", new).unwrap(), vec![1; 16]);
+    }
+
+    #[test]
+    fn concurrent_writers_on_one_keystore_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path());
+        // Two backends on one file, as `keymux key ...` beside a running proxy, or two
+        // admins: each creates keys at the same time.
+        let writers: Vec<_> = (0..2)
+            .map(|writer| {
+                let backend = open(dir.path());
+                std::thread::spawn(move || {
+                    for key in 0..10 {
+                        backend.create_key(&format!("w{writer}-{key}"), KeyType::Aes256).unwrap();
+                    }
+                })
+            })
+            .collect();
+        writers.into_iter().for_each(|writer| writer.join().unwrap());
+        let keys = open(dir.path()).list_keys().unwrap();
+        assert_eq!(keys.len(), 1 + 2 * 10, "every key created survives: {:?}", keys.len());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary file is left behind: {leftovers:?}");
     }
 
     #[test]
