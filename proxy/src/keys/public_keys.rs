@@ -31,8 +31,10 @@ impl PublicKeys {
     }
 
     /// Brings the map in line with `keys`: keeps what is loaded, fetches from `store`
-    /// the public key of every asymmetric version not loaded yet, drops versions no
-    /// longer listed. A fetch that fails is logged and retried on the next refresh.
+    /// the public key of every enabled asymmetric version not loaded yet, drops versions
+    /// no longer listed. A disabled version is not fetched (nothing is verified with it,
+    /// and AWS KMS refuses GetPublicKey on a disabled key); it is, once enabled again. A
+    /// fetch that fails is logged and retried on the next refresh.
     pub fn refresh(&self, store: &dyn KeyStore, keys: &[KeyInfo]) {
         let old = self.keys.load();
         let mut next = Map::default();
@@ -41,6 +43,9 @@ impl PublicKeys {
                 let id = (key.name.clone(), version.version);
                 if let Some(loaded) = old.get(&id) {
                     next.insert(id, Arc::clone(loaded));
+                    continue;
+                }
+                if version.state != super::VersionState::Enabled {
                     continue;
                 }
                 let fetched = store.public_key(&key.name, version.version).and_then(|der| {
