@@ -17,24 +17,29 @@ pub struct KeysConfig {
     /// New wraps (WRAP, GENERATE_DATA_KEY, REWRAP) are refused with BACKEND_UNAVAILABLE
     /// once the last successful refresh is older than this: the current version may
     /// have been retired meanwhile, and blobs under it lost to a later destroy. Unwraps
-    /// go on. Default 10 s (five refresh intervals).
+    /// go on. Default: five refresh intervals.
     #[serde(with = "humantime_serde")]
-    pub max_staleness: Duration,
+    pub max_staleness: Option<Duration>,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { refresh_interval: Duration::from_secs(2), max_staleness: Duration::from_secs(10) }
+        Self { refresh_interval: Duration::from_secs(2), max_staleness: None }
     }
 }
 
 impl KeysConfig {
+    /// `max_staleness`, defaulting to five refresh intervals.
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness.unwrap_or(self.refresh_interval * 5)
+    }
+
     /// Checks every value; keys are relative to `[keys]`.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.refresh_interval < Duration::from_millis(100) {
             return invalid("refresh_interval", "must be at least 100ms");
         }
-        if self.max_staleness < self.refresh_interval {
+        if self.max_staleness() < self.refresh_interval {
             return invalid("max_staleness", "must be at least keys.refresh_interval");
         }
         Ok(())

@@ -119,7 +119,7 @@ pub async fn start_with_backend(
     let info = ServerInfo {
         max_frame: limits.max_frame,
         max_in_flight: config.server.max_in_flight_per_connection,
-        max_staleness: config.keys.max_staleness,
+        max_staleness: config.keys.max_staleness(),
     };
     let audit = match &config.audit.path {
         Some(path) => AuditLog::open(path, metrics.audit_health())

@@ -155,4 +155,29 @@ async fn disabled_versions_and_the_minimum_decryption_version() {
     assert_eq!(client.unwrap(b"", &v2).await.unwrap().expose(), &[2; 32]);
     let listed = proxy.backend.list_keys().unwrap().into_iter().find(|k| k.name == key).unwrap();
     assert_eq!(listed.min_decryption_version, 2);
+
+    // A write cut short between creating the new record and deleting the old one leaves
+    // an older, lower record beside it: the minimum must stay the highest.
+    let admin = keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap();
+    let session = admin.context().open_rw_session(admin.slot()).unwrap();
+    let pin = cryptoki::types::AuthPin::from(token().pin().trim().to_owned());
+    let _ = session.login(cryptoki::session::UserType::User, Some(&pin));
+    use cryptoki::object::{Attribute, ObjectClass};
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Application(b"keymux".to_vec()),
+            Attribute::Label(format!("kmx-meta:{key}").into_bytes()),
+            Attribute::Value(b"1".to_vec()),
+        ])
+        .unwrap();
+    let listed = proxy.backend.list_keys().unwrap().into_iter().find(|k| k.name == key).unwrap();
+    assert_eq!(listed.min_decryption_version, 2, "two records: the highest minimum wins");
+    proxy.backend.set_min_decryption_version(&key, 2).unwrap();
+    let session_records = session
+        .find_objects(&[Attribute::Class(ObjectClass::DATA), Attribute::Label(format!("kmx-meta:{key}").into_bytes())])
+        .unwrap();
+    assert_eq!(session_records.len(), 1, "the next write leaves one record");
 }

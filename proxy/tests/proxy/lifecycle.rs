@@ -88,7 +88,7 @@ async fn a_proxy_that_cannot_refresh_its_keys_stops_new_wraps_but_still_unwraps(
             keymux_proxy::backend::soft::SoftConfig::throwaway(&data),
         );
         config.keys.refresh_interval = std::time::Duration::from_millis(100);
-        config.keys.max_staleness = std::time::Duration::from_millis(300);
+        config.keys.max_staleness = Some(std::time::Duration::from_millis(300));
     })
     .await;
     let mut client = proxy.connect().await;

@@ -302,7 +302,8 @@ fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
         if let (Some(name), Some(min)) = (label.as_deref().and_then(labels::parse_meta_label), value)
             && let Some(key) = keys.get_mut(name)
         {
-            key.min_decryption_version = min;
+            // Several records (a write cut short between create and delete): the highest.
+            key.min_decryption_version = key.min_decryption_version.max(min);
         }
     }
     Ok(keys.into_values().collect())
@@ -385,9 +386,11 @@ impl KeyStore for Pkcs11Backend {
         let (session, _admin) = self.session()?;
         Self::find_version(&session, name, version)?;
         let label = labels::meta_label(name);
-        if let Some(old) = Self::find(&session, ObjectClass::DATA, &label)? {
-            session.destroy_object(old).map_err(internal)?;
-        }
+        // Create the new record first, then delete the old ones: a crash (or a failed
+        // delete) in between leaves two records, of which listing takes the highest, so
+        // the minimum is never lost (which would let old versions unwrap again).
+        let search = [Attribute::Class(ObjectClass::DATA), Attribute::Label(label.as_bytes().to_vec())];
+        let old = session.find_objects(&search).map_err(internal)?;
         let template = [
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(true),
@@ -397,6 +400,9 @@ impl KeyStore for Pkcs11Backend {
             Attribute::Value(version.to_string().into_bytes()),
         ];
         session.create_object(&template).map_err(internal)?;
+        for handle in old {
+            session.destroy_object(handle).map_err(internal)?;
+        }
         Ok(())
     }
 
