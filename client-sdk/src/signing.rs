@@ -37,6 +37,14 @@ pub struct Signature {
     pub bytes: Vec<u8>,
 }
 
+impl Signature {
+    /// A signature kept elsewhere (a database, a file), to hand around as
+    /// [`Client::sign`] would have.
+    pub fn new(key: impl Into<String>, version: u32, bytes: Vec<u8>) -> Self {
+        Self { key: key.into(), version, bytes }
+    }
+}
+
 impl Client {
     /// Signs `message` with the current version of `key`. The proxy hashes the message
     /// where the algorithm does (ECDSA, RSA); Ed25519 and ML-DSA sign it as it is.
