@@ -159,7 +159,7 @@ impl Client {
 
     /// Sends `request` until it succeeds, fails for good, runs out of retries or would
     /// run past its deadline.
-    async fn call(&self, request: Request, options: &CallOptions) -> Result<Reply> {
+    pub(crate) async fn call(&self, request: Request, options: &CallOptions) -> Result<Reply> {
         let inner = &*self.inner;
         let deadline = Instant::now() + options.timeout.unwrap_or(inner.config.default_timeout);
         let bypass_cache =
@@ -189,6 +189,6 @@ impl Client {
 
 /// A reply of the wrong kind; the connection already checks the opcode, so this is a
 /// defence against a decoder change rather than an expected path.
-fn unexpected(expected: Opcode, reply: &Reply) -> Error {
+pub(crate) fn unexpected(expected: Opcode, reply: &Reply) -> Error {
     ProtocolError::UnexpectedReply { expected: expected as u8, got: reply.opcode() as u8 }.into()
 }

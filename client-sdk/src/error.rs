@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use keymux_protocol::{EncodeError, Failure, FrameError, Rejected, Status};
+use keymux_protocol::{Algorithm, EncodeError, Failure, FrameError, Rejected, Status};
 
 use crate::config::Endpoint;
 
@@ -118,6 +118,9 @@ pub enum Error {
     /// An envelope is malformed or does not decrypt.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// A public key cannot do what was asked locally (verify, wrap offline).
+    #[error(transparent)]
+    PublicKey(#[from] PublicKeyError),
 }
 
 impl Error {
@@ -231,6 +234,22 @@ pub enum ProtocolError {
     /// The proxy answered a request id the client never sent during the handshake.
     #[error("expected the HELLO response, got request id {0}")]
     UnexpectedRequestId(u64),
+    /// GET_PUBLIC_KEY answered with bytes that are not a DER SubjectPublicKeyInfo of
+    /// the algorithm it named.
+    #[error("GET_PUBLIC_KEY answered a {algorithm} key that does not parse")]
+    InvalidPublicKey {
+        /// The algorithm the response named.
+        algorithm: Algorithm,
+    },
+    /// GET_PUBLIC_KEY answered for another version than the one asked for (or for
+    /// version 0, which names no version).
+    #[error("GET_PUBLIC_KEY for version {requested} answered version {got}")]
+    UnexpectedVersion {
+        /// The version asked for; 0 = the current one.
+        requested: u32,
+        /// The version answered.
+        got: u32,
+    },
 }
 
 /// An endpoint string that does not parse; each variant keeps the input.
@@ -287,6 +306,63 @@ pub enum EnvelopeError {
     /// The wrapped data key does not fit the envelope's 16-bit length field.
     #[error("wrapped data key of {0} bytes does not fit an envelope")]
     BlobTooLong(usize),
+}
+
+/// Why something done locally with a public key, without calling the proxy, could not
+/// be done. A signature that does not verify is not an error: verifying answers
+/// `Ok(false)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublicKeyError {
+    /// The bytes are not a DER SubjectPublicKeyInfo of a key of this algorithm.
+    #[error("not a valid {algorithm} public key")]
+    InvalidPublicKey {
+        /// The algorithm the key was said to have.
+        algorithm: Algorithm,
+    },
+    /// A key name that no request or blob can carry: 1 to 255 bytes of UTF-8.
+    #[error("key names are 1 to 255 bytes, got {len}")]
+    InvalidKeyName {
+        /// The name's length in bytes.
+        len: usize,
+    },
+    /// Version 0 names no version (it means "the current one" only in a request).
+    #[error("a public key belongs to a version of 1 or more, not 0")]
+    InvalidVersion,
+    /// The key does not sign: an `ml-kem-768` key wraps.
+    #[error("{algorithm} keys do not sign, so nothing verifies under them")]
+    CannotVerify {
+        /// The key's algorithm.
+        algorithm: Algorithm,
+    },
+    /// The algorithm signs the message itself (Ed25519, ML-DSA), never a digest.
+    #[error("{algorithm} signs the message itself, not a digest")]
+    DigestUnsupported {
+        /// The key's algorithm.
+        algorithm: Algorithm,
+    },
+    /// A digest of the wrong length for the algorithm's hash.
+    #[error("digest is {actual} bytes, {expected} expected")]
+    DigestLength {
+        /// The hash's output length: 32 for SHA-256, 48 for SHA-384.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+    /// Only an `ml-kem-768` key's public key wraps offline (blob mode 3).
+    #[error("{algorithm} keys cannot wrap offline: only ml-kem-768 keys can")]
+    CannotWrap {
+        /// The key's algorithm.
+        algorithm: Algorithm,
+    },
+    /// The data key is too long for its blob to fit a request (a `bytes16` field).
+    #[error("a data key of {len} bytes makes a blob too long for UNWRAP (at most {max} bytes fit)")]
+    DataKeyTooLong {
+        /// The data key's length.
+        len: usize,
+        /// The longest data key whose blob fits, for this key name.
+        max: usize,
+    },
 }
 
 #[cfg(test)]

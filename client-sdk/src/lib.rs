@@ -8,11 +8,16 @@
 //! within it. Errors are typed: match on [`Error`] variants, never on messages.
 //!
 //! The operations are those of the wire protocol (see `DESIGN.md`): [`Client::wrap`],
-//! [`Client::unwrap`], [`Client::generate_data_key`], [`Client::rewrap`] and
-//! [`Client::ping`], each with a `_with` form taking [`CallOptions`]. On top of them,
-//! [`Client::seal`] and [`Client::open`] do envelope encryption: data is encrypted
-//! locally with AES-256-GCM under a fresh data key, and only the wrapped data key is
-//! kept (format in [`envelope`]).
+//! [`Client::unwrap`], [`Client::generate_data_key`], [`Client::rewrap`],
+//! [`Client::sign`] (and [`Client::sign_digest`]), [`Client::verify`] (and
+//! [`Client::verify_digest`]), [`Client::public_key`] and [`Client::ping`], each with a
+//! `_with` form taking [`CallOptions`]. On top of them, [`Client::seal`] and
+//! [`Client::open`] do envelope encryption: data is encrypted locally with AES-256-GCM
+//! under a fresh data key, and only the wrapped data key is kept (format in
+//! [`envelope`]). A [`PublicKeyInfo`] verifies signatures locally
+//! ([`PublicKeyInfo::verify_locally`]), and [`wrap_offline`] wraps a data key to an
+//! `ml-kem-768` key's public key without calling the proxy; only the unwrap goes through
+//! it.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -46,6 +51,27 @@
 //! # }
 //! ```
 //!
+//! Signing, and verifying with or without the proxy:
+//!
+//! ```no_run
+//! # async fn demo(client: keymux_client::Client) -> Result<(), keymux_client::Error> {
+//! // `keymux key create release-signing --type ed25519` made the key.
+//! let signature = client.sign("release-signing", b"artifact digest").await?;
+//! assert!(client.verify("release-signing", signature.version, b"artifact digest", &signature.bytes).await?);
+//!
+//! // Fetch the public key once; then verify locally, or hand its DER to openssl.
+//! let public_key = client.public_key("release-signing", signature.version).await?;
+//! assert!(public_key.verify_locally(b"artifact digest", &signature.bytes)?);
+//! std::fs::write("release-signing.der", public_key.spki_der()).unwrap();
+//!
+//! // An ml-kem-768 key: wrap offline, unwrap through the proxy.
+//! let pq = client.public_key("archive", 0).await?;
+//! let blob = keymux_client::wrap_offline(&pq, b"tenant=42", &[0u8; 32])?;
+//! let dek = client.unwrap(b"tenant=42", &blob).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Transports: plain TCP (`tcp://host:port`), TLS 1.3 over TCP (`tls://host:port`),
 //! QUIC (`quic://host:port`) and Unix sockets (`unix:///path`). TLS and QUIC verify the
 //! server's certificate against the CA in [`ClientConfig::tls`] and the endpoint's host
@@ -58,7 +84,9 @@ pub mod envelope;
 mod error;
 mod pipeline;
 mod pool;
+mod public_key;
 mod retry;
+mod signing;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tls;
@@ -67,7 +95,9 @@ mod transport;
 pub use client::{Client, DataKey};
 pub use config::{CallOptions, ClientConfig, Endpoint};
 pub use envelope::Envelope;
-pub use error::{ConfigError, EnvelopeError, Error, InvalidEndpoint, ProtocolError, Result};
-pub use keymux_protocol::{SecretBytes, Status};
+pub use error::{ConfigError, EnvelopeError, Error, InvalidEndpoint, ProtocolError, PublicKeyError, Result};
+pub use keymux_protocol::{Algorithm, SecretBytes, Status};
 pub use pipeline::ServerInfo;
+pub use public_key::{PublicKeyInfo, wrap_offline};
+pub use signing::Signature;
 pub use tls::TlsConfig;

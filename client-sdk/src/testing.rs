@@ -5,9 +5,9 @@
 //! the load generator can be tested without the proxy: out-of-order and delayed
 //! answers, chosen failures, dropped connections. The server answers HELLO itself, with
 //! the limits set on its [`ScriptedServerBuilder`], and hands every other request to the
-//! script. [`toy_keystore`] is a ready-made script with plain-text "blobs", and
-//! [`free_port`] and [`refused_endpoint`] give a test a port or an endpoint that nothing
-//! listens on.
+//! script. [`toy_keystore`] is a ready-made script with plain-text "blobs" and checksum
+//! "signatures", and [`free_port`] and [`refused_endpoint`] give a test a port or an
+//! endpoint that nothing listens on.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -445,13 +445,31 @@ async fn write_answers<S: AsyncWrite>(
 /// Magic of the [`toy_keystore`]'s plain-text blobs.
 pub const TOY_BLOB_MAGIC: &[u8; 4] = b"TOY1";
 
+/// Magic of the [`toy_keystore`]'s checksum "signatures".
+pub const TOY_SIGNATURE_MAGIC: &[u8; 4] = b"TOYS";
+
 /// A script that behaves like a proxy over one trivial, **insecure** keystore: a blob is
 /// `"TOY1" key:str8 version:u32 aad:bytes16 plaintext:bytes16`, in the clear. UNWRAP
-/// and REWRAP check the aad (INTEGRITY if it differs); REWRAP bumps the version; a key
-/// named `missing` is UNKNOWN_KEY; PING answers. Good for exercising clients, useless
-/// for anything else.
+/// and REWRAP check the aad (INTEGRITY if it differs); REWRAP bumps the version. SIGN
+/// answers version 1 and a "signature" that is `"TOYS"` and an unkeyed checksum of the
+/// key name, the digest flag and the input; VERIFY recomputes it (any other version is
+/// UNKNOWN_KEY). A key named `missing` is UNKNOWN_KEY; PING answers; GET_PUBLIC_KEY is
+/// not scripted (the toy has no key pairs). Good for exercising clients, useless for
+/// anything else.
 pub fn toy_keystore(request: &RequestFrame) -> Action {
     match &request.request {
+        Request::Sign { key, .. } | Request::Verify { key, .. } if key == "missing" => {
+            Action::Fail(Failure::new(Status::UnknownKey, "no such key"))
+        }
+        Request::Sign { key, input, digest } => {
+            Action::Reply(Reply::Sign { version: 1, signature: toy_signature(key, input, *digest) })
+        }
+        Request::Verify { version, .. } if *version != 1 => {
+            Action::Fail(Failure::new(Status::UnknownKey, "no such version"))
+        }
+        Request::Verify { key, input, signature, digest, .. } => {
+            Action::Reply(Reply::Verify { valid: *signature == toy_signature(key, input, *digest) })
+        }
         Request::Wrap { key, aad, plaintext } => toy_wrap(key, 1, aad, plaintext.expose())
             .map_or_else(Action::Fail, |blob| Action::Reply(Reply::Wrap { blob })),
         Request::GenerateDataKey { key, aad, length } => {
@@ -477,6 +495,15 @@ pub fn toy_keystore(request: &RequestFrame) -> Action {
         Request::Ping => Action::Reply(Reply::Pong),
         _ => Action::Fail(Failure::new(Status::Unsupported, "not scripted")),
     }
+}
+
+/// The toy "signature": the magic and a 64-bit FNV-1a checksum of what was signed.
+fn toy_signature(key: &str, input: &[u8], digest: bool) -> Vec<u8> {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain([0, u8::from(digest)]).chain(input.iter().copied()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    [&TOY_SIGNATURE_MAGIC[..], &hash.to_be_bytes()].concat()
 }
 
 fn toy_wrap(key: &str, version: u32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Failure> {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use keymux_client::{Endpoint, TlsConfig};
+use keymux_proxy::keys::KeyType;
 
 use crate::scenario::{Driver, Scenario};
 use crate::workload::{Mix, Op};
@@ -19,7 +21,8 @@ pub struct Cli {
     #[arg(long, default_value = "tcp://127.0.0.1:7450", conflicts_with = "embedded")]
     pub target: Endpoint,
     /// Start a keymux proxy in this process on the development soft keystore (with the
-    /// `--keys` keys) and load it.
+    /// `--keys` keys of the run's operations, of `--key-type` and `--sign-key-type`) and
+    /// load it.
     #[arg(long)]
     pub embedded: bool,
     /// Open loop: requests per second, issued whatever the answers do; latencies run
@@ -48,13 +51,29 @@ pub struct Cli {
     /// Operation to perform.
     #[arg(long, value_enum, default_value_t = Op::Wrap)]
     pub op: Op,
-    /// For `--op mix`: weights, e.g. wrap=50,unwrap=40,generate-data-key=10.
+    /// For `--op mix`: weights, e.g. wrap=50,unwrap=40,generate-data-key=10 or
+    /// wrap=1,sign=1.
     #[arg(long, default_value = "wrap=1,unwrap=1")]
     pub mix: Mix,
-    /// Key name, or with `--keys N` the prefix of the names `{key}-0` .. `{key}-{N-1}`.
+    /// Key of wrap, unwrap, generate-data-key and rewrap, or with `--keys N` the prefix
+    /// of the names `{key}-0` .. `{key}-{N-1}`.
     #[arg(long, default_value = "default")]
     pub key: String,
-    /// How many keys to spread requests over.
+    /// With --embedded: the type of the `--key` keys (the signing keys' is
+    /// `--sign-key-type`).
+    #[arg(long, default_value = "aes-256", requires = "embedded", value_parser = key_type_of(KeyType::is_wrapping))]
+    pub key_type: KeyType,
+    /// Key of sign and verify, or with `--keys N` the prefix of the names
+    /// `{sign-key}-0` .. `{sign-key}-{N-1}`.
+    #[arg(long, default_value = "signing")]
+    pub sign_key: String,
+    /// With --embedded: the type of the `--sign-key` keys.
+    #[arg(long, default_value = "ed25519", requires = "embedded", value_parser = key_type_of(KeyType::is_signing))]
+    pub sign_key_type: KeyType,
+    /// Bytes of the message that sign signs and verify checks the signature over.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub message_size: u16,
+    /// How many keys (of each kind, wrapping and signing) to spread requests over.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub keys: u32,
     /// Zipf exponent of the key distribution (0: uniform); key 0 is the hottest.
@@ -132,15 +151,25 @@ impl Cli {
             op: self.op,
             mix: self.mix.clone(),
             key: self.key.clone(),
+            key_type: self.key_type,
+            sign_key: self.sign_key.clone(),
+            sign_key_type: self.sign_key_type,
             keys: self.keys as usize,
             zipf: self.zipf,
             dek_size: self.dek_size,
             blobs: self.blobs as usize,
             no_cache: self.no_cache,
+            message_size: self.message_size,
             timeout: self.timeout,
             retries: self.retries,
         }
     }
+}
+
+/// A parser of the key type names that `kind` accepts, which `--help` lists.
+fn key_type_of(kind: fn(KeyType) -> bool) -> impl TypedValueParser<Value = KeyType> {
+    let names: Vec<&'static str> = KeyType::ALL.into_iter().filter(|t| kind(*t)).map(KeyType::name).collect();
+    PossibleValuesParser::new(names).map(|name| name.parse::<KeyType>().expect("a listed key type name"))
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -253,6 +282,72 @@ mod tests {
     }
 
     #[test]
+    fn parses_sign_and_verify_and_their_keys() {
+        let cli = parse(&[
+            "--embedded",
+            "--op",
+            "verify",
+            "--sign-key",
+            "releases",
+            "--sign-key-type",
+            "ml-dsa-65",
+            "--message-size",
+            "1024",
+            "--keys",
+            "3",
+        ])
+        .unwrap();
+        let scenario = cli.scenario();
+        assert_eq!(scenario.op, Op::Verify);
+        assert_eq!((scenario.sign_key.as_str(), scenario.sign_key_type), ("releases", KeyType::MlDsa65));
+        assert_eq!(scenario.message_size, 1024);
+        assert_eq!(scenario.sign_key_names(), ["releases-0", "releases-1", "releases-2"]);
+        let expected: Vec<(String, KeyType)> =
+            scenario.sign_key_names().into_iter().map(|name| (name, KeyType::MlDsa65)).collect();
+        assert_eq!(scenario.embedded_keys(), expected, "only signing keys: no wrapping operation runs");
+        assert_eq!(parse(&["--op", "sign"]).unwrap().op, Op::Sign);
+
+        // A mix of both kinds: each kind's keys, of each kind's type.
+        let cli = parse(&[
+            "--embedded",
+            "--op",
+            "mix",
+            "--mix",
+            "wrap=1,sign=1",
+            "--key",
+            "pq",
+            "--key-type",
+            "ml-kem-768",
+            "--sign-key-type",
+            "ec-p384",
+        ])
+        .unwrap();
+        let scenario = cli.scenario();
+        assert_eq!(scenario.mix.0, vec![(Op::Wrap, 1), (Op::Sign, 1)]);
+        assert_eq!(
+            scenario.embedded_keys(),
+            [("pq".to_owned(), KeyType::MlKem768), ("signing".to_owned(), KeyType::EcP384)]
+        );
+        scenario.validate().unwrap();
+
+        // The defaults: aes-256 for the wrapping keys, ed25519 for the signing keys.
+        let scenario = parse(&["--op", "sign"]).unwrap().scenario();
+        assert_eq!((scenario.key_type, scenario.sign_key_type), (KeyType::Aes256, KeyType::Ed25519));
+        assert_eq!(scenario.embedded_keys(), [("signing".to_owned(), KeyType::Ed25519)]);
+    }
+
+    #[test]
+    fn key_types_belong_to_their_kind_and_to_embedded_runs() {
+        let error = parse(&["--embedded", "--key-type", "ed25519"]).unwrap_err().to_string();
+        assert!(error.contains("possible values: aes-256, ml-kem-768"), "{error}");
+        let error = parse(&["--embedded", "--sign-key-type", "aes-256"]).unwrap_err().to_string();
+        assert!(error.contains("ed25519"), "{error}");
+        let error = parse(&["--sign-key-type", "ec-p256"]).unwrap_err().to_string();
+        assert!(error.contains("--embedded"), "a key type means nothing without --embedded: {error}");
+        assert!(parse(&["--message-size", "0"]).is_err());
+    }
+
+    #[test]
     fn tls_flags() {
         let cli = parse(&["--target", "quic://localhost:7443", "--ca", "/nonexistent/ca.pem"]).unwrap();
         assert_eq!(cli.scenario().target, Endpoint::quic("localhost", 7443));
@@ -272,6 +367,7 @@ mod tests {
             &["--dek-size", "0"],
             &["--dek-size", "70000"],
             &["--mix", "wrap"],
+            &["--mix", "wrap=1,sign"],
             &["--keys", "0"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should not parse");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 use keymux_client::Endpoint;
 use keymux_proxy::backend::BackendConfig;
 use keymux_proxy::backend::soft::{DEFAULT_KEY, SoftConfig};
@@ -18,8 +18,18 @@ pub struct EmbeddedProxy {
 }
 
 impl EmbeddedProxy {
-    /// Starts a proxy whose keystore holds every key in `keys`.
+    /// Starts a proxy whose keystore holds every key in `keys`, all `aes-256`.
     pub async fn start(keys: &[String]) -> anyhow::Result<Self> {
+        let keys: Vec<(String, KeyType)> = keys.iter().map(|name| (name.clone(), KeyType::Aes256)).collect();
+        Self::start_with_keys(&keys).await
+    }
+
+    /// Starts a proxy whose keystore holds every key in `keys`, each of its type (see
+    /// [`Scenario::embedded_keys`](crate::Scenario::embedded_keys)).
+    ///
+    /// The soft keystore always holds [`DEFAULT_KEY`] as an `aes-256` key, so that name
+    /// cannot be asked for with another type.
+    pub async fn start_with_keys(keys: &[(String, KeyType)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temporary directory for the embedded keystore")?;
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse()?;
@@ -27,8 +37,17 @@ impl EmbeddedProxy {
         config.server.shutdown_grace = Duration::from_secs(1);
         config.backend = BackendConfig::Soft(SoftConfig::throwaway(dir.path()));
         let backend = keymux_proxy::backend::open(&config.backend)?;
-        for key in keys.iter().filter(|k| k.as_str() != DEFAULT_KEY) {
-            backend.create_key(key, KeyType::Aes256)?;
+        for (name, key_type) in keys {
+            if name == DEFAULT_KEY {
+                ensure!(
+                    *key_type == KeyType::Aes256,
+                    "the embedded keystore's {DEFAULT_KEY:?} key is aes-256: name the {key_type} keys otherwise"
+                );
+                continue;
+            }
+            backend
+                .create_key(name, *key_type)
+                .with_context(|| format!("cannot create {key_type} key {name:?}"))?;
         }
         let server = server::start_with_backend(&config, backend).await?;
         Ok(Self { server, _dir: dir })

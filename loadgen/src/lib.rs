@@ -26,6 +26,7 @@ pub mod progress;
 mod raw;
 pub mod report;
 pub mod scenario;
+mod setup;
 pub mod stats;
 pub mod workload;
 

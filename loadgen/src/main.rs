@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let mut scenario = cli.scenario();
     scenario.tls = cli.tls()?;
     let embedded = if cli.embedded {
-        let proxy = EmbeddedProxy::start(&scenario.key_names()).await?;
+        let proxy = EmbeddedProxy::start_with_keys(&scenario.embedded_keys()).await?;
         scenario.target = proxy.endpoint();
         eprintln!("embedded keymux on {} (soft keystore, development only)", scenario.target);
         Some(proxy)

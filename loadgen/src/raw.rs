@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
 use crate::scenario::Window;
-use crate::stats::Recorder;
+use crate::stats::{INVALID_SIGNATURE, Recorder};
 use crate::workload::Workload;
 
 /// How long a connection waits for its last answers after the window ends.
@@ -121,6 +121,7 @@ impl RawLoop<'_> {
                 completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if self.window.contains(now) {
                     match response.result {
+                        Ok(Reply::Verify { valid: false }) => recorder.record_failure(INVALID_SIGNATURE),
                         Ok(_) => recorder.record_ok(now - sent[slot]),
                         Err(failure) => recorder.record_error(&failure.into()),
                     }

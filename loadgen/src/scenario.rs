@@ -11,13 +11,14 @@
 //! Either way, operations that complete during `duration` after `warmup` are measured.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use keymux_client::{CallOptions, Client, ClientConfig, Endpoint, TlsConfig};
+use keymux_client::{Client, ClientConfig, Endpoint, TlsConfig};
+use keymux_proxy::keys::KeyType;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Serialize, Serializer};
@@ -28,8 +29,8 @@ use tokio::time::Instant;
 use crate::raw::RawLoop;
 use crate::report::Report;
 use crate::stats::Recorder;
-use crate::workload::{KeyChooser, Workload};
 pub use crate::workload::{Mix, Op};
+use crate::workload::{OpError, Workload};
 
 /// How the closed loop talks to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -72,9 +73,16 @@ pub struct Scenario {
     /// The weights when `op` is `mix`.
     #[serde(serialize_with = "display")]
     pub mix: Mix,
-    /// Key name, or the prefix of `keys` names (`{key}-{i}`) when `keys` > 1.
+    /// The wrapping operations' key name, or the prefix of `keys` names (`{key}-{i}`)
+    /// when `keys` > 1.
     pub key: String,
-    /// How many keys to spread requests over.
+    /// The type an embedded proxy gives the `key` keys: `aes-256` or `ml-kem-768`.
+    pub key_type: KeyType,
+    /// Sign and verify's key name, or the prefix of `keys` names as for `key`.
+    pub sign_key: String,
+    /// The type an embedded proxy gives the `sign_key` keys: any signing type.
+    pub sign_key_type: KeyType,
+    /// How many keys of each kind to spread requests over.
     pub keys: usize,
     /// Zipf exponent of the key distribution (0 = uniform).
     pub zipf: f64,
@@ -84,6 +92,9 @@ pub struct Scenario {
     pub blobs: usize,
     /// For UNWRAP and REWRAP: ask the proxy to bypass its unwrap cache.
     pub no_cache: bool,
+    /// For SIGN and VERIFY: bytes in the message signed (the proxy hashes it, where the
+    /// algorithm does).
+    pub message_size: u16,
     /// Each request's deadline.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -112,11 +123,15 @@ impl Scenario {
             op: Op::Wrap,
             mix: Mix::default(),
             key: "default".to_owned(),
+            key_type: KeyType::Aes256,
+            sign_key: "signing".to_owned(),
+            sign_key_type: KeyType::Ed25519,
             keys: 1,
             zipf: 0.0,
             dek_size: 32,
             blobs: 1000,
             no_cache: false,
+            message_size: 32,
             timeout: Duration::from_secs(5),
             retries: 0,
             tls: None,
@@ -131,6 +146,28 @@ impl Scenario {
         ensure!(self.dek_size > 0, "dek-size must be at least 1 byte");
         ensure!(!self.timeout.is_zero(), "timeout must be greater than zero");
         ensure!(!self.key.is_empty() && self.key.len() <= 255, "key must be 1 to 255 bytes");
+        ensure!(!self.sign_key.is_empty() && self.sign_key.len() <= 255, "sign-key must be 1 to 255 bytes");
+        ensure!(
+            self.key_type.is_wrapping(),
+            "key-type {} does not wrap: --key-type is the type of the --key keys (wrap, unwrap, \
+             generate-data-key, rewrap), aes-256 or ml-kem-768; sign and verify's keys take --sign-key-type",
+            self.key_type
+        );
+        ensure!(
+            self.sign_key_type.is_signing(),
+            "sign-key-type {} does not sign: --sign-key-type is the type of the --sign-key keys (sign, verify)",
+            self.sign_key_type
+        );
+        let ops = self.ops();
+        ensure!(!ops.is_empty(), "the operation mix has no weight");
+        if ops.iter().any(|(op, _)| op.signs()) && ops.iter().any(|(op, _)| !op.signs()) {
+            ensure!(
+                self.key != self.sign_key,
+                "key and sign-key are both {:?}: a mix of wrapping and signing operations needs two key \
+                 names, as no key type does both",
+                self.key
+            );
+        }
         if matches!(self.op, Op::Unwrap | Op::Rewrap | Op::Mix) {
             ensure!(self.blobs > 0, "blobs must be at least 1 for {:?}", self.op);
         }
@@ -150,12 +187,37 @@ impl Scenario {
         Ok(())
     }
 
-    /// The key names requests spread over.
-    pub fn key_names(&self) -> Vec<String> {
-        match self.keys {
-            1 => vec![self.key.clone()],
-            n => (0..n).map(|i| format!("{}-{i}", self.key)).collect(),
+    /// The operations run and their weights: `op`, or the positive weights of `mix`.
+    pub fn ops(&self) -> Vec<(Op, u32)> {
+        match self.op {
+            Op::Mix => self.mix.0.iter().copied().filter(|(_, weight)| *weight > 0).collect(),
+            op => vec![(op, 1)],
         }
+    }
+
+    /// The key names the wrapping operations spread over.
+    pub fn key_names(&self) -> Vec<String> {
+        names(&self.key, self.keys)
+    }
+
+    /// The key names sign and verify spread over.
+    pub fn sign_key_names(&self) -> Vec<String> {
+        names(&self.sign_key, self.keys)
+    }
+
+    /// The keys an embedded proxy needs for this scenario, with their types: the
+    /// wrapping keys if any wrapping operation runs, the signing keys if sign or verify
+    /// does.
+    pub fn embedded_keys(&self) -> Vec<(String, KeyType)> {
+        let ops = self.ops();
+        let mut keys = Vec::new();
+        if ops.iter().any(|(op, _)| !op.signs()) {
+            keys.extend(self.key_names().into_iter().map(|name| (name, self.key_type)));
+        }
+        if ops.iter().any(|(op, _)| op.signs()) {
+            keys.extend(self.sign_key_names().into_iter().map(|name| (name, self.sign_key_type)));
+        }
+        keys
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -166,6 +228,14 @@ impl Scenario {
         config.max_retries = self.retries;
         config.tls = self.tls.clone();
         config
+    }
+}
+
+/// `prefix`, or `{prefix}-0` .. `{prefix}-{count-1}` when there are several.
+fn names(prefix: &str, count: usize) -> Vec<String> {
+    match count {
+        1 => vec![prefix.to_owned()],
+        n => (0..n).map(|i| format!("{prefix}-{i}")).collect(),
     }
 }
 
@@ -180,13 +250,14 @@ pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Resul
     // The raw driver opens its own connections: one SDK client is enough to make blobs.
     let sdk_connections = if scenario.driver == Driver::Raw { 1 } else { scenario.connections };
     let clients = connect_all(&scenario, sdk_connections).await?;
-    let chooser = KeyChooser::new(scenario.keys, scenario.zipf)?;
-    let options = CallOptions::new().with_bypass_cache(scenario.no_cache);
-    let mut workload =
-        Workload::new(scenario.op, &scenario.mix, scenario.key_names(), chooser, scenario.dek_size, options)?;
+    let mut workload = Workload::new(&scenario)?;
     if workload.needs_blobs() {
-        let blobs = make_blobs(&scenario, &clients, &workload).await?;
+        let blobs = crate::setup::make_blobs(&scenario, &clients, &workload).await?;
         workload.set_blobs(blobs);
+    }
+    if workload.needs_signatures() {
+        let signatures = crate::setup::make_signatures(&clients, &workload).await?;
+        workload.set_signatures(signatures)?;
     }
     let workload = Arc::new(workload);
 
@@ -217,7 +288,7 @@ impl Window {
     }
 }
 
-fn new_rng() -> SmallRng {
+pub(crate) fn new_rng() -> SmallRng {
     SmallRng::seed_from_u64(rand::random())
 }
 
@@ -295,7 +366,7 @@ async fn connection_loop(
         if window.contains(done) {
             match result {
                 Ok(()) => recorder.record_ok(done - sent),
-                Err(error) => recorder.record_error(&error),
+                Err(error) => recorder.record_failure(error.label()),
             }
         }
         if done < window.until {
@@ -322,7 +393,7 @@ async fn open_loop(
     completed: &Arc<AtomicU64>,
 ) -> Recorder {
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let (samples, mut received) = mpsc::unbounded_channel::<(keymux_client::Result<()>, Instant, Instant)>();
+    let (samples, mut received) = mpsc::unbounded_channel::<(Result<(), OpError>, Instant, Instant)>();
     let collector = tokio::spawn(async move {
         let mut recorder = Recorder::new();
         while let Some((result, intended, done)) = received.recv().await {
@@ -331,7 +402,7 @@ async fn open_loop(
             }
             match result {
                 Ok(()) => recorder.record_ok(done - intended),
-                Err(error) => recorder.record_error(&error),
+                Err(error) => recorder.record_failure(error.label()),
             }
         }
         recorder
@@ -385,40 +456,52 @@ async fn connect_all(scenario: &Scenario, count: usize) -> anyhow::Result<Vec<Cl
     Ok(clients)
 }
 
-/// Makes `scenario.blobs` blobs with GENERATE_DATA_KEY, spread over the clients, their
-/// keys drawn from the workload's key distribution.
-async fn make_blobs(
-    scenario: &Scenario,
-    clients: &[Client],
-    workload: &Workload,
-) -> anyhow::Result<Vec<Vec<u8>>> {
-    const CONCURRENCY: usize = 64;
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut makers = JoinSet::new();
-    for worker in 0..CONCURRENCY.min(scenario.blobs) {
-        let client = clients[worker % clients.len()].clone();
-        let mut rng = new_rng();
-        let keys: Vec<String> = (0..scenario.blobs).map(|_| workload.pick_key(&mut rng).to_owned()).collect();
-        let (next, total, dek_size) = (Arc::clone(&next), scenario.blobs, scenario.dek_size);
-        makers.spawn(async move {
-            let mut blobs = Vec::new();
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= total {
-                    break;
-                }
-                let data_key = client.generate_data_key(&keys[index], Scenario::AAD, dek_size).await?;
-                blobs.push(data_key.blob);
-            }
-            Ok::<_, keymux_client::Error>(blobs)
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(op: Op) -> Scenario {
+        let mut scenario = Scenario::new(Endpoint::tcp("127.0.0.1", 7450));
+        scenario.op = op;
+        scenario
     }
-    let mut blobs = Vec::with_capacity(scenario.blobs);
-    while let Some(joined) = makers.join_next().await {
-        blobs.extend(joined?.context("cannot make blobs with GENERATE_DATA_KEY")?);
+
+    #[test]
+    fn validate_names_what_cannot_run() {
+        let mut wrong = scenario(Op::Wrap);
+        wrong.key_type = KeyType::Ed25519;
+        let error = wrong.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("key-type ed25519 does not wrap") && error.contains("--sign-key-type"),
+            "{error}"
+        );
+
+        let mut wrong = scenario(Op::Sign);
+        wrong.sign_key_type = KeyType::MlKem768;
+        let error = wrong.validate().unwrap_err().to_string();
+        assert!(error.contains("sign-key-type ml-kem-768 does not sign"), "{error}");
+
+        let mut same = scenario(Op::Mix);
+        same.mix = "wrap=1,verify=1".parse().unwrap();
+        same.sign_key = same.key.clone();
+        let error = same.validate().unwrap_err().to_string();
+        assert!(error.contains("needs two key names"), "{error}");
+        // One kind only: the other kind's name is unused, so it may be the same.
+        same.op = Op::Verify;
+        same.validate().unwrap();
+
+        let mut empty = scenario(Op::Sign);
+        empty.sign_key = String::new();
+        assert!(empty.validate().unwrap_err().to_string().contains("sign-key must be 1 to 255 bytes"));
     }
-    if blobs.len() != scenario.blobs {
-        bail!("made {} blobs, wanted {}", blobs.len(), scenario.blobs);
+
+    #[test]
+    fn ops_and_embedded_keys_follow_the_mix() {
+        let mut mix = scenario(Op::Mix);
+        mix.mix = "wrap=0,sign=2,verify=1".parse().unwrap();
+        assert_eq!(mix.ops(), [(Op::Sign, 2), (Op::Verify, 1)], "zero weights do not run");
+        assert_eq!(mix.embedded_keys(), [("signing".to_owned(), KeyType::Ed25519)]);
+        assert_eq!(scenario(Op::Unwrap).embedded_keys(), [("default".to_owned(), KeyType::Aes256)]);
+        assert_eq!(scenario(Op::Verify).ops(), [(Op::Verify, 1)]);
     }
-    Ok(blobs)
 }

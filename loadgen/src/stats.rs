@@ -43,7 +43,18 @@ impl Recorder {
 
     /// Counts a failed operation under its [`error_label`].
     pub fn record_error(&mut self, error: &Error) {
-        *self.errors.entry(error_label(error).to_owned()).or_default() += 1;
+        self.record_failure(error_label(error));
+    }
+
+    /// Counts a failed operation under `label`: an [`error_label`], or
+    /// [`INVALID_SIGNATURE`].
+    pub fn record_failure(&mut self, label: &str) {
+        match self.errors.get_mut(label) {
+            Some(count) => *count += 1,
+            None => {
+                self.errors.insert(label.to_owned(), 1);
+            }
+        }
     }
 
     /// Adds `other`'s measurements to these.
@@ -115,6 +126,10 @@ impl LatencySummary {
     }
 }
 
+/// The label of a VERIFY answered `valid = 0` for the signature the generator made at
+/// set-up, which must verify: the proxy answered, but wrongly.
+pub const INVALID_SIGNATURE: &str = "INVALID_SIGNATURE";
+
 /// The label an error is counted under: the wire status name (`BUSY`, `TIMEOUT`, ...)
 /// for errors the proxy sent, otherwise what went wrong on the client's side.
 pub fn error_label(error: &Error) -> &'static str {
@@ -144,12 +159,14 @@ mod tests {
         }
         worker.record_error(&Error::Busy { message: String::new(), retry_after: Duration::ZERO });
         worker.record_error(&Error::DeadlineExceeded);
+        worker.record_failure(INVALID_SIGNATURE);
         total.merge(&worker);
         total.merge(&worker);
 
         assert_eq!(total.ops(), 2000);
         assert_eq!(total.errors().get("BUSY"), Some(&2));
         assert_eq!(total.errors().get("DEADLINE_EXCEEDED"), Some(&2));
+        assert_eq!(total.errors().get("INVALID_SIGNATURE"), Some(&2));
         let summary = total.summary();
         assert!((499..=501).contains(&summary.p50), "{summary:?}");
         assert!((989..=991).contains(&summary.p99), "{summary:?}");

@@ -1,16 +1,23 @@
 //! What each request does: which operation (fixed or a weighted mix) on which key
-//! (one, or many with a Zipf skew), with which blob.
+//! (one, or many with a Zipf skew), with which blob or signature.
+//!
+//! Operations come in two kinds, each with its own keys, since no key type does both:
+//! the wrapping operations (wrap, unwrap, generate-data-key, rewrap) use the `--key`
+//! keys, and sign and verify the `--sign-key` keys. Both spread over `--keys` keys with
+//! the same distribution, so a mix of the two kinds loads two key families alike.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail, ensure};
-use keymux_client::{CallOptions, Client};
+use keymux_client::{CallOptions, Client, Signature};
 use keymux_protocol::{Request, SecretBytes};
 use rand::RngExt;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
+
+use crate::scenario::Scenario;
 
 /// An operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -24,6 +31,10 @@ pub enum Op {
     GenerateDataKey,
     /// REWRAP blobs made beforehand, cycling through them.
     Rewrap,
+    /// SIGN a `--message-size` message with a signing key (`--sign-key`).
+    Sign,
+    /// VERIFY, over and over, the signature each signing key made at set-up.
+    Verify,
     /// A weighted mix of the others (`--mix`).
     Mix,
 }
@@ -32,6 +43,37 @@ impl Op {
     /// Whether this operation needs blobs made beforehand.
     pub fn needs_blobs(self) -> bool {
         matches!(self, Op::Unwrap | Op::Rewrap)
+    }
+
+    /// Whether this operation uses the signing keys (`--sign-key`) rather than the
+    /// wrapping keys (`--key`).
+    pub fn signs(self) -> bool {
+        matches!(self, Op::Sign | Op::Verify)
+    }
+}
+
+/// Why an operation did not succeed.
+#[derive(Debug)]
+pub enum OpError {
+    /// The call failed.
+    Call(keymux_client::Error),
+    /// VERIFY answered `valid = 0` for a signature made at set-up, which must verify.
+    InvalidSignature,
+}
+
+impl OpError {
+    /// The label the report counts it under.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OpError::Call(error) => crate::stats::error_label(error),
+            OpError::InvalidSignature => crate::stats::INVALID_SIGNATURE,
+        }
+    }
+}
+
+impl From<keymux_client::Error> for OpError {
+    fn from(error: keymux_client::Error) -> Self {
+        OpError::Call(error)
     }
 }
 
@@ -114,27 +156,27 @@ pub struct Workload {
     /// The mix (a single fixed operation is a mix of one).
     ops: Vec<(Op, u32)>,
     total_weight: u32,
-    /// Key names; requests choose among them with `chooser`.
+    /// Names of the wrapping operations' keys; requests choose among them with
+    /// `chooser`.
     pub keys: Vec<String>,
+    /// Names of sign and verify's keys, as many as `keys`, chosen alike.
+    pub sign_keys: Vec<String>,
     chooser: KeyChooser,
     dek_size: u16,
     plaintext: Vec<u8>,
     blobs: Vec<Vec<u8>>,
     next_blob: AtomicUsize,
+    message: Vec<u8>,
+    /// One per signing key, in `sign_keys` order: what VERIFY checks.
+    signatures: Vec<Signature>,
     options: CallOptions,
 }
 
 impl Workload {
-    /// A workload of `op` (or `mix` when `op` is [`Op::Mix`]) over `keys`.
-    pub fn new(
-        op: Op,
-        mix: &Mix,
-        keys: Vec<String>,
-        chooser: KeyChooser,
-        dek_size: u16,
-        options: CallOptions,
-    ) -> anyhow::Result<Self> {
-        let ops = if op == Op::Mix { mix.0.clone() } else { vec![(op, 1)] };
+    /// The workload `scenario` describes; blobs and signatures come later
+    /// ([`Workload::set_blobs`], [`Workload::set_signatures`]).
+    pub fn new(scenario: &Scenario) -> anyhow::Result<Self> {
+        let ops = scenario.ops();
         let total_weight = ops.iter().map(|(_, w)| *w).sum();
         if total_weight == 0 {
             bail!("the operation mix has no weight");
@@ -142,14 +184,17 @@ impl Workload {
         Ok(Self {
             ops,
             total_weight,
-            keys,
-            chooser,
-            dek_size,
-            // A fixed pattern: the proxy's cost does not depend on the key's value.
-            plaintext: (0..dek_size).map(|i| i as u8).collect(),
+            keys: scenario.key_names(),
+            sign_keys: scenario.sign_key_names(),
+            chooser: KeyChooser::new(scenario.keys, scenario.zipf)?,
+            dek_size: scenario.dek_size,
+            // Fixed patterns: the proxy's cost does not depend on the bytes.
+            plaintext: (0..scenario.dek_size).map(|i| i as u8).collect(),
             blobs: Vec::new(),
             next_blob: AtomicUsize::new(0),
-            options,
+            message: (0..scenario.message_size).map(|i| i as u8).collect(),
+            signatures: Vec::new(),
+            options: CallOptions::new().with_bypass_cache(scenario.no_cache),
         })
     }
 
@@ -161,6 +206,28 @@ impl Workload {
     /// Installs the blobs UNWRAP and REWRAP cycle through.
     pub fn set_blobs(&mut self, blobs: Vec<Vec<u8>>) {
         self.blobs = blobs;
+    }
+
+    /// Whether the mix verifies, and so needs a signature per signing key.
+    pub fn needs_signatures(&self) -> bool {
+        self.ops.iter().any(|(op, w)| *w > 0 && *op == Op::Verify)
+    }
+
+    /// The message SIGN signs, and VERIFY checks the signatures over.
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    /// Installs the signatures VERIFY checks: one per signing key, in
+    /// [`Workload::sign_keys`] order, over [`Workload::message`].
+    pub fn set_signatures(&mut self, signatures: Vec<Signature>) -> anyhow::Result<()> {
+        ensure!(
+            signatures.len() == self.sign_keys.len()
+                && signatures.iter().zip(&self.sign_keys).all(|(s, key)| s.key == *key),
+            "one signature per signing key, in order"
+        );
+        self.signatures = signatures;
+        Ok(())
     }
 
     /// A key for the next blob to make, following the key distribution.
@@ -195,8 +262,9 @@ impl Workload {
     /// `call` as a wire request, and whether it asks to bypass the cache (for the raw
     /// driver, which encodes frames itself).
     pub fn request(&self, call: Call) -> (Request, bool) {
-        let aad = crate::scenario::Scenario::AAD.to_vec();
+        let aad = Scenario::AAD.to_vec();
         let key = || self.keys[call.key].clone();
+        let sign_key = || self.sign_keys[call.key].clone();
         let request = match call.op {
             Op::Wrap | Op::Mix => {
                 Request::Wrap { key: key(), aad, plaintext: SecretBytes::from(self.plaintext.clone()) }
@@ -204,23 +272,47 @@ impl Workload {
             Op::GenerateDataKey => Request::GenerateDataKey { key: key(), aad, length: self.dek_size },
             Op::Unwrap => Request::Unwrap { aad, blob: self.next_blob().to_vec() },
             Op::Rewrap => Request::Rewrap { aad, blob: self.next_blob().to_vec() },
+            Op::Sign => Request::Sign { key: sign_key(), input: self.message.clone(), digest: false },
+            Op::Verify => {
+                let signature = &self.signatures[call.key];
+                Request::Verify {
+                    key: sign_key(),
+                    version: signature.version,
+                    input: self.message.clone(),
+                    signature: signature.bytes.clone(),
+                    digest: false,
+                }
+            }
         };
         let bypass = self.options.bypass_cache && matches!(call.op, Op::Unwrap | Op::Rewrap);
         (request, bypass)
     }
 
     /// Performs `call`.
-    pub async fn run(&self, client: &Client, call: Call) -> keymux_client::Result<()> {
-        let aad = crate::scenario::Scenario::AAD;
-        let key = &self.keys[call.key];
+    pub async fn run(&self, client: &Client, call: Call) -> Result<(), OpError> {
+        let aad = Scenario::AAD;
+        let (key, options) = (&self.keys[call.key], &self.options);
         match call.op {
-            Op::Wrap | Op::Mix => client.wrap_with(key, aad, &self.plaintext, &self.options).await.map(drop),
+            Op::Wrap | Op::Mix => client.wrap_with(key, aad, &self.plaintext, options).await.map(drop)?,
             Op::GenerateDataKey => {
-                client.generate_data_key_with(key, aad, self.dek_size, &self.options).await.map(drop)
+                client.generate_data_key_with(key, aad, self.dek_size, options).await.map(drop)?
             }
-            Op::Unwrap => client.unwrap_with(aad, self.next_blob(), &self.options).await.map(drop),
-            Op::Rewrap => client.rewrap_with(aad, self.next_blob(), &self.options).await.map(drop),
+            Op::Unwrap => client.unwrap_with(aad, self.next_blob(), options).await.map(drop)?,
+            Op::Rewrap => client.rewrap_with(aad, self.next_blob(), options).await.map(drop)?,
+            Op::Sign => {
+                client.sign_with(&self.sign_keys[call.key], &self.message, options).await.map(drop)?
+            }
+            Op::Verify => {
+                let signature = &self.signatures[call.key];
+                let valid = client
+                    .verify_with(&signature.key, signature.version, &self.message, &signature.bytes, options)
+                    .await?;
+                if !valid {
+                    return Err(OpError::InvalidSignature);
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -246,6 +338,34 @@ mod tests {
         assert!("wrap=0".parse::<Mix>().is_err());
         assert!("mix=1".parse::<Mix>().is_err());
         assert!("nope=1".parse::<Mix>().is_err());
+        let mix: Mix = "wrap=1,sign=2,verify=3".parse().unwrap();
+        assert_eq!(mix.0, vec![(Op::Wrap, 1), (Op::Sign, 2), (Op::Verify, 3)]);
+        assert_eq!(mix.to_string(), "wrap=1,sign=2,verify=3");
+    }
+
+    #[test]
+    fn sign_and_verify_use_the_signing_keys_and_the_set_up_signatures() {
+        let mut scenario = Scenario::new("tcp://127.0.0.1:1".parse().unwrap());
+        (scenario.op, scenario.message_size) = (Op::Verify, 5);
+        let mut workload = Workload::new(&scenario).unwrap();
+        assert!(workload.needs_signatures() && !workload.needs_blobs());
+        let unsigned = Signature::new("signing", 1, b"not checked here".to_vec());
+        assert!(workload.set_signatures(vec![unsigned.clone(), unsigned.clone()]).is_err(), "one per key");
+        workload.set_signatures(vec![unsigned.clone()]).unwrap();
+        let call = workload.pick(&mut SmallRng::seed_from_u64(1));
+        let (request, bypass) = workload.request(call);
+        assert!(!bypass);
+        assert!(matches!(
+            request,
+            Request::Verify { key, version: 1, input, signature, digest: false }
+                if key == "signing" && input == [0, 1, 2, 3, 4] && signature == unsigned.bytes
+        ));
+
+        scenario.op = Op::Sign;
+        let workload = Workload::new(&scenario).unwrap();
+        assert!(!workload.needs_signatures());
+        let (request, _) = workload.request(workload.pick(&mut SmallRng::seed_from_u64(1)));
+        assert!(matches!(request, Request::Sign { key, digest: false, .. } if key == "signing"));
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Short load runs against the scripted test server (a test double, not the proxy).
+//! Short load runs against the scripted test server (a test double, not the proxy), and
+//! against an embedded proxy.
 
 use std::time::Duration;
 
 use keymux_client::Status;
 use keymux_client::testing::{Action, ScriptedServer, refused_endpoint, toy_keystore};
+use keymux_loadgen::embedded::EmbeddedProxy;
 use keymux_loadgen::{Driver, Op, Scenario, run};
 use keymux_protocol::{Request, RequestFrame};
+use keymux_proxy::keys::KeyType;
 
 fn scenario(server: &ScriptedServer, op: Op) -> Scenario {
     let mut scenario = Scenario::new(server.endpoint());
@@ -179,4 +182,97 @@ async fn raw_driver_refuses_what_it_cannot_do() {
     scenario.rate = Some(100.0);
     let error = run(scenario, Default::default()).await.unwrap_err();
     assert!(error.to_string().contains("closed loop only"), "{error:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_signs_once_per_key_then_verifies_that_signature() {
+    let server = ScriptedServer::builder().start_tcp(toy_keystore).await.unwrap();
+    let mut scenario = scenario(&server, Op::Verify);
+    scenario.keys = 3;
+    scenario.warmup = Duration::ZERO;
+    scenario.duration = Duration::from_millis(300);
+    let report = run(scenario, Default::default()).await.unwrap();
+    assert!(report.ops > 0 && report.errors.is_empty(), "{report}");
+
+    let requests = server.requests();
+    let (setup, load) = requests.split_at(3);
+    let mut signed: Vec<&str> = setup
+        .iter()
+        .map(|r| match &r.request {
+            Request::Sign { key, digest: false, .. } => key.as_str(),
+            other => panic!("set-up sent {other:?}"),
+        })
+        .collect();
+    signed.sort_unstable();
+    assert_eq!(signed, ["signing-0", "signing-1", "signing-2"]);
+    assert!(
+        load.iter()
+            .all(|r| matches!(&r.request, Request::Verify { version: 1, input, .. } if input.len() == 32))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_that_does_not_verify_is_counted_as_an_error() {
+    let server = ScriptedServer::builder()
+        .start_tcp(|request: &RequestFrame| match request.request {
+            Request::Verify { .. } => Action::Reply(keymux_protocol::Reply::Verify { valid: false }),
+            _ => toy_keystore(request),
+        })
+        .await
+        .unwrap();
+    let mut scenario = scenario(&server, Op::Verify);
+    scenario.duration = Duration::from_millis(300);
+    let report = run(scenario, Default::default()).await.unwrap();
+    assert_eq!(report.ops, 0, "{report}");
+    assert!(report.errors["INVALID_SIGNATURE"] > 0, "{report}");
+}
+
+/// Sign and verify against an embedded proxy, with the SDK and the raw driver, and in a
+/// mix with wraps: two key families of two types, every request answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_verify_load_an_embedded_proxy() {
+    let mut scenario = Scenario::new("tcp://127.0.0.1:1".parse().unwrap());
+    scenario.op = Op::Mix;
+    scenario.mix = "wrap=1,sign=1,verify=1".parse().unwrap();
+    scenario.keys = 2;
+    scenario.sign_key_type = KeyType::EcP256;
+    let proxy = EmbeddedProxy::start_with_keys(&scenario.embedded_keys()).await.unwrap();
+    scenario.target = proxy.endpoint();
+    (scenario.connections, scenario.pipeline) = (2, 4);
+    scenario.warmup = Duration::from_millis(100);
+    scenario.duration = Duration::from_millis(500);
+    for (op, driver) in [
+        (Op::Sign, Driver::Sdk),
+        (Op::Verify, Driver::Sdk),
+        (Op::Sign, Driver::Raw),
+        (Op::Verify, Driver::Raw),
+        (Op::Mix, Driver::Sdk),
+    ] {
+        let mut scenario = scenario.clone();
+        (scenario.op, scenario.driver) = (op, driver);
+        let report = run(scenario, Default::default()).await.unwrap();
+        assert!(report.ops > 20 && report.errors.is_empty(), "{op:?} {driver:?}: {report}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["config"]["sign_key_type"], "ec-p256");
+    }
+
+    // Signing with a wrapping key is the proxy's BAD_REQUEST, counted.
+    scenario.op = Op::Sign;
+    scenario.sign_key = "default".into();
+    scenario.keys = 1;
+    let report = run(scenario.clone(), Default::default()).await.unwrap();
+    assert_eq!(report.ops, 0, "{report}");
+    assert!(report.errors.get("BAD_REQUEST").is_some_and(|n| *n > 0), "{report}");
+    // Verify cannot even make its signature, and says so.
+    scenario.op = Op::Verify;
+    let error = run(scenario, Default::default()).await.unwrap_err();
+    assert!(format!("{error:#}").contains("cannot sign with \"default\""), "{error:#}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_embedded_default_key_keeps_its_type() {
+    let keys = [("default".to_owned(), KeyType::Ed25519)];
+    let error = EmbeddedProxy::start_with_keys(&keys).await.err().expect("refused");
+    assert!(error.to_string().contains("\"default\" key is aes-256"), "{error:#}");
 }
