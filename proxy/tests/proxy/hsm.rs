@@ -177,7 +177,10 @@ async fn disabled_versions_and_the_minimum_decryption_version() {
     assert_eq!(listed.min_decryption_version, 2, "two records: the highest minimum wins");
     proxy.backend.set_min_decryption_version(&key, 2).unwrap();
     let session_records = session
-        .find_objects(&[Attribute::Class(ObjectClass::DATA), Attribute::Label(format!("kmx-meta:{key}").into_bytes())])
+        .find_objects(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Label(format!("kmx-meta:{key}").into_bytes()),
+        ])
         .unwrap();
     assert_eq!(session_records.len(), 1, "the next write leaves one record");
 }
