@@ -44,6 +44,11 @@ pub enum RetryReason {
     /// succeed. Secret-free.
     #[error("session lost: {0}")]
     SessionLost(String),
+    /// A cached PKCS#11 object handle no longer names its object (the key was
+    /// destroyed and made again, restored, or moved by the token); finding the object
+    /// again may succeed, on the same session. Secret-free.
+    #[error("stale object handle: {0}")]
+    StaleHandle(String),
 }
 
 impl BackendFault {
@@ -65,7 +70,10 @@ impl BackendFault {
                 OpError::Throttled { retry_after }
             }
             BackendFault::Retryable {
-                reason: RetryReason::Unavailable(reason) | RetryReason::SessionLost(reason),
+                reason:
+                    RetryReason::Unavailable(reason)
+                    | RetryReason::SessionLost(reason)
+                    | RetryReason::StaleHandle(reason),
                 retry_after,
             } => OpError::BackendUnavailable { reason, retry_after },
             BackendFault::KeyRefused => OpError::KeyDisabled { key: key.to_owned(), version },

@@ -184,3 +184,54 @@ async fn disabled_versions_and_the_minimum_decryption_version() {
         .unwrap();
     assert_eq!(session_records.len(), 1, "the next write leaves one record");
 }
+
+#[tokio::test]
+async fn a_key_made_again_behind_the_proxy_is_found_again_without_losing_sessions() {
+    let _turn = one_at_a_time().await;
+    let proxy = TestProxy::start_hsm(|_| {}).await;
+    let key = unique_key("remade");
+    proxy.create_key(&key);
+    let client = client_for(&proxy).await;
+    for _ in 0..8 {
+        client.wrap(&key, b"", &[1; 32]).await.unwrap();
+    }
+    // Destroy version 1's AES key and make a new one under the same label, as a restore
+    // from backup would: every session's cached handle now names nothing.
+    let admin = keymux_proxy::backend::pkcs11::Pkcs11Backend::open(&token().config(1)).unwrap();
+    let session = admin.context().open_rw_session(admin.slot()).unwrap();
+    let pin = cryptoki::types::AuthPin::from(token().pin().trim().to_owned());
+    let _ = session.login(cryptoki::session::UserType::User, Some(&pin));
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    let label = keymux_proxy::backend::pkcs11::labels::version_label(&key, 1).into_bytes();
+    let old =
+        session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.clone())]);
+    for handle in old.unwrap() {
+        session.destroy_object(handle).unwrap();
+    }
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Label(label),
+        Attribute::Id(0u64.to_be_bytes().to_vec()),
+    ];
+    session.generate_key(&cryptoki::mechanism::Mechanism::AesKeyGen, &template).unwrap();
+    let lost = || {
+        keymux_test_support::metrics::metric(
+            &proxy.server.metrics().encode(),
+            "keymux_pkcs11_sessions_lost_total",
+        )
+    };
+    let before = lost();
+    for _ in 0..8 {
+        let blob = client.wrap(&key, b"", &[2; 32]).await.unwrap();
+        assert_eq!(client.unwrap(b"", &blob).await.unwrap().expose(), &[2; 32]);
+    }
+    assert_eq!(lost(), before, "a stale key handle is resolved again, not taken for a lost session");
+}

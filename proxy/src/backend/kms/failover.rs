@@ -167,7 +167,10 @@ impl Regions {
                 }
                 Ok(Err(BackendFault::Retryable { reason: RetryReason::Throttled, .. })) => Retry::Throttled,
                 Ok(Err(BackendFault::Retryable {
-                    reason: RetryReason::Unavailable(reason) | RetryReason::SessionLost(reason),
+                    reason:
+                        RetryReason::Unavailable(reason)
+                        | RetryReason::SessionLost(reason)
+                        | RetryReason::StaleHandle(reason),
                     ..
                 })) => Retry::Unavailable(reason),
                 Ok(Err(fault)) => {

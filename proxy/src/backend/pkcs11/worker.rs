@@ -57,9 +57,12 @@ fn classify(error: CkError, key: &str, version: u32) -> Fault {
         | RvError::TokenNotPresent
         | RvError::TokenNotRecognized
         | RvError::CryptokiNotInitialized
-        | RvError::KeyHandleInvalid
-        | RvError::ObjectHandleInvalid
         | RvError::OperationActive => session_lost(&error),
+        // The session is fine; the object a cached handle named is not there any more.
+        RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid => BackendFault::Retryable {
+            reason: RetryReason::StaleHandle(describe(&error)),
+            retry_after: Duration::ZERO,
+        },
         RvError::EncryptedDataInvalid
         | RvError::EncryptedDataLenRange
         | RvError::SignatureInvalid
@@ -413,6 +416,7 @@ impl BackendWorker for Pkcs11Worker {
             let batch: Vec<&Op> = pending.iter().map(|&i| &ops[i].op).collect();
             let outcomes = session.run_all(key, &batch);
             let mut lost = Vec::new();
+            let mut stale = Vec::new();
             let mut reason = String::new();
             for (&index, outcome) in pending.iter().zip(outcomes) {
                 match outcome {
@@ -421,11 +425,25 @@ impl BackendWorker for Pkcs11Worker {
                         reason = why;
                         lost.push(index);
                     }
+                    Err(Fault::Retryable { reason: RetryReason::StaleHandle(why), .. }) => {
+                        reason = why;
+                        stale.push(index);
+                    }
                     // `classify` has already named the key version a refusal is about.
                     Err(fault) => done(index, Err(fault.into_op_error(&key.name, 0))),
                 }
             }
+            if lost.is_empty() && !stale.is_empty() && attempt == 0 {
+                // A healthy session with a stale handle: find the objects again and retry
+                // on this same session. The session, and every other worker's, stays.
+                tracing::info!(%reason, failed = stale.len(), "PKCS#11 key handle stale; resolving it again");
+                session.handles.clear();
+                drop(fence);
+                pending = stale;
+                continue;
+            }
             drop(fence);
+            lost.extend(stale);
             if lost.is_empty() {
                 return;
             }
