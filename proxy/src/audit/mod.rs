@@ -31,7 +31,7 @@
 //! not verify is tampering, and the log refuses to open.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,10 +42,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
+mod chain;
+
+pub use chain::{ChainError, verify};
+use chain::{HASH_FIELD, hash_body, last_record, move_torn_tail};
+
 /// Records queued ahead of the writer before new ones are counted as dropped.
 const QUEUE: usize = 64 * 1024;
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-const HASH_FIELD: &str = ",\"hash\":\"";
 
 /// Something worth auditing.
 #[derive(Debug, Clone, Serialize)]
@@ -359,145 +362,6 @@ impl Writer {
         self.prev = hash;
         Ok(())
     }
-}
-
-fn hash_body(body: &str) -> String {
-    blake3::hash(body.as_bytes()).to_hex().to_string()
-}
-
-/// The sequence number and hash of the last complete record of an existing log (0 and
-/// the genesis hash for a missing or empty one), reading only the file's tail, and, if
-/// the file ends in a record cut short by a crash (no final newline, and the bytes do
-/// not verify), the offset where that torn record starts.
-fn last_record(path: &Path) -> io::Result<(u64, String, Option<u64>)> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((0, GENESIS.to_owned(), None)),
-        Err(error) => return Err(error),
-    };
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        // A device or a pipe (/dev/null, a log shipper's FIFO): nothing to continue.
-        return Ok((0, GENESIS.to_owned(), None));
-    }
-    let length = metadata.len();
-    let start = length.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start))?;
-    // Bytes, not a string: the seek may land inside a multi-byte character of an
-    // earlier record, and only the last lines need to be text.
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    let mut torn = None;
-    if !tail.is_empty() && !tail.ends_with(b"\n") {
-        let cut = tail.iter().rposition(|byte| *byte == b'\n').map_or(0, |at| at + 1);
-        let partial = std::str::from_utf8(&tail[cut..]).ok();
-        if partial.is_none_or(|line| check_line(line).is_err()) {
-            if cut == 0 && start > 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: a torn last record longer than 64 KiB", path.display()),
-                ));
-            }
-            torn = Some(start + cut as u64);
-            tail.truncate(cut);
-        }
-    }
-    let Some(line) = tail.split(|byte| *byte == b'\n').rev().find(|line| !line.trim_ascii().is_empty())
-    else {
-        return Ok((0, GENESIS.to_owned(), torn));
-    };
-    let broken = |reason: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: last record is broken: {reason}", path.display()),
-        )
-    };
-    let line = std::str::from_utf8(line).map_err(|error| broken(error.to_string()))?;
-    let record = check_line(line).map_err(broken)?;
-    Ok((record.seq, record.hash, torn))
-}
-
-/// Moves the torn bytes from `offset` to the end of the log into `<log>.torn-<time>`
-/// (kept for forensics) and truncates the log there; says what it did, for the record.
-fn move_torn_tail(path: &Path, offset: u64) -> io::Result<String> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut torn = Vec::new();
-    file.read_to_end(&mut torn)?;
-    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let aside = PathBuf::from(format!("{}.torn-{stamp}", path.display()));
-    std::fs::write(&aside, &torn)?;
-    file.set_len(offset)?;
-    file.sync_all()?;
-    let detail = format!(
-        "{} bytes of a record cut short (a crash while writing) moved to {}",
-        torn.len(),
-        aside.display()
-    );
-    tracing::warn!(path = %path.display(), "{detail}");
-    Ok(detail)
-}
-
-struct Checked {
-    seq: u64,
-    prev: String,
-    hash: String,
-}
-
-/// Checks one line's own hash, returning its fields.
-fn check_line(line: &str) -> Result<Checked, String> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let field = |name: &str| value.get(name).ok_or_else(|| format!("no {name:?} field"));
-    let seq = field("seq")?.as_u64().ok_or("seq is not a number")?;
-    let prev = field("prev")?.as_str().ok_or("prev is not a string")?.to_owned();
-    let hash = field("hash")?.as_str().ok_or("hash is not a string")?.to_owned();
-    let at = line.rfind(HASH_FIELD).ok_or("the hash is not the last field")?;
-    let expected_tail = format!("{HASH_FIELD}{hash}\"}}");
-    if line[at..] != expected_tail {
-        return Err("the hash is not the last field".into());
-    }
-    let body = format!("{}}}", &line[..at]);
-    if hash_body(&body) != hash {
-        return Err("the record's hash does not match its contents".into());
-    }
-    Ok(Checked { seq, prev, hash })
-}
-
-/// Why a log does not verify: the first broken record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct ChainError {
-    /// 1-based line number of the first broken record.
-    pub line: usize,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-/// Checks the whole chain of the log at `path`, returning the number of records.
-pub fn verify(path: &Path) -> Result<Result<u64, ChainError>, io::Error> {
-    let reader = BufReader::new(File::open(path)?);
-    let mut prev = GENESIS.to_owned();
-    let mut seq = 0;
-    for (index, line) in reader.lines().enumerate() {
-        let line = line?;
-        let broken = |reason: String| Ok(Err(ChainError { line: index + 1, reason }));
-        let record = match check_line(&line) {
-            Ok(record) => record,
-            Err(reason) => return broken(reason),
-        };
-        if record.prev != prev {
-            return broken(
-                "prev does not match the previous record's hash (a record was changed, removed or inserted)"
-                    .into(),
-            );
-        }
-        if record.seq != seq + 1 {
-            return broken(format!("seq {} follows {seq}", record.seq));
-        }
-        prev = record.hash;
-        seq = record.seq;
-    }
-    Ok(Ok(seq))
 }
 
 #[cfg(test)]
