@@ -1,5 +1,6 @@
 //! Per-worker measurements, merged at the end: an HDR latency histogram of successful
-//! operations and error counts by status.
+//! operations, error counts by status, and how many failures were answers from the
+//! proxy (a status) rather than client-side failures (a deadline, a lost connection).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,8 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 pub struct Recorder {
     latency: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    /// Failures the proxy answered with a status (the rest failed on the client's side).
+    answered_errors: u64,
 }
 
 impl Default for Recorder {
@@ -32,7 +35,7 @@ impl Recorder {
     pub fn new() -> Self {
         let latency = Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
             .expect("constant histogram bounds are valid");
-        Self { latency, errors: BTreeMap::new() }
+        Self { latency, errors: BTreeMap::new(), answered_errors: 0 }
     }
 
     /// Records a successful operation that took `elapsed`.
@@ -44,6 +47,7 @@ impl Recorder {
     /// Counts a failed operation under its [`error_label`].
     pub fn record_error(&mut self, error: &Error) {
         *self.errors.entry(error_label(error).to_owned()).or_default() += 1;
+        self.answered_errors += u64::from(error.status().is_some());
     }
 
     /// Adds `other`'s measurements to these.
@@ -57,6 +61,7 @@ impl Recorder {
         for (label, count) in &other.errors {
             *self.errors.entry(label.clone()).or_default() += count;
         }
+        self.answered_errors += other.answered_errors;
     }
 
     /// Successful operations recorded.
@@ -67,6 +72,16 @@ impl Recorder {
     /// Failed operations by label.
     pub fn errors(&self) -> &BTreeMap<String, u64> {
         &self.errors
+    }
+
+    /// Operations recorded, successful or not.
+    pub fn completed(&self) -> u64 {
+        self.ops() + self.errors.values().sum::<u64>()
+    }
+
+    /// Operations the proxy answered: successes, and failures it sent a status for.
+    pub fn answered(&self) -> u64 {
+        self.ops() + self.answered_errors
     }
 
     /// The latency histogram, in microseconds.
@@ -150,6 +165,9 @@ mod tests {
         assert_eq!(total.ops(), 2000);
         assert_eq!(total.errors().get("BUSY"), Some(&2));
         assert_eq!(total.errors().get("DEADLINE_EXCEEDED"), Some(&2));
+        assert_eq!(total.completed(), 2004);
+        // BUSY is the proxy's answer; a deadline that passed on the client's side is not.
+        assert_eq!(total.answered(), 2002);
         let summary = total.summary();
         assert!((499..=501).contains(&summary.p50), "{summary:?}");
         assert!((989..=991).contains(&summary.p99), "{summary:?}");
