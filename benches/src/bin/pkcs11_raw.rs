@@ -2,23 +2,27 @@
 //! tight in-process loop, straight through cryptoki, on the same token, key and
 //! mechanism keymux uses. Prints ops/s and latency percentiles.
 //!
+//! Only the loop is measured: each thread opens its session, logs in and finds the key
+//! first, and its clock starts once every thread has done so.
+//!
 //! ```sh
 //! cargo run --release -p keymux-benches --bin pkcs11-raw -- \
 //!     --module /usr/lib/softhsm/libsofthsm2.so --token keymux --key default --sessions 1
 //! ```
 //! The PIN comes from `KEYMUX_PKCS11_PIN`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, ObjectClass};
-use cryptoki::session::UserType;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use hdrhistogram::Histogram;
 
@@ -45,8 +49,35 @@ struct Args {
     json: bool,
 }
 
+/// What one session's thread measured, from the moment every session was logged in and
+/// had its key until the stop.
+struct Measured {
+    histogram: Histogram<u64>,
+    elapsed: Duration,
+}
+
+/// Opens a session on `slot`, logs in and finds the highest version of `key`: the set-up
+/// a thread does before its clock starts.
+fn open(context: &Pkcs11, slot: Slot, pin: &str, key: &str) -> anyhow::Result<(Session, ObjectHandle)> {
+    let session = context.open_rw_session(slot)?;
+    match session.login(UserType::User, Some(&AuthPin::from(pin))) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let handle = (1..1000)
+        .rev()
+        .find_map(|version| {
+            let label = keymux_proxy::backend::pkcs11::labels::version_label(key, version).into_bytes();
+            let template = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label)];
+            session.find_objects(&template).ok()?.first().copied()
+        })
+        .with_context(|| format!("no key {key:?} on the token"))?;
+    Ok((session, handle))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    ensure!(args.sessions > 0, "--sessions must be at least 1");
     let pin = std::env::var("KEYMUX_PKCS11_PIN").context("set KEYMUX_PKCS11_PIN")?;
     let context = Pkcs11::new(&args.module)?;
     context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
@@ -56,30 +87,21 @@ fn main() -> anyhow::Result<()> {
         .find(|s| context.get_token_info(*s).is_ok_and(|i| i.label().trim_end() == args.token))
         .context("no such token")?;
     let stop = Arc::new(AtomicBool::new(false));
+    // Every thread and this one meet here once the sessions are open, logged in and have
+    // their key (or failed to): the clocks start after the set-up, not before.
+    let ready = Arc::new(Barrier::new(args.sessions + 1));
     let threads: Vec<_> = (0..args.sessions)
         .map(|index| {
-            let (context, stop, pin, key) =
-                (context.clone(), Arc::clone(&stop), pin.clone(), args.key.clone());
-            std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
-                let session = context.open_rw_session(slot)?;
-                match session.login(UserType::User, Some(&AuthPin::from(pin.as_str()))) {
-                    Ok(())
-                    | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) =>
-                        {}
-                    Err(error) => return Err(error.into()),
-                }
-                let handle = (1..1000)
-                    .rev()
-                    .find_map(|version| {
-                        let label =
-                            keymux_proxy::backend::pkcs11::labels::version_label(&key, version).into_bytes();
-                        let template = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label)];
-                        session.find_objects(&template).ok()?.first().copied()
-                    })
-                    .context("key not found")?;
+            let (context, stop, ready, pin, key) =
+                (context.clone(), Arc::clone(&stop), Arc::clone(&ready), pin.clone(), args.key.clone());
+            std::thread::spawn(move || -> anyhow::Result<Measured> {
+                let opened = open(&context, slot, &pin, &key);
+                ready.wait();
+                let (session, handle) = opened?;
                 let mut histogram = Histogram::<u64>::new(3)?;
                 let (dek, aad) = ([7u8; 32], [1u8; 24]);
                 let mut counter: u32 = 0;
+                let clock = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let mut iv = [0u8; 12];
                     iv[0] = index as u8;
@@ -90,27 +112,43 @@ fn main() -> anyhow::Result<()> {
                     session.encrypt(&Mechanism::AesGcm(params), handle, &dek)?;
                     histogram.record(started.elapsed().as_micros() as u64)?;
                 }
-                Ok(histogram)
+                Ok(Measured { histogram, elapsed: clock.elapsed() })
             })
         })
         .collect();
+    ready.wait();
     std::thread::sleep(args.duration);
     stop.store(true, Ordering::Relaxed);
     let mut total = Histogram::<u64>::new(3)?;
+    // Each thread's operations over its own measured time: they start and stop within
+    // microseconds of each other, but no thread is charged another's set-up.
+    let mut rate = 0.0;
+    let mut measured = Duration::ZERO;
     for thread in threads {
         match thread.join() {
-            Ok(histogram) => total.add(histogram?)?,
+            Ok(result) => {
+                let Measured { histogram, elapsed } = result?;
+                rate += histogram.len() as f64 / elapsed.as_secs_f64();
+                measured = measured.max(elapsed);
+                total.add(histogram)?;
+            }
             Err(_) => bail!("a session thread panicked"),
         }
     }
-    let rate = total.len() as f64 / args.duration.as_secs_f64();
+    ensure!(!total.is_empty(), "no operation completed in {:?}", args.duration);
     if args.json {
-        println!(
-            "{{\"throughput_ops_per_s\": {rate:.1}, \"latency_us\": {{\"p50\": {}, \"p99\": {}, \"p999\": {}}}}}",
-            total.value_at_quantile(0.50),
-            total.value_at_quantile(0.99),
-            total.value_at_quantile(0.999)
-        );
+        let json = serde_json::json!({
+            "throughput_ops_per_s": rate,
+            "ops": total.len(),
+            "sessions": args.sessions,
+            "measured_s": measured.as_secs_f64(),
+            "latency_us": {
+                "p50": total.value_at_quantile(0.50),
+                "p99": total.value_at_quantile(0.99),
+                "p999": total.value_at_quantile(0.999),
+            },
+        });
+        println!("{json}");
         return Ok(());
     }
     println!(
