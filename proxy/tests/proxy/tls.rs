@@ -171,8 +171,8 @@ async fn a_slowloris_client_is_dropped_at_the_frame_deadline_while_others_are_se
     let mut other = proxy.connect().await;
     let closed = tokio::spawn(async move {
         let mut buf = [0u8; 64];
-        let read = reader.read(&mut buf).await;
-        (read, started.elapsed())
+        let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await;
+        (read.expect("the slow client was still connected after 5 s"), started.elapsed())
     });
     while !closed.is_finished() {
         other.ping().await;
@@ -205,7 +205,8 @@ async fn idle_connections_and_stalled_handshakes_are_closed() {
     // The idle time runs from when the proxy read the PING, which is after `sent`.
     let sent = std::time::Instant::now();
     idle.ping().await;
-    assert!(idle.recv().await.is_none(), "an idle connection is closed");
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.recv()).await;
+    assert!(closed.expect("still open after 5 s").is_none(), "an idle connection is closed");
     let after = sent.elapsed();
     // Two ticks of 50 ms (a quarter of 200 ms) past the idle timeout at most.
     let latest = TIMEOUT + Duration::from_millis(100) + CLOCK_SLACK;
