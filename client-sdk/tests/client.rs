@@ -16,6 +16,17 @@ use common::config;
 
 const CALLS: u64 = 1_500;
 
+/// Waits until `condition` holds, checking every 5 ms, and panics naming `what` after
+/// `timeout`. (The proxy's tests have the same in `keymux-test-support`, which these
+/// tests do not depend on: they need no proxy.)
+async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_on_one_connection_are_matched_out_of_order() {
     // No answer leaves before every request has arrived; then later calls are answered
@@ -292,7 +303,7 @@ async fn connection_loss_fails_pending_calls_and_the_next_call_reconnects() {
         let client = client.clone();
         pending.spawn(async move { client.ping().await });
     }
-    common::wait_until("the ten pings to arrive", Duration::from_secs(5), || server.received() == 10).await;
+    wait_until("the ten pings to arrive", Duration::from_secs(5), || server.received() == 10).await;
     server.close_connections();
     while let Some(joined) = pending.join_next().await {
         let error = joined.unwrap().unwrap_err();
