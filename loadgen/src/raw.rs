@@ -61,7 +61,8 @@ pub(crate) trait RawStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawStream for T {}
 
 impl RawLoop<'_> {
-    /// Runs the closed loop on `stream` until the window ends and every answer is in.
+    /// Runs the closed loop on `stream` until the window ends and every answer is in;
+    /// records the requests sent during the window.
     pub(crate) async fn run(
         &self,
         mut stream: Box<dyn RawStream>,
@@ -119,9 +120,13 @@ impl RawLoop<'_> {
                     response.request_id
                 );
                 completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if self.window.contains(now) {
+                // Counted by when it was sent: an answer that comes after the window
+                // still counts, so the tail is not shaved.
+                if self.window.contains(sent[slot]) {
                     match response.result {
-                        Ok(Reply::Verify { valid: false }) => recorder.record_failure(INVALID_SIGNATURE),
+                        Ok(Reply::Verify { valid: false }) => {
+                            recorder.record_failure(INVALID_SIGNATURE, true)
+                        }
                         Ok(_) => recorder.record_ok(now - sent[slot]),
                         Err(failure) => recorder.record_error(&failure.into()),
                     }

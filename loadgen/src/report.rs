@@ -8,9 +8,19 @@
 //!   "latency_us": {"p50", "p90", "p95", "p99", "p999", "max"},   u64 each
 //!   "errors": {"BUSY": u64, "DEADLINE_EXCEEDED": u64, ...},      failed operations by label
 //!   "ops": u64,                           successful operations measured
+//!   "issued": u64,                        requests issued in the window (ops + errors)
+//!   "answered": u64,                      of those, answered by the proxy (OK or a status)
+//!   "open_loop": null | {                 the open loop only:
+//!     "intended_rate": f64,               requests per second asked for (--rate)
+//!     "achieved_rate": f64,               requests actually sent per second of the window
+//!     "max_send_lag_us": u64              the most a request went out after its intended time
+//!   },
 //!   "config": {...}                       the scenario, durations as "10s"
 //! }
 //! ```
+//!
+//! A request belongs to the window it was issued in (the open loop: its intended send
+//! time), however late it is answered.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,8 +42,15 @@ pub struct Report {
     pub latency_us: LatencySummary,
     /// Failed operations, by status name or client-side error label.
     pub errors: BTreeMap<String, u64>,
-    /// Successful operations completed in the measured window.
+    /// Successful operations issued in the measured window.
     pub ops: u64,
+    /// Requests issued in the measured window, successful or not.
+    pub issued: u64,
+    /// Of those, the ones the proxy answered (OK, or an error status); the rest failed on
+    /// the client's side (a deadline, a lost connection).
+    pub answered: u64,
+    /// What the open loop's pacer achieved; `None` for the closed loop.
+    pub open_loop: Option<OpenLoopStats>,
     /// The scenario that was run.
     pub config: Scenario,
     /// The full latency histogram (µs), for plots; not in the JSON.
@@ -41,8 +58,22 @@ pub struct Report {
     pub histogram: Histogram<u64>,
 }
 
+/// How the open loop's pacer kept to its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OpenLoopStats {
+    /// Requests per second asked for.
+    pub intended_rate: f64,
+    /// Requests actually sent while the window was open, per second of the window: below
+    /// `intended_rate` when the generator fell behind (or waited at `max_in_flight`).
+    pub achieved_rate: f64,
+    /// The most a request of the window went out after its intended time, in µs (its
+    /// latency is counted from the intended time all the same).
+    pub max_send_lag_us: u64,
+}
+
 impl Report {
-    /// Summarises `recorded` for `scenario`.
+    /// Summarises `recorded` for `scenario`: every request it recorded was issued in the
+    /// window.
     pub fn new(scenario: Scenario, recorded: &Recorder) -> Self {
         let ops = recorded.ops();
         Self {
@@ -50,9 +81,18 @@ impl Report {
             latency_us: recorded.summary(),
             errors: recorded.errors().clone(),
             ops,
+            issued: recorded.completed(),
+            answered: recorded.answered(),
+            open_loop: None,
             config: scenario,
             histogram: recorded.histogram().clone(),
         }
+    }
+
+    /// The same report, with what the open loop's pacer achieved.
+    pub fn with_open_loop(mut self, stats: OpenLoopStats) -> Self {
+        self.open_loop = Some(stats);
+        self
     }
 
     /// Failed operations, all labels together.
@@ -86,8 +126,15 @@ impl fmt::Display for Report {
             humantime::format_duration(config.duration),
             humantime::format_duration(config.warmup),
         )?;
-        writeln!(f, "  ops          {}", self.ops)?;
+        writeln!(f, "  ops          {} ({} issued, {} answered)", self.ops, self.issued, self.answered)?;
         writeln!(f, "  throughput   {:.1} ops/s", self.throughput_ops_per_s)?;
+        if let Some(open) = &self.open_loop {
+            writeln!(
+                f,
+                "  open loop    {:.1} req/s sent of {:.1} asked for, at most {} µs late",
+                open.achieved_rate, open.intended_rate, open.max_send_lag_us
+            )?;
+        }
         let l = &self.latency_us;
         writeln!(
             f,
@@ -133,10 +180,31 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
         let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["config", "errors", "latency_us", "ops", "throughput_ops_per_s"]);
+        assert_eq!(
+            keys,
+            [
+                "answered",
+                "config",
+                "errors",
+                "issued",
+                "latency_us",
+                "open_loop",
+                "ops",
+                "throughput_ops_per_s"
+            ]
+        );
+        // 4 successes over the 2 s window, not over the run.
         assert_eq!(json["throughput_ops_per_s"], 2.0);
         assert_eq!(json["ops"], 4);
         assert_eq!(json["errors"]["BUSY"], 1);
+        assert_eq!((json["issued"].as_u64(), json["answered"].as_u64()), (Some(5), Some(5)));
+        assert!(json["open_loop"].is_null());
+        let stats = OpenLoopStats { intended_rate: 100.0, achieved_rate: 99.5, max_send_lag_us: 40 };
+        let json: serde_json::Value =
+            serde_json::from_str(&sample().with_open_loop(stats).to_json()).unwrap();
+        assert_eq!(json["open_loop"]["intended_rate"], 100.0);
+        assert_eq!(json["open_loop"]["achieved_rate"], 99.5);
+        assert_eq!(json["open_loop"]["max_send_lag_us"], 40);
         for field in ["p50", "p90", "p95", "p99", "p999", "max"] {
             assert!(json["latency_us"][field].is_u64(), "latency_us.{field}");
         }
@@ -152,5 +220,7 @@ mod tests {
         assert!(table.contains("latency (µs)"), "{table}");
         assert!(table.contains("p99.9"), "{table}");
         assert!(table.contains("BUSY 1"), "{table}");
+        assert!(table.contains("4 (5 issued, 5 answered)"), "{table}");
+        assert!(!table.contains("open loop"), "{table}");
     }
 }

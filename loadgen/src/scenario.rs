@@ -8,7 +8,10 @@
 //! each latency runs from the request's intended send time (coordinated omission
 //! corrected).
 //!
-//! Either way, operations that complete during `duration` after `warmup` are measured.
+//! Either way, the operations *issued* during `duration` after `warmup` are measured
+//! (in the open loop: those whose intended send time falls in it), however late they
+//! finish: a slow answer at the end of the window counts, so the tail is not shaved.
+//! The run waits for every one of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::raw::RawLoop;
-use crate::report::Report;
+use crate::report::{OpenLoopStats, Report};
 use crate::stats::Recorder;
 pub use crate::workload::{Mix, Op};
 use crate::workload::{OpError, Workload};
@@ -264,17 +267,26 @@ pub async fn run(scenario: Scenario, completed: Arc<AtomicU64>) -> anyhow::Resul
     let started = Instant::now();
     let window =
         Window { from: started + scenario.warmup, until: started + scenario.warmup + scenario.duration };
-    let total = match (scenario.rate, scenario.driver) {
-        (None, Driver::Raw) => raw_closed_loop(&scenario, &workload, window, &completed).await?,
-        (None, Driver::Sdk) => closed_loop(&scenario, &clients, &workload, window, &completed).await?,
+    let report = match (scenario.rate, scenario.driver) {
+        (None, Driver::Raw) => {
+            let total = raw_closed_loop(&scenario, &workload, window, &completed).await?;
+            Report::new(scenario, &total)
+        }
+        (None, Driver::Sdk) => {
+            let total = closed_loop(&scenario, &clients, &workload, window, &completed).await?;
+            Report::new(scenario, &total)
+        }
         (Some(rate), _) => {
-            open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await
+            let (total, paced) =
+                open_loop(rate, scenario.max_in_flight, &clients, &workload, window, &completed).await?;
+            paced.check_reported(&total)?;
+            Report::new(scenario, &total).with_open_loop(paced.stats(rate, window))
         }
     };
-    Ok(Report::new(scenario, &total))
+    Ok(report)
 }
 
-/// The measured part of a run: what completes between `from` and `until`.
+/// The measured part of a run: requests issued between `from` and `until`.
 #[derive(Clone, Copy)]
 pub(crate) struct Window {
     from: Instant,
@@ -282,9 +294,13 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Whether `at` falls in the window.
+    /// Whether `at` falls in the window (`from` included, `until` not).
     pub(crate) fn contains(&self, at: Instant) -> bool {
-        at >= self.from && at <= self.until
+        at >= self.from && at < self.until
+    }
+
+    fn length(&self) -> Duration {
+        self.until - self.from
     }
 }
 
@@ -363,10 +379,10 @@ async fn connection_loop(
     while let Some((sent, result)) = in_flight.next().await {
         let done = Instant::now();
         completed.fetch_add(1, Ordering::Relaxed);
-        if window.contains(done) {
+        if window.contains(sent) {
             match result {
                 Ok(()) => recorder.record_ok(done - sent),
-                Err(error) => recorder.record_failure(error.label()),
+                Err(error) => recorder.record_failure(error.label(), error.answered()),
             }
         }
         if done < window.until {
@@ -380,10 +396,47 @@ async fn connection_loop(
 /// go out at once (still timed from their intended instant).
 const PACER_SLACK: Duration = Duration::from_micros(50);
 
+/// What the open loop's pacer did in the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Paced {
+    /// Requests whose intended send time fell in the window (all of them were sent).
+    issued: u64,
+    /// Of all requests, those actually sent while the window was open.
+    sent_in_window: u64,
+    /// The most a request of the window went out after its intended time.
+    max_lag: Duration,
+}
+
+impl Paced {
+    /// Every request the pacer issued in the window must report back, answered or not: a
+    /// missing one means its task died, and the figures would be short.
+    fn check_reported(&self, recorded: &Recorder) -> anyhow::Result<()> {
+        ensure!(
+            recorded.completed() == self.issued,
+            "the open loop issued {} requests in the window but {} reported back",
+            self.issued,
+            recorded.completed()
+        );
+        Ok(())
+    }
+
+    fn stats(&self, rate: f64, window: Window) -> OpenLoopStats {
+        OpenLoopStats {
+            intended_rate: rate,
+            achieved_rate: self.sent_in_window as f64 / window.length().as_secs_f64(),
+            max_send_lag_us: u64::try_from(self.max_lag.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 /// The open loop: `rate` requests a second, evenly spaced and spread over the clients
 /// round-robin, whether or not earlier ones were answered. Each latency runs
 /// from the request's *intended* time (evenly spaced), so a stall in the proxy or in
 /// the generator shows up in full instead of being hidden by coordinated omission.
+///
+/// A request counts when its intended time falls in the window, whenever it finishes;
+/// the function returns once every request has finished. A pacer or collector that
+/// fails is an error, never a short report.
 async fn open_loop(
     rate: f64,
     max_in_flight: usize,
@@ -391,18 +444,19 @@ async fn open_loop(
     workload: &Arc<Workload>,
     window: Window,
     completed: &Arc<AtomicU64>,
-) -> Recorder {
+) -> anyhow::Result<(Recorder, Paced)> {
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let (samples, mut received) = mpsc::unbounded_channel::<(Result<(), OpError>, Instant, Instant)>();
+    // Ends when every sender is gone: the pacer's and every request task's.
     let collector = tokio::spawn(async move {
         let mut recorder = Recorder::new();
         while let Some((result, intended, done)) = received.recv().await {
-            if !window.contains(done) {
+            if !window.contains(intended) {
                 continue;
             }
             match result {
-                Ok(()) => recorder.record_ok(done - intended),
-                Err(error) => recorder.record_failure(error.label()),
+                Ok(()) => recorder.record_ok(done.saturating_duration_since(intended)),
+                Err(error) => recorder.record_failure(error.label(), error.answered()),
             }
         }
         recorder
@@ -411,36 +465,61 @@ async fn open_loop(
     // send requests in bursts and charge the generator's own lateness to the proxy.
     let runtime = tokio::runtime::Handle::current();
     let (clients, workload, completed) = (clients.to_vec(), Arc::clone(workload), Arc::clone(completed));
-    let pacer = std::thread::spawn(move || {
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let start = Instant::now();
-        for n in 0u32.. {
-            let intended = start + interval * n;
-            if intended >= window.until {
-                break;
+    let pacer = std::thread::Builder::new().name("keymux-loadgen pacer".into()).spawn(
+        move || -> anyhow::Result<Paced> {
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let start = Instant::now();
+            let mut paced = Paced::default();
+            for n in 0u32.. {
+                let intended = start + interval * n;
+                if intended >= window.until {
+                    break;
+                }
+                let ahead = intended.saturating_duration_since(Instant::now());
+                if ahead > PACER_SLACK {
+                    std::thread::sleep(ahead);
+                }
+                let permit = match Arc::clone(&permits).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => runtime
+                        .block_on(Arc::clone(&permits).acquire_owned())
+                        .context("the open loop's in-flight limit was closed")?,
+                };
+                let sent = Instant::now();
+                paced.sent_in_window += u64::from(window.contains(sent));
+                if window.contains(intended) {
+                    paced.issued += 1;
+                    paced.max_lag = paced.max_lag.max(sent.saturating_duration_since(intended));
+                }
+                let client = clients[n as usize % clients.len()].clone();
+                let (workload, samples, completed) =
+                    (Arc::clone(&workload), samples.clone(), Arc::clone(&completed));
+                runtime.spawn(async move {
+                    let call = workload.pick(&mut new_rng());
+                    let result = workload.run(&client, call).await;
+                    completed.fetch_add(1, Ordering::Relaxed);
+                    let _ = samples.send((result, intended, Instant::now()));
+                    drop(permit);
+                });
             }
-            let ahead = intended.saturating_duration_since(Instant::now());
-            if ahead > PACER_SLACK {
-                std::thread::sleep(ahead);
-            }
-            let permit = match Arc::clone(&permits).try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => runtime.block_on(Arc::clone(&permits).acquire_owned()).expect("never closed"),
-            };
-            let client = clients[n as usize % clients.len()].clone();
-            let (workload, samples, completed) =
-                (Arc::clone(&workload), samples.clone(), Arc::clone(&completed));
-            runtime.spawn(async move {
-                let call = workload.pick(&mut new_rng());
-                let result = workload.run(&client, call).await;
-                completed.fetch_add(1, Ordering::Relaxed);
-                let _ = samples.send((result, intended, Instant::now()));
-                drop(permit);
-            });
-        }
-    });
-    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
-    collector.await.unwrap_or_default()
+            Ok(paced)
+        },
+    )?;
+    let paced = joined_pacer(tokio::task::spawn_blocking(move || pacer.join()).await?)?;
+    let recorder = joined_collector(collector.await)?;
+    Ok((recorder, paced))
+}
+
+/// What the pacer thread ended with: a panic is an error, never an empty report.
+fn joined_pacer(joined: std::thread::Result<anyhow::Result<Paced>>) -> anyhow::Result<Paced> {
+    joined
+        .map_err(|_| anyhow::anyhow!("the open loop's pacer panicked"))?
+        .context("the open loop's pacer failed")
+}
+
+/// What the collector task ended with: a panic is an error, never an empty report.
+fn joined_collector(joined: Result<Recorder, tokio::task::JoinError>) -> anyhow::Result<Recorder> {
+    joined.context("the open loop's collector failed")
 }
 
 async fn connect_all(scenario: &Scenario, count: usize) -> anyhow::Result<Vec<Client>> {
@@ -503,5 +582,33 @@ mod tests {
         assert_eq!(mix.embedded_keys(), [("signing".to_owned(), KeyType::Ed25519)]);
         assert_eq!(scenario(Op::Unwrap).embedded_keys(), [("default".to_owned(), KeyType::Aes256)]);
         assert_eq!(scenario(Op::Verify).ops(), [(Op::Verify, 1)]);
+    }
+
+    #[test]
+    fn a_failed_pacer_is_an_error() {
+        let panicked = std::thread::spawn(|| -> anyhow::Result<Paced> { panic!("pacer bug") }).join();
+        let error = joined_pacer(panicked).unwrap_err();
+        assert!(error.to_string().contains("pacer panicked"), "{error:#}");
+        let error = joined_pacer(Ok(Err(anyhow::anyhow!("limit closed")))).unwrap_err();
+        assert!(format!("{error:#}").contains("pacer failed: limit closed"), "{error:#}");
+        assert_eq!(joined_pacer(Ok(Ok(Paced { issued: 3, ..Paced::default() }))).unwrap().issued, 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_collector_is_an_error() {
+        let panicked = tokio::spawn(async { panic!("collector bug") }).await;
+        let error = joined_collector(panicked).unwrap_err();
+        assert!(error.to_string().contains("collector failed"), "{error:#}");
+    }
+
+    #[test]
+    fn a_request_that_never_reports_back_is_an_error() {
+        let mut recorded = Recorder::new();
+        recorded.record_ok(Duration::from_micros(10));
+        recorded.record_error(&keymux_client::Error::DeadlineExceeded);
+        let paced = Paced { issued: 2, ..Paced::default() };
+        paced.check_reported(&recorded).unwrap();
+        let error = Paced { issued: 3, ..paced }.check_reported(&recorded).unwrap_err();
+        assert!(error.to_string().contains("issued 3 requests in the window but 2 reported back"), "{error}");
     }
 }

@@ -1,5 +1,6 @@
 //! Per-worker measurements, merged at the end: an HDR latency histogram of successful
-//! operations and error counts by status.
+//! operations, error counts by status, and how many failures were answers from the
+//! proxy (a status) rather than client-side failures (a deadline, a lost connection).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,8 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 pub struct Recorder {
     latency: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    /// Failures the proxy answered with a status (the rest failed on the client's side).
+    answered_errors: u64,
 }
 
 impl Default for Recorder {
@@ -32,7 +35,7 @@ impl Recorder {
     pub fn new() -> Self {
         let latency = Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
             .expect("constant histogram bounds are valid");
-        Self { latency, errors: BTreeMap::new() }
+        Self { latency, errors: BTreeMap::new(), answered_errors: 0 }
     }
 
     /// Records a successful operation that took `elapsed`.
@@ -43,18 +46,15 @@ impl Recorder {
 
     /// Counts a failed operation under its [`error_label`].
     pub fn record_error(&mut self, error: &Error) {
-        self.record_failure(error_label(error));
+        self.record_failure(error_label(error), error.status().is_some());
     }
 
-    /// Counts a failed operation under `label`: an [`error_label`], or
-    /// [`INVALID_SIGNATURE`].
-    pub fn record_failure(&mut self, label: &str) {
-        match self.errors.get_mut(label) {
-            Some(count) => *count += 1,
-            None => {
-                self.errors.insert(label.to_owned(), 1);
-            }
-        }
+    /// Counts a failed operation under `label` (an [`error_label`], or
+    /// [`INVALID_SIGNATURE`]); `answered` if the proxy answered it (a status, or a
+    /// signature that does not verify) rather than the client giving up.
+    pub fn record_failure(&mut self, label: &str, answered: bool) {
+        *self.errors.entry(label.to_owned()).or_default() += 1;
+        self.answered_errors += u64::from(answered);
     }
 
     /// Adds `other`'s measurements to these.
@@ -68,6 +68,7 @@ impl Recorder {
         for (label, count) in &other.errors {
             *self.errors.entry(label.clone()).or_default() += count;
         }
+        self.answered_errors += other.answered_errors;
     }
 
     /// Successful operations recorded.
@@ -78,6 +79,16 @@ impl Recorder {
     /// Failed operations by label.
     pub fn errors(&self) -> &BTreeMap<String, u64> {
         &self.errors
+    }
+
+    /// Operations recorded, successful or not.
+    pub fn completed(&self) -> u64 {
+        self.ops() + self.errors.values().sum::<u64>()
+    }
+
+    /// Operations the proxy answered: successes, and failures it sent a status for.
+    pub fn answered(&self) -> u64 {
+        self.ops() + self.answered_errors
     }
 
     /// The latency histogram, in microseconds.
@@ -159,7 +170,7 @@ mod tests {
         }
         worker.record_error(&Error::Busy { message: String::new(), retry_after: Duration::ZERO });
         worker.record_error(&Error::DeadlineExceeded);
-        worker.record_failure(INVALID_SIGNATURE);
+        worker.record_failure(INVALID_SIGNATURE, true);
         total.merge(&worker);
         total.merge(&worker);
 
@@ -167,6 +178,10 @@ mod tests {
         assert_eq!(total.errors().get("BUSY"), Some(&2));
         assert_eq!(total.errors().get("DEADLINE_EXCEEDED"), Some(&2));
         assert_eq!(total.errors().get("INVALID_SIGNATURE"), Some(&2));
+        assert_eq!(total.completed(), 2006);
+        // BUSY and an invalid signature are the proxy's answers; a deadline that passed
+        // on the client's side is not.
+        assert_eq!(total.answered(), 2004);
         let summary = total.summary();
         assert!((499..=501).contains(&summary.p50), "{summary:?}");
         assert!((989..=991).contains(&summary.p99), "{summary:?}");

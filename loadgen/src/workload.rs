@@ -69,6 +69,15 @@ impl OpError {
             OpError::InvalidSignature => crate::stats::INVALID_SIGNATURE,
         }
     }
+
+    /// Whether the proxy answered (a status, or a signature that does not verify)
+    /// rather than the client giving up (a deadline, a lost connection).
+    pub fn answered(&self) -> bool {
+        match self {
+            OpError::Call(error) => error.status().is_some(),
+            OpError::InvalidSignature => true,
+        }
+    }
 }
 
 impl From<keymux_client::Error> for OpError {

@@ -27,7 +27,8 @@ async fn a_short_wrap_run_measures_throughput_and_latency() {
 
     assert!(report.ops > 0, "{report}");
     assert!(report.errors.is_empty(), "{report}");
-    assert_eq!(report.throughput_ops_per_s, report.ops as f64);
+    // Every request issued in the window was answered, and answered OK.
+    assert_eq!((report.issued, report.answered), (report.ops, report.ops), "{report}");
     let latency = report.latency_us;
     assert!(latency.p50 > 0 && latency.p50 <= latency.p99 && latency.p99 <= latency.max, "{latency:?}");
     assert_eq!(server.accepted(), 2, "one connection per --connections");
@@ -67,6 +68,8 @@ async fn errors_are_counted_by_status() {
     assert_eq!(report.ops, 0);
     assert!(report.errors["BUSY"] > 0, "{report}");
     assert_eq!(report.errors.len(), 1, "{report}");
+    // BUSY is the server's answer: every request issued was answered.
+    assert_eq!((report.issued, report.answered), (report.errors["BUSY"], report.errors["BUSY"]), "{report}");
 }
 
 #[tokio::test]
@@ -95,6 +98,8 @@ async fn the_binary_prints_a_table_and_writes_json() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!((&json["issued"], &json["answered"]), (&json["ops"], &json["ops"]), "{json}");
+    assert!(json["open_loop"].is_null(), "a closed-loop run: {json}");
     assert!(json["throughput_ops_per_s"].as_f64().unwrap() > 0.0);
     assert!(json["latency_us"]["p999"].is_u64());
     assert_eq!(json["errors"], serde_json::json!({}));
@@ -120,9 +125,15 @@ async fn open_loop_mix_over_keys_against_an_embedded_proxy() {
     let completed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let report = run(scenario, std::sync::Arc::clone(&completed)).await.unwrap();
     assert_eq!(report.error_count(), 0, "{report}");
-    // About 2,000 requests in the measured second; allow for a slow debug build.
-    assert!(report.ops > 1_000, "{report}");
-    assert!(completed.load(std::sync::atomic::Ordering::Relaxed) >= report.ops);
+    // 2,000 requests are due in the measured second whatever the proxy's speed (an open
+    // loop), every one answered OK, however late.
+    assert_eq!((report.issued, report.answered, report.ops), (2_000, 2_000, 2_000), "{report}");
+    // Sent on time within 10%: the pacer's thread competes for the CPU with the embedded
+    // proxy, a debug build on this test's runtime, and with the other tests.
+    let achieved = report.open_loop.expect("the open loop reports its pacing").achieved_rate;
+    assert!((1_800.0..=2_200.0).contains(&achieved), "sent {achieved:.0}/s: {report}");
+    // The warm-up's requests were answered too, though not measured.
+    assert!(completed.load(std::sync::atomic::Ordering::Relaxed) > report.ops);
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["config"]["rate"], 2000.0);
     assert_eq!(json["config"]["mix"], "wrap=2,unwrap=1,generate-data-key=1,rewrap=1");

@@ -144,7 +144,12 @@ mod tests {
         let failure = Failure::from(OpError::Busy { key: "k".into(), retry_after: Duration::from_millis(7) });
         assert_eq!(failure.status, Status::Busy);
         assert_eq!(failure.retry_after_ms, 7);
-        assert!(failure.status.is_retryable());
-        assert_eq!(Failure::from(OpError::Integrity).status, Status::Integrity);
+        let shutting_down = Failure::from(OpError::ShuttingDown);
+        assert_eq!((shutting_down.status, shutting_down.retry_after_ms), (Status::Busy, 100));
+        // A passed deadline is retryable, but says nothing about when.
+        let timeout = Failure::from(OpError::Timeout);
+        assert_eq!((timeout.status, timeout.retry_after_ms), (Status::Timeout, 0));
+        let integrity = Failure::from(OpError::Integrity);
+        assert_eq!((integrity.status, integrity.retry_after_ms), (Status::Integrity, 0));
     }
 }

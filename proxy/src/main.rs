@@ -43,13 +43,16 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async {
         let running = server::start(&config).await?;
+        // The handlers go in before the banner says the proxy is up: a SIGHUP or SIGTERM
+        // that came before them would kill it (their default action), not reload or drain.
+        let stop = stop_signal();
+        if let Some(reloader) = running.reloader() {
+            tokio::spawn(reload_on_sighup(reloader, hangup_signal()));
+        }
         println!("{}", cli::banner(&config, &running));
         let token = running.shutdown_token();
-        if let Some(reloader) = running.reloader() {
-            tokio::spawn(reload_on_sighup(reloader));
-        }
         tokio::spawn(async move {
-            wait_for_signal().await;
+            stop.await;
             tracing::info!("shutting down: draining in-flight requests");
             token.cancel();
         });
@@ -59,34 +62,58 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Reloads the TLS certificates on every SIGHUP.
-async fn reload_on_sighup(reloader: std::sync::Arc<keymux_proxy::server::CertReloader>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot install the SIGHUP handler; certificates reload on file change only");
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            let _ = reloader.reload("sighup");
-        }
+/// The SIGHUP handler, installed now; `None` where there is none.
+#[cfg(unix)]
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = signal(SignalKind::hangup());
+    if hangup.is_err() {
+        tracing::warn!("cannot install the SIGHUP handler; certificates reload on file change only");
     }
-    #[cfg(not(unix))]
-    let _ = reloader;
+    hangup.ok()
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+#[cfg(not(unix))]
+fn hangup_signal() -> Option<()> {
+    None
+}
+
+/// Reloads the TLS certificates on every SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    reloader: std::sync::Arc<keymux_proxy::server::CertReloader>,
+    hangup: Option<tokio::signal::unix::Signal>,
+) {
+    let Some(mut hangup) = hangup else { return };
+    while hangup.recv().await.is_some() {
+        let _ = reloader.reload("sighup");
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(
+    _reloader: std::sync::Arc<keymux_proxy::server::CertReloader>,
+    _hangup: Option<()>,
+) {
+}
+
+/// Installs the SIGINT (Ctrl-C) and SIGTERM handlers now; the future resolves on either.
+#[cfg(unix)]
+fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

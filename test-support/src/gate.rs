@@ -19,6 +19,8 @@ pub struct Gate {
 struct GateState {
     closed: bool,
     waiting: usize,
+    /// Jobs in the batches of the waiting workers.
+    held: usize,
     /// Workers inside a batch (past the gate).
     active: usize,
 }
@@ -46,6 +48,12 @@ impl Gate {
         panic!("workers never reached the gate");
     }
 
+    /// Jobs in the batches that workers hold at the closed gate (the jobs still queued
+    /// are the proxy's `keymux_queue_depth`).
+    pub fn held(&self) -> usize {
+        self.state.0.lock().unwrap().held
+    }
+
     /// Waits until no worker is inside a batch: with the gate closed, every worker is
     /// then either idle or waiting at the gate, so none is in a backend call.
     pub async fn wait_until_quiet(&self) {
@@ -58,16 +66,18 @@ impl Gate {
         panic!("a worker never finished its batch");
     }
 
-    /// Waits while the gate is closed, then counts the caller as inside a batch until
-    /// the returned guard drops.
-    fn pass(&self) -> Inside<'_> {
+    /// Waits while the gate is closed with a batch of `jobs`, then counts the caller as
+    /// inside a batch until the returned guard drops.
+    fn pass(&self, jobs: usize) -> Inside<'_> {
         let (lock, condvar) = &*self.state;
         let mut state = lock.lock().unwrap();
         state.waiting += 1;
+        state.held += jobs;
         while state.closed {
             state = condvar.wait(state).unwrap();
         }
         state.waiting -= 1;
+        state.held -= jobs;
         state.active += 1;
         Inside(self)
     }
@@ -156,7 +166,7 @@ struct GatedWorker {
 
 impl BackendWorker for GatedWorker {
     fn run_batch(&mut self, key: &KeyInfo, ops: &[BatchOp], done: &mut Completions<'_>) {
-        let _inside = self.gate.pass();
+        let _inside = self.gate.pass(ops.len());
         self.inner.run_batch(key, ops, done);
     }
 }

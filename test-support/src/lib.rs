@@ -16,6 +16,7 @@
 //! | [`metrics`] | samples read from a Prometheus metrics page |
 //! | [`audit`] | events an audit log accounts for, floods' summaries included |
 //! | [`openssl`] | signatures checked by the `openssl` command line, an independent judge |
+//! | [`wait`] | waiting on an observable condition, with a timeout, instead of a sleep |
 //!
 //! Unpublished (`publish = false`). `keymux-proxy` takes it as a dev-dependency while it
 //! depends on `keymux-proxy` itself: cargo allows that cycle, because the proxy's
@@ -35,6 +36,7 @@ pub mod pkcs11;
 pub mod proxy;
 pub mod raw;
 pub mod softhsm;
+pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

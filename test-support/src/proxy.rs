@@ -123,6 +123,18 @@ impl TestProxy {
     pub fn backend_ops(&self, op: &'static str) -> u64 {
         self.server.metrics().backend_ops(self.backend.kind(), op)
     }
+
+    /// A sample of the proxy's own metrics (`keymux_queue_depth`, `keymux_connections`,
+    /// ...), read without going through the admin endpoint.
+    pub fn sample(&self, name: &str) -> f64 {
+        crate::metrics::metric(&self.server.metrics().encode(), name)
+    }
+
+    /// Jobs waiting in the proxy's queues, and in the batches held at the closed gate:
+    /// every queued request not yet at the backend.
+    pub fn held_back(&self) -> usize {
+        self.sample("keymux_queue_depth") as usize + self.gate.held()
+    }
 }
 
 /// An SDK client for `proxy` that does not retry, so every status is seen.

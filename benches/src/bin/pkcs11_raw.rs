@@ -73,7 +73,13 @@ struct Measured {
 
 /// Opens a session on `slot`, logs in and finds the highest version of `key`: the set-up
 /// a thread does before its clock starts.
-fn open(context: &Pkcs11, slot: Slot, pin: &str, key: &str, op: Op) -> anyhow::Result<(Session, ObjectHandle)> {
+fn open(
+    context: &Pkcs11,
+    slot: Slot,
+    pin: &str,
+    key: &str,
+    op: Op,
+) -> anyhow::Result<(Session, ObjectHandle)> {
     let session = context.open_rw_session(slot)?;
     match session.login(UserType::User, Some(&AuthPin::from(pin))) {
         Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
@@ -110,8 +116,14 @@ fn main() -> anyhow::Result<()> {
     let ready = Arc::new(Barrier::new(args.sessions + 1));
     let threads: Vec<_> = (0..args.sessions)
         .map(|index| {
-            let (context, stop, ready, pin, key, op) =
-                (context.clone(), Arc::clone(&stop), Arc::clone(&ready), pin.clone(), args.key.clone(), args.op);
+            let (context, stop, ready, pin, key, op) = (
+                context.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&ready),
+                pin.clone(),
+                args.key.clone(),
+                args.op,
+            );
             std::thread::spawn(move || -> anyhow::Result<Measured> {
                 let opened = open(&context, slot, &pin, &key, op);
                 ready.wait();

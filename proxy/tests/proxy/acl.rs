@@ -9,6 +9,7 @@ use keymux_proxy::config::{AclRule, Config};
 use keymux_proxy::keys::{KeyLifecycle, KeyType};
 use keymux_test_support::certs::{Issued, Pki, Subject, sdk_client};
 use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::wait::{wait_until, wait_until_async};
 
 fn rule(matcher: impl FnOnce(&mut AclRule), ops: &[&str], keys: &[&str]) -> AclRule {
     let mut rule = AclRule {
@@ -237,13 +238,13 @@ async fn in_flight_and_connection_limits_answer_busy_for_one_identity_only() {
         })
         .collect();
     proxy.gate.wait_for_blocked(1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until("greedy's four wraps held", Duration::from_secs(5), || proxy.held_back() == 4).await;
     assert!(matches!(greedy.wrap("pay", b"", &[1; 32]).await, Err(Error::Busy { .. })), "a fifth is refused");
     let polite_call = {
         let polite = Arc::clone(&polite);
         tokio::spawn(async move { polite.wrap("pay", b"", &[1; 32]).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until("polite's wrap queued beside them", Duration::from_secs(5), || proxy.held_back() == 5).await;
     proxy.gate.open();
     polite_call.await.unwrap().expect("another identity is not limited");
     for call in held {
@@ -255,9 +256,22 @@ async fn in_flight_and_connection_limits_answer_busy_for_one_identity_only() {
     let second = tls_client(&proxy, &pki, &greedy_cert).await;
     second.ping().await.unwrap();
     let endpoint = proxy.tls_endpoint();
-    let third = sdk_client(endpoint, pki.client_tls(Some(&greedy_cert)), 1).await;
+    let third = sdk_client(endpoint.clone(), pki.client_tls(Some(&greedy_cert)), 1).await;
     assert!(matches!(third, Err(Error::Busy { .. })), "{:?}", third.map(drop));
+    // Closing one gives its slot back: a new connection is let in once the proxy has
+    // seen the close.
     drop(second);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tls = pki.client_tls(Some(&greedy_cert));
+    wait_until_async("a closed connection's slot to come back", Duration::from_secs(5), || {
+        let (endpoint, tls) = (endpoint.clone(), tls.clone());
+        async move {
+            match sdk_client(endpoint, tls, 1).await {
+                Ok(client) => client.ping().await.is_ok(),
+                Err(Error::Busy { .. }) => false,
+                Err(other) => panic!("{other}"),
+            }
+        }
+    })
+    .await;
     polite.ping().await.unwrap();
 }

@@ -35,12 +35,7 @@ async fn concurrent_callers_are_served_in_batches() {
     let page = proxy.scrape().await;
     let (count, sum) = (metric(&page, "keymux_batch_size_count"), metric(&page, "keymux_batch_size_sum"));
     assert_eq!(sum, 8.0 * 20.0 * 16.0, "every wrap went through a batch");
+    // (Fewer batches than jobs means some batch held more than one: a separate check of
+    // the histogram's le="1" bucket could not fail once this one passes.)
     assert!(count < sum, "128 concurrent callers: mean batch size {:.1} should exceed 1", sum / count);
-    let largest_bucket_used = page
-        .lines()
-        .filter(|line| line.starts_with("keymux_batch_size_bucket{le=\"1.0\"}"))
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .next()
-        .unwrap();
-    assert!(largest_bucket_used < count, "some batches held more than one job");
 }

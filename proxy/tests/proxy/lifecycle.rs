@@ -1,9 +1,12 @@
 //! Unix sockets, the admin endpoints, and graceful shutdown.
 
+use std::time::Duration;
+
 use keymux_protocol::{Reply, RequestFrame, Status};
 use keymux_proxy::keys::KeyLifecycle;
 use keymux_test_support::proxy::{TestProxy, http_get};
 use keymux_test_support::raw::{RawClient, wrap_request};
+use keymux_test_support::wait::wait_until_async;
 
 #[tokio::test]
 async fn serves_on_a_unix_socket() {
@@ -47,9 +50,13 @@ async fn shutdown_drains_in_flight_requests() {
     proxy.gate.wait_for_blocked(1).await;
     client.ping().await;
     let gate = proxy.gate.clone();
+    let addr = client_addr(&client);
     let shutdown = tokio::spawn(proxy.server.shutdown());
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(client_addr(&client)).await.is_err(), "no new connections");
+    // The listener closes while the held requests are still in flight.
+    wait_until_async("the listener to refuse new connections", Duration::from_secs(5), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
     gate.open();
     for _ in 0..10 {
         assert_eq!(client.recv().await.expect("answered before closing").status(), Status::Ok);

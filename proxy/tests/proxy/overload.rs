@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use keymux_protocol::{Request, RequestFrame, Status};
+use tokio::time::Instant;
+
+use keymux_protocol::{Opcode, Request, RequestFrame, Status};
 use keymux_test_support::metrics::metric;
 use keymux_test_support::proxy::TestProxy;
 use keymux_test_support::raw::wrap_request;
@@ -52,15 +54,24 @@ async fn an_expired_deadline_times_out_before_the_backend() {
     let mut short = RequestFrame::new(3, wrap_request("default", b"", &[0; 32]));
     short.timeout_ms = Some(20);
     client.send(&short).await;
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // The PING is answered once the proxy has read it, and so the request before it:
+    // that request's 20 ms deadline runs from a moment before `read`.
+    client.ping().await;
+    let read = Instant::now();
+    tokio::time::sleep_until(read + Duration::from_millis(21)).await;
     proxy.gate.open();
     let mut statuses = [client.recv().await.unwrap(), client.recv().await.unwrap()];
     statuses.sort_by_key(|r| r.request_id);
     assert_eq!(statuses[0].status(), Status::Ok);
     assert_eq!(statuses[1].status(), Status::Timeout, "expired while queued");
     let failure = statuses[1].result.as_ref().unwrap_err();
-    assert!(failure.retry_after_ms == 0 || failure.status.is_retryable());
+    assert_eq!(failure.retry_after_ms, 0, "a passed deadline has no retry hint");
     assert_eq!(proxy.backend_ops("wrap") - before, 1, "only the live request reached the backend");
+    // Both deadlines were counted as TIMEOUT, and nothing as BUSY.
+    let metrics = proxy.server.metrics();
+    assert_eq!(metrics.requests(Opcode::Wrap, Status::Timeout), 2);
+    assert_eq!(metrics.requests(Opcode::Wrap, Status::Busy), 0);
+    assert_eq!(metrics.requests(Opcode::Wrap, Status::Ok), 1);
 }
 
 #[tokio::test]
@@ -81,7 +92,16 @@ async fn a_client_that_stops_reading_stops_being_read() {
         panic!("the proxy kept reading a client that never reads its responses");
     });
     let (sent, mut client) = writer.await.unwrap();
-    assert!(sent < 50_000);
+    // What the proxy took in: its 8 requests in flight, and what the kernel buffers hold
+    // on the way (requests of 8 KiB one way, their 4 KiB answers the other, so fewer
+    // frames than the largest send and receive buffers hold in 4 KiB). Reading on
+    // regardless would have gone far past that.
+    let buffered = 2 * (sysctl_max("net/ipv4/tcp_rmem") + sysctl_max("net/ipv4/tcp_wmem")) / 4096;
+    assert!(
+        sent <= 8 + buffered,
+        "the proxy read {sent} requests; its limit and the buffers hold {}",
+        8 + buffered
+    );
     let mut other = proxy.connect().await;
     other.ping().await;
     let mut received = 0;
@@ -89,4 +109,10 @@ async fn a_client_that_stops_reading_stops_being_read() {
         client.recv().await.unwrap();
         received += 1;
     }
+}
+
+/// The largest buffer size of a Linux TCP buffer setting (its third value), in bytes.
+fn sysctl_max(name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap();
+    text.split_whitespace().nth(2).unwrap().parse().unwrap()
 }

@@ -1,11 +1,13 @@
 //! Many requests in flight on one connection, answered out of order.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use keymux_protocol::{Reply, Request, RequestFrame};
 use keymux_test_support::proxy::TestProxy;
 use keymux_test_support::raw::{RawClient, unwrap_request, wrap_request};
+use keymux_test_support::wait::wait_until;
 
 #[tokio::test]
 async fn responses_overtake_slower_requests() {
@@ -23,10 +25,13 @@ async fn responses_overtake_slower_requests() {
     assert!(matches!(second.result, Ok(Reply::Wrap { .. })));
 }
 
+/// 10,000 requests written back to back on one connection, without waiting for
+/// answers: the proxy takes in as many as its in-flight limit allows (1,024 by default),
+/// which the gate shows held at once, and answers every one, out of order.
 #[tokio::test]
-async fn ten_thousand_concurrent_calls_on_one_connection() {
+async fn ten_thousand_pipelined_calls_fill_one_connections_in_flight_limit() {
     const CALLS: u64 = 10_000;
-    let proxy = TestProxy::start(|_| {}).await;
+    let proxy = TestProxy::start(|config| config.batch.executor_threads = 1).await;
     let mut setup = proxy.connect().await;
     let blobs: Vec<Vec<u8>> = futures_util::future::join_all((0..4u8).map(|i| {
         let addr = proxy.addr();
@@ -37,6 +42,7 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
 
     let client = proxy.connect().await;
     let (mut writer, mut reader) = (client.writer, client.reader);
+    proxy.gate.close();
     let sender = tokio::spawn({
         let blobs = blobs.clone();
         async move {
@@ -53,6 +59,18 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
             writer
         }
     });
+
+    // With the gate closed, PINGs are answered and the rest wait: wraps and data keys in
+    // the queue, the first unwrap of each of the 4 blobs too (the others wait on those).
+    // The proxy stops reading at 1,024 unanswered, a third of them unwraps: so at least
+    // 2/3 x 1,024 - 64 (one batch at the gate) + 4 = 622 are queued or held at once.
+    // Read one by one, at most a handful would be.
+    wait_until("600 requests of one connection held at once", Duration::from_secs(10), || {
+        proxy.held_back() >= 600
+    })
+    .await;
+    assert!(proxy.held_back() <= 1024, "more than the in-flight limit was read: {}", proxy.held_back());
+    proxy.gate.open();
 
     let mut seen = HashMap::new();
     let mut out_of_order = 0;

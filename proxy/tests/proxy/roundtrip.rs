@@ -1,8 +1,11 @@
 //! The four operations, end to end.
 
+use std::time::Duration;
+
 use keymux_protocol::{BlobHeader, Reply, Request, RequestFrame, Status};
 use keymux_proxy::keys::{KeyAdminError, KeyLifecycle};
 use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::wait::wait_until;
 
 #[tokio::test]
 async fn wrap_then_unwrap_returns_the_key() {
@@ -53,11 +56,14 @@ async fn disabled_version_is_refused_even_when_cached() {
     let proxy = TestProxy::start(|_| {}).await;
     let mut client = proxy.connect().await;
     let blob = client.wrap("default", b"", &[3; 32]).await.unwrap();
-    assert!(client.unwrap(b"", &blob).await.is_ok(), "now cached");
+    assert_eq!(client.unwrap(b"", &blob).await.unwrap(), vec![3; 32]);
+    assert_eq!(client.unwrap(b"", &blob).await.unwrap(), vec![3; 32]);
+    assert_eq!(proxy.server.metrics().cache_hits(), 1, "the second unwrap was served from the cache");
     proxy.backend.rotate_key("default").unwrap();
     proxy.backend.set_version_state("default", 1, keymux_proxy::keys::VersionState::Disabled).unwrap();
     proxy.server.refresh_keys().unwrap();
     assert_eq!(client.unwrap(b"", &blob).await, Err(Status::KeyDisabled));
+    assert_eq!(proxy.backend_ops("unwrap"), 1, "refused without a backend call");
 }
 
 #[tokio::test]
@@ -78,6 +84,8 @@ async fn destroying_a_version_drops_its_cached_keys_and_never_reuses_its_number(
     let mut client = proxy.connect().await;
     let v1 = client.wrap("default", b"", &[1; 32]).await.unwrap();
     client.unwrap(b"", &v1).await.unwrap();
+    client.unwrap(b"", &v1).await.unwrap();
+    assert_eq!(proxy.server.metrics().cache_hits(), 1, "the second unwrap was served from the cache");
     assert_eq!(proxy.server.cache().unwrap().entry_count(), 1);
 
     let refused = proxy.backend.destroy_version("default", 1).unwrap_err();
@@ -96,13 +104,11 @@ async fn destroying_a_version_drops_its_cached_keys_and_never_reuses_its_number(
     // moka applies invalidation predicates during housekeeping (never returning a
     // matching entry meanwhile): wait for the entry to be gone for good.
     let cache = proxy.server.cache().unwrap();
-    for _ in 0..100 {
-        if cache.entry_count() == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(cache.entry_count(), 0, "the destroyed version left the cache");
+    wait_until("the destroyed version to leave the cache", Duration::from_secs(5), || {
+        cache.entry_count() == 0
+    })
+    .await;
     assert_eq!(client.unwrap(b"", &v1).await, Err(Status::Integrity));
+    assert_eq!(proxy.server.metrics().cache_hits(), 1, "and was not served from it");
     assert_eq!(proxy.backend.rotate_key("default").unwrap(), 3, "numbers are never reused");
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keymux_client::{CallOptions, Client, ClientConfig, Endpoint, Error};
+use keymux_protocol::{Opcode, Status};
 use keymux_test_support::proxy::TestProxy;
+use keymux_test_support::wait::wait_until;
 
 async fn client_for(proxy: &TestProxy, connections: usize) -> Client {
     let mut config = ClientConfig::new(vec![Endpoint::from(proxy.addr())]);
@@ -40,23 +42,37 @@ async fn envelopes_seal_and_open_through_the_proxy() {
     assert!(matches!(client.open(b"record=8", &envelope).await, Err(Error::Integrity { .. })));
 }
 
+/// 10,000 callers on one SDK connection: the SDK keeps as many in flight as the proxy
+/// allows (1,024 by default), which the gate shows queued at once, and every call comes
+/// back with its own answer.
 #[tokio::test]
-async fn ten_thousand_concurrent_sdk_calls_on_one_connection() {
-    let proxy = TestProxy::start(|_| {}).await;
+async fn ten_thousand_concurrent_sdk_calls_fill_one_connection_to_its_limit() {
+    let proxy = TestProxy::start(|config| config.batch.executor_threads = 1).await;
     let client = Arc::new(client_for(&proxy, 1).await);
-    let calls = (0..10_000u32).map(|i| {
-        let client = Arc::clone(&client);
-        tokio::spawn(async move {
-            let dek = i.to_be_bytes().repeat(8);
-            let blob = client.wrap("default", &i.to_le_bytes(), &dek).await.unwrap();
-            assert_eq!(client.unwrap(&i.to_le_bytes(), &blob).await.unwrap().expose(), dek);
+    let limit = client.server_info().max_in_flight as usize;
+    assert_eq!(limit, 1024);
+    proxy.gate.close();
+    let calls: Vec<_> = (0..10_000u32)
+        .map(|i| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                let dek = i.to_be_bytes().repeat(8);
+                let blob = client.wrap("default", &i.to_le_bytes(), &dek).await.unwrap();
+                assert_eq!(client.unwrap(&i.to_le_bytes(), &blob).await.unwrap().expose(), dek);
+            })
         })
-    });
+        .collect();
+    // Every wrap queues at the backend while the gate is closed: the limit is reached
+    // when 1,024 of them are held at once, on the one connection.
+    wait_until("1,024 wraps held at the gate", Duration::from_secs(10), || proxy.held_back() == limit).await;
+    assert_eq!(proxy.sample("keymux_connections"), 1.0);
+    proxy.gate.open();
     for call in futures_util::future::join_all(calls).await {
         call.unwrap();
     }
     let metrics = proxy.server.metrics();
-    assert_eq!(metrics.requests(keymux_protocol::Opcode::Wrap, keymux_protocol::Status::Ok), 10_000);
+    assert_eq!(metrics.requests(Opcode::Wrap, Status::Ok), 10_000);
+    assert_eq!(metrics.requests(Opcode::Unwrap, Status::Ok), 10_000);
 }
 
 #[tokio::test]
@@ -74,11 +90,15 @@ async fn the_sdk_retries_busy_until_the_queue_drains() {
         })
         .collect();
     proxy.gate.wait_for_blocked(1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // One wrap held at the gate, one in the queue of one: the other three were BUSY.
+    let metrics = proxy.server.metrics();
+    wait_until("three wraps answered BUSY", Duration::from_secs(5), || {
+        metrics.requests(Opcode::Wrap, Status::Busy) >= 3
+    })
+    .await;
     proxy.gate.open();
     for call in calls {
         call.await.unwrap().expect("BUSY was retried until it went through");
     }
-    let busy = proxy.server.metrics().requests(keymux_protocol::Opcode::Wrap, keymux_protocol::Status::Busy);
-    assert!(busy > 0, "the queue of one did answer BUSY");
+    assert_eq!(metrics.requests(Opcode::Wrap, Status::Ok), 5, "each call went through once");
 }
