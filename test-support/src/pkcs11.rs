@@ -117,3 +117,15 @@ fn softhsm_token(conf: &Path) -> TestToken {
     std::fs::write(&pin_file, PIN).unwrap();
     TestToken { module, label: Some(label), slot: None, pin_file }
 }
+
+/// The test module in front of the test token's that chooses its own AES-GCM IVs
+/// (`test-support/pkcs11-own-iv`), built beside the test binaries by
+/// `cargo build -p keymux-pkcs11-own-iv` (`./scripts/test` does).
+pub fn own_iv_module() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary>
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let module = profile.join("libkeymux_pkcs11_own_iv.so");
+    assert!(module.exists(), "{} is missing: run cargo build -p keymux-pkcs11-own-iv", module.display());
+    module
+}

@@ -8,7 +8,7 @@ use keymux_client::Error;
 use keymux_protocol::BlobHeader;
 use keymux_proxy::backend::pkcs11::Pkcs11Mechanism;
 use keymux_proxy::keys::{KeyLifecycle, VersionState};
-use keymux_test_support::pkcs11::{one_at_a_time, token};
+use keymux_test_support::pkcs11::{one_at_a_time, own_iv_module, token};
 use keymux_test_support::proxy::{TestProxy, client_for};
 use keymux_test_support::unique_key;
 
@@ -25,6 +25,29 @@ async fn operations_on_the_token() {
 #[tokio::test]
 async fn operations_on_the_token_with_cbc_and_hmac() {
     operations_with(Pkcs11Mechanism::AesCbcHmacSha256).await;
+}
+
+/// A token that ignores the caller's AES-GCM IV and writes the one it chose into the
+/// mechanism parameter (AWS CloudHSM does): the blobs store the IV it used, so they
+/// open. Before the IV was read back, every such blob failed with INTEGRITY.
+#[tokio::test]
+async fn a_token_choosing_its_own_gcm_ivs_writes_blobs_that_open() {
+    let _turn = one_at_a_time().await;
+    let proxy = TestProxy::start_hsm(|config| {
+        let mut hsm = token().config(2);
+        hsm.module = own_iv_module();
+        config.backend = keymux_proxy::backend::BackendConfig::Pkcs11(hsm);
+    })
+    .await;
+    let key = unique_key("own-iv");
+    proxy.create_key(&key);
+    let client = client_for(&proxy).await;
+    for round in 0..8u8 {
+        let blob = client.wrap(&key, b"ctx", &[round; 32]).await.unwrap();
+        assert_eq!(client.unwrap(b"ctx", &blob).await.unwrap().expose(), &[round; 32]);
+    }
+    let data_key = client.generate_data_key(&key, b"gdk", 32).await.unwrap();
+    assert_eq!(client.unwrap(b"gdk", &data_key.blob).await.unwrap().expose(), data_key.plaintext.expose());
 }
 
 async fn operations_with(mechanism: Pkcs11Mechanism) {

@@ -19,6 +19,7 @@
 //! object's attributes.
 
 mod config;
+mod gcm;
 mod iv;
 pub mod labels;
 mod metrics;
@@ -81,6 +82,9 @@ pub enum Pkcs11Error {
     /// Logging in failed.
     #[error("login to the token failed: {0}")]
     Login(CkError),
+    /// The token's AES-GCM does not round-trip: blobs it sealed could not be opened.
+    #[error("the token failed keymux's AES-GCM self-test, so it is not used: {0}")]
+    SelfTest(String),
 }
 
 /// What every session of this backend shares.
@@ -182,7 +186,16 @@ impl Pkcs11Backend {
             recovery_fence: std::sync::RwLock::new(()),
             metrics: metrics::Pkcs11Metrics::default(),
         });
-        shared.open_session().map_err(Pkcs11Error::Login)?;
+        let session = shared.open_session().map_err(Pkcs11Error::Login)?;
+        if scheme == Scheme::Gcm {
+            match gcm::self_test(&session).map_err(Pkcs11Error::SelfTest)? {
+                gcm::IvHandling::KeepsCallersIv => {}
+                gcm::IvHandling::ChoosesItsOwn => tracing::info!(
+                    slot = slot.id(),
+                    "the token chooses its own AES-GCM IVs; blobs store the IV it reports"
+                ),
+            }
+        }
         Ok(Self { shared, sessions: config.sessions })
     }
 

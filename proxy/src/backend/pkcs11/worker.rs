@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keymux_protocol::{BlobHeader, BlobMode, Reply, SecretBytes};
 
+use super::gcm;
 use super::iv::IvSequence;
 use super::pairs::Mechanisms;
 use super::scheme::{CBC_IV_LEN, GCM_IV_LEN, GCM_TAG_LEN, MAC_LEN, Scheme, mac_input};
@@ -32,8 +32,6 @@ use super::{Shared, describe, labels, signing};
 use crate::backend::{BackendFault, BackendWorker, BatchOp, Completions, Op, ParsedBlob, RetryReason};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
-
-const TAG_BITS: u64 = (GCM_TAG_LEN * 8) as u64;
 
 /// Why one operation failed: [`BackendFault`], where a lost session is the retryable
 /// [`RetryReason::SessionLost`].
@@ -90,10 +88,18 @@ struct OpenSession {
 }
 
 impl OpenSession {
-    fn open(shared: &Shared) -> Result<Self, CkError> {
+    /// Opens and logs in a session, which must pass the AES-GCM self-test (when that is
+    /// the scheme) before it serves; otherwise a secret-free sentence why not.
+    fn open(shared: &Shared) -> Result<Self, String> {
         let epoch = shared.session_epoch.load(Ordering::SeqCst);
-        let session = shared.open_session()?;
-        let fixed = Self::fixed_field(&session)?;
+        let session = shared.open_session().map_err(|e| describe(&e))?;
+        if shared.scheme == Scheme::Gcm {
+            gcm::self_test(&session).map_err(|why| {
+                tracing::error!(%why, "the PKCS#11 session failed the AES-GCM self-test; not using it");
+                format!("the token failed the AES-GCM self-test: {why}")
+            })?;
+        }
+        let fixed = Self::fixed_field(&session).map_err(|e| describe(&e))?;
         Ok(Self {
             session,
             epoch,
@@ -201,11 +207,10 @@ impl OpenSession {
             Scheme::Gcm => {
                 let handle = self.aes_key(&key.name, version)?;
                 let mut iv = self.next_iv()?;
-                blob.extend_from_slice(&iv);
-                let params = GcmParams::new(&mut iv, &associated, TAG_BITS.into())
-                    .map_err(|e| OpError::Internal(describe(&e)))?;
                 let sealed =
-                    self.session.encrypt(&Mechanism::AesGcm(params), handle, plaintext).map_err(fail)?;
+                    gcm::encrypt(&self.session, handle, &mut iv, &associated, plaintext).map_err(fail)?;
+                // The IV the token used: some choose their own and write it back.
+                blob.extend_from_slice(&iv);
                 blob.extend_from_slice(&sealed);
             }
             Scheme::CbcHmac => {
@@ -275,10 +280,8 @@ impl OpenSession {
             return Err(OpError::Integrity.into());
         }
         let (iv, sealed) = body.split_at(GCM_IV_LEN);
-        let mut iv: [u8; GCM_IV_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
-        let params = GcmParams::new(&mut iv, associated, TAG_BITS.into())
-            .map_err(|e| OpError::Internal(describe(&e)))?;
-        match self.session.decrypt(&Mechanism::AesGcm(params), handle, sealed) {
+        let iv: [u8; GCM_IV_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
+        match gcm::decrypt(&self.session, handle, iv, associated, sealed) {
             Ok(plaintext) => Ok(SecretBytes::new(plaintext)),
             // Modules differ in how they report a GCM tag mismatch: SoftHSM2 says
             // CKR_GENERAL_ERROR, others CKR_FUNCTION_FAILED or CKR_ENCRYPTED_DATA_INVALID.
@@ -391,8 +394,8 @@ impl Pkcs11Worker {
                 }
                 Err(error) => {
                     self.next_probe = Some(Instant::now() + self.shared.probe_interval);
-                    tracing::warn!(error = %describe(&error), "cannot open a PKCS#11 session");
-                    return Err(self.unavailable(describe(&error)));
+                    tracing::warn!(%error, "cannot open a PKCS#11 session");
+                    return Err(self.unavailable(error));
                 }
             }
         }
