@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keymux_protocol::{Opcode, Reply, Request, SecretBytes};
+use keymux_protocol::{BlobHeader, Opcode, Reply, Request, SecretBytes};
 use tokio::time::{Instant, sleep_until};
 
 use crate::config::{CallOptions, ClientConfig, Endpoint};
@@ -130,7 +130,9 @@ impl Client {
     }
 
     /// Re-wraps `blob` under its key's current version (after a rotation); the `aad`
-    /// stays the same.
+    /// stays the same. The answer must be the same key at the same or a later version
+    /// ([`Error::RewrapWentBack`] otherwise), so a stale proxy never moves a blob back
+    /// to a version an admin may be about to destroy.
     pub async fn rewrap(&self, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>> {
         self.rewrap_with(aad, blob, &CallOptions::default()).await
     }
@@ -139,7 +141,10 @@ impl Client {
     pub async fn rewrap_with(&self, aad: &[u8], blob: &[u8], options: &CallOptions) -> Result<Vec<u8>> {
         let request = Request::Rewrap { aad: aad.to_vec(), blob: blob.to_vec() };
         match self.call(request, options).await? {
-            Reply::Rewrap { blob } => Ok(blob),
+            Reply::Rewrap { blob: rewrapped } => {
+                check_rewrap_went_forward(blob, &rewrapped)?;
+                Ok(rewrapped)
+            }
             other => Err(unexpected(Opcode::Rewrap, &other)),
         }
     }
@@ -187,8 +192,56 @@ impl Client {
     }
 }
 
+/// Checks that `rewrapped` is under the same key as `original`, at the same or a later
+/// version. A blob the client sent that does not parse was refused by the proxy before
+/// this is reached, so only the answer's header is treated as a protocol violation.
+fn check_rewrap_went_forward(original: &[u8], rewrapped: &[u8]) -> Result<()> {
+    let Ok((before, _)) = BlobHeader::parse(original) else { return Ok(()) };
+    let (after, _) = BlobHeader::parse(rewrapped).map_err(ProtocolError::MalformedBlob)?;
+    if after.key == before.key && after.version >= before.version {
+        return Ok(());
+    }
+    Err(Error::RewrapWentBack {
+        key: before.key,
+        from: before.version,
+        new_key: after.key,
+        to: after.version,
+    })
+}
+
 /// A reply of the wrong kind; the connection already checks the opcode, so this is a
 /// defence against a decoder change rather than an expected path.
 pub(crate) fn unexpected(expected: Opcode, reply: &Reply) -> Error {
     ProtocolError::UnexpectedReply { expected: expected as u8, got: reply.opcode() as u8 }.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use keymux_protocol::BlobMode;
+
+    use super::*;
+
+    fn blob(key: &str, version: u32) -> Vec<u8> {
+        let mut bytes = BlobHeader { key: key.into(), version, mode: BlobMode::Direct }.to_bytes().unwrap();
+        bytes.extend_from_slice(&[0; 28]);
+        bytes
+    }
+
+    #[test]
+    fn a_rewrap_must_keep_the_key_and_not_go_back() {
+        assert!(check_rewrap_went_forward(&blob("k", 2), &blob("k", 3)).is_ok());
+        assert!(check_rewrap_went_forward(&blob("k", 3), &blob("k", 3)).is_ok(), "already current");
+        assert!(matches!(
+            check_rewrap_went_forward(&blob("k", 3), &blob("k", 2)),
+            Err(Error::RewrapWentBack { from: 3, to: 2, .. })
+        ));
+        assert!(matches!(
+            check_rewrap_went_forward(&blob("k", 1), &blob("other", 5)),
+            Err(Error::RewrapWentBack { .. })
+        ));
+        assert!(matches!(
+            check_rewrap_went_forward(&blob("k", 1), b"junk"),
+            Err(Error::Protocol(ProtocolError::MalformedBlob(_)))
+        ));
+    }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use keymux_protocol::{Algorithm, EncodeError, Failure, FrameError, Rejected, Status};
+use keymux_protocol::{Algorithm, BlobError, EncodeError, Failure, FrameError, Rejected, Status};
 
 use crate::config::Endpoint;
 
@@ -118,6 +118,23 @@ pub enum Error {
     /// An envelope is malformed or does not decrypt.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// A REWRAP came back under another key, or an older version, than the blob had:
+    /// the proxy's key list is stale (or it is not the proxy it should be). Keep the
+    /// original blob; the rewrapped one is not returned.
+    #[error(
+        "REWRAP returned {new_key:?} version {to} for a blob of {key:?} version {from}: the proxy's key \
+         list looks stale; keep the original blob"
+    )]
+    RewrapWentBack {
+        /// The original blob's key.
+        key: String,
+        /// The original blob's version.
+        from: u32,
+        /// The key the proxy answered with.
+        new_key: String,
+        /// The version the proxy answered with.
+        to: u32,
+    },
     /// A public key cannot do what was asked locally (verify, wrap offline).
     #[error(transparent)]
     PublicKey(#[from] PublicKeyError),
@@ -225,6 +242,9 @@ pub enum ProtocolError {
     /// A failure carried a status that is not a failure.
     #[error("unexpected status {0}")]
     UnexpectedStatus(Status),
+    /// A REWRAP answered with a blob whose header does not parse.
+    #[error("REWRAP returned a malformed blob: {0}")]
+    MalformedBlob(BlobError),
     /// HELLO announced limits the client cannot work with.
     #[error("HELLO announced max_frame {max_frame}, outside the protocol's range")]
     InvalidHello {
