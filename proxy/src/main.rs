@@ -17,8 +17,17 @@ fn main() -> anyhow::Result<()> {
             match keymux_proxy::audit::verify(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?
             {
-                Ok(records) => {
-                    println!("{}: {records} records, chain intact", file.display());
+                Ok(verified) => {
+                    let from = match verified.first_seq {
+                        1 => String::new(),
+                        seq => format!(", from seq {seq} (earlier records removed by rotation)"),
+                    };
+                    println!(
+                        "{}: {} records in {} files, chain intact{from}",
+                        file.display(),
+                        verified.records,
+                        verified.files
+                    );
                     Ok(())
                 }
                 Err(broken) => {

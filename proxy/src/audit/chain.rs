@@ -92,6 +92,26 @@ struct Checked {
     seq: u64,
     prev: String,
     hash: String,
+    /// For the `rotated` record a file started by rotation begins with: through which
+    /// `seq` rotation had removed records.
+    removed_through: Option<u64>,
+}
+
+/// Through which `seq` rotation has removed records of the log at `path`, as the
+/// `rotated` record its current file starts with says (0 if it starts otherwise).
+pub(super) fn removed_through_seq(path: &Path) -> io::Result<u64> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(0);
+    }
+    let mut first = String::new();
+    // A record is far shorter; the bound keeps a strange file from filling memory.
+    BufReader::new(file.take(64 * 1024)).read_line(&mut first)?;
+    Ok(check_line(first.trim_end()).ok().and_then(|record| record.removed_through).unwrap_or(0))
 }
 
 /// Checks one line's own hash, returning its fields.
@@ -110,42 +130,95 @@ fn check_line(line: &str) -> Result<Checked, String> {
     if hash_body(&body) != hash {
         return Err("the record's hash does not match its contents".into());
     }
-    Ok(Checked { seq, prev, hash })
+    let removed_through = if value.get("event").and_then(|v| v.as_str()) == Some("rotated") {
+        Some(field("removed_through_seq")?.as_u64().ok_or("removed_through_seq is not a number")?)
+    } else {
+        None
+    };
+    Ok(Checked { seq, prev, hash, removed_through })
 }
 
 /// Why a log does not verify: the first broken record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
+#[error("{}, line {line}: {reason}", file.display())]
 pub struct ChainError {
+    /// The file holding it.
+    pub file: PathBuf,
     /// 1-based line number of the first broken record.
     pub line: usize,
     /// What is wrong with it.
     pub reason: String,
 }
 
-/// Checks the whole chain of the log at `path`, returning the number of records.
-pub fn verify(path: &Path) -> Result<Result<u64, ChainError>, io::Error> {
-    let reader = BufReader::new(File::open(path)?);
-    let mut prev = GENESIS.to_owned();
-    let mut seq = 0;
-    for (index, line) in reader.lines().enumerate() {
-        let line = line?;
-        let broken = |reason: String| Ok(Err(ChainError { line: index + 1, reason }));
-        let record = match check_line(&line) {
-            Ok(record) => record,
-            Err(reason) => return broken(reason),
-        };
-        if record.prev != prev {
-            return broken(
-                "prev does not match the previous record's hash (a record was changed, removed or inserted)"
-                    .into(),
-            );
+/// What [`verify`] found intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked, across every file.
+    pub records: u64,
+    /// Files checked: the log and the rotated files beside it.
+    pub files: usize,
+    /// The first record's `seq`: above 1 when the oldest files were removed by
+    /// rotation (the first remaining file says what was removed).
+    pub first_seq: u64,
+}
+
+/// Checks the whole chain of the log at `path`, through its rotated files
+/// (`<path>.<n>` ... `<path>.1`, oldest first): every record verifies, and each follows
+/// the one before it, across files; the records before the first are exactly those that
+/// rotation says it removed.
+pub fn verify(path: &Path) -> Result<Result<Verified, ChainError>, io::Error> {
+    let files = super::rotation::files_oldest_first(path);
+    let mut last: Option<(u64, String)> = None;
+    let mut removed_through = 0;
+    let mut found = Verified { records: 0, files: files.len(), first_seq: 1 };
+    for file in &files {
+        let reader = BufReader::new(File::open(file)?);
+        for (index, line) in reader.lines().enumerate() {
+            let line = line?;
+            let broken = |reason: String| Ok(Err(ChainError { file: file.clone(), line: index + 1, reason }));
+            let record = match check_line(&line) {
+                Ok(record) => record,
+                Err(reason) => return broken(reason),
+            };
+            match &last {
+                None if record.seq == 1 && record.prev != GENESIS => {
+                    return broken("the first record does not start the chain".into());
+                }
+                None if record.seq > 1 && record.removed_through.is_none() => {
+                    return broken(format!(
+                        "the log starts at seq {} with no rotated record (its head was cut)",
+                        record.seq
+                    ));
+                }
+                None => found.first_seq = record.seq,
+                Some((seq, prev)) => {
+                    if record.prev != *prev {
+                        return broken(
+                            "prev does not match the previous record's hash (a record was changed, removed \
+                             or inserted, or a file is missing)"
+                                .into(),
+                        );
+                    }
+                    if record.seq != seq + 1 {
+                        return broken(format!("seq {} follows {seq}", record.seq));
+                    }
+                }
+            }
+            found.records += 1;
+            removed_through = removed_through.max(record.removed_through.unwrap_or(0));
+            last = Some((record.seq, record.hash));
         }
-        if record.seq != seq + 1 {
-            return broken(format!("seq {} follows {seq}", record.seq));
-        }
-        prev = record.hash;
-        seq = record.seq;
     }
-    Ok(Ok(seq))
+    if found.first_seq != removed_through + 1 {
+        return Ok(Err(ChainError {
+            file: files[0].clone(),
+            line: 1,
+            reason: format!(
+                "the chain starts at seq {}, but rotation removed records only through seq {removed_through} \
+                 (a file is missing)",
+                found.first_seq
+            ),
+        }));
+    }
+    Ok(Ok(found))
 }

@@ -28,7 +28,8 @@
 //! `keymux_audit_failing` is 1 until a write succeeds again, and `/healthz` says so.
 //! A last line cut short by a crash (no newline, does not parse) is moved aside to
 //! `<log>.torn-<time>` on start, and a record says so; a complete last line that does
-//! not verify is tampering, and the log refuses to open.
+//! not verify is tampering, and the log refuses to open. The file is rotated by size
+//! (`rotation.rs`), the chain running on across files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -43,9 +44,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 mod chain;
+mod rotation;
 
-pub use chain::{ChainError, verify};
+pub use chain::{ChainError, Verified, verify};
 use chain::{HASH_FIELD, hash_body, last_record, move_torn_tail};
+pub use rotation::Rotation;
 
 /// Records queued ahead of the writer before new ones are counted as dropped.
 const QUEUE: usize = 64 * 1024;
@@ -90,6 +93,13 @@ pub enum Event {
         action: String,
         /// Details, without secrets.
         detail: String,
+    },
+    /// The first record of a file started by rotation (see `rotation.rs`).
+    Rotated {
+        /// The file the chain continues from (`<log>.1`).
+        continues: String,
+        /// The last `seq` of the files rotation removed, ever: 0 while none was.
+        removed_through_seq: u64,
     },
     /// Records lost because the queue was full.
     Dropped {
@@ -193,21 +203,25 @@ impl AuditLog {
     /// starts the writer thread, which reports its write failures on `health`. A torn
     /// last record is moved aside first (and recorded). The thread ends when every
     /// handle is dropped.
-    pub fn open(path: &Path, health: AuditHealth) -> io::Result<Self> {
+    pub fn open(path: &Path, rotation: Rotation, health: AuditHealth) -> io::Result<Self> {
         let (seq, prev, torn) = last_record(path)?;
         let recovered = match torn {
             Some(offset) => Some(move_torn_tail(path, offset)?),
             None => None,
         };
-        let mut options = OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path)?;
+        let file = open_for_append(path)?;
+        let metadata = file.metadata()?;
+        // Only a regular file is ever renamed.
+        let rotation = if metadata.is_file() { rotation } else { Rotation { max_bytes: 0, ..rotation } };
+        let size = metadata.len();
+        let removed_through_seq = chain::removed_through_seq(path)?;
         let (sender, receiver) = crossbeam_channel::bounded(QUEUE);
         let inner = Arc::new(Inner { sender, dropped: AtomicU64::new(0) });
         let writer = Writer {
             file: BufWriter::new(file),
+            size,
+            rotation,
+            removed_through_seq,
             seq,
             prev,
             path: path.to_owned(),
@@ -248,8 +262,22 @@ impl AuditLog {
     }
 }
 
+/// Opens (or creates, mode 0600) `path` for appending.
+fn open_for_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 struct Writer {
     file: BufWriter<File>,
+    /// The current file's length in bytes.
+    size: u64,
+    rotation: Rotation,
+    /// The last `seq` of the files rotation removed (carried in every `rotated` record).
+    removed_through_seq: u64,
     seq: u64,
     prev: String,
     path: PathBuf,
@@ -348,7 +376,23 @@ impl Writer {
         }
     }
 
+    /// Appends `event` as the next record, first rotating the file if the record would
+    /// take it past the bound.
     fn append(&mut self, event: &Event) -> io::Result<()> {
+        let (mut line, mut hash) = self.next_line(event)?;
+        if self.rotation.due(self.size, line.len()) {
+            self.start_new_file()?;
+            (line, hash) = self.next_line(event)?;
+        }
+        self.file.write_all(line.as_bytes())?;
+        self.seq += 1;
+        self.prev = hash;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// The line recording `event` after the last record, and its hash.
+    fn next_line(&self, event: &Event) -> io::Result<(String, String)> {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let body = Body { seq: self.seq + 1, time, prev: &self.prev, event };
         let mut line = serde_json::to_string(&body).map_err(io::Error::other)?;
@@ -357,10 +401,20 @@ impl Writer {
         line.push_str(HASH_FIELD);
         line.push_str(&hash);
         line.push_str("\"}\n");
-        self.file.write_all(line.as_bytes())?;
-        self.seq += 1;
-        self.prev = hash;
-        Ok(())
+        Ok((line, hash))
+    }
+
+    /// Syncs the full file, rotates it and starts the new one with a `rotated` record,
+    /// which continues the chain.
+    fn start_new_file(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        let removed = self.rotation.rotate(&self.path)?;
+        self.removed_through_seq = self.removed_through_seq.max(removed);
+        self.file = BufWriter::new(open_for_append(&self.path)?);
+        self.size = 0;
+        let continues = rotation::rotated(&self.path, 1).display().to_string();
+        self.append(&Event::Rotated { continues, removed_through_seq: self.removed_through_seq })
     }
 }
 
@@ -376,7 +430,7 @@ mod tests {
     fn reopening_reads_a_tail_that_starts_inside_a_character() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         let denied = |key: &str| Event::Denied {
             principal: "é".repeat(400),
             peer: "p".into(),
@@ -396,17 +450,17 @@ mod tests {
             assert!(records < 1000, "never landed inside a character");
         }
         drop(log);
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         log.record(denied("after"));
         log.sync();
-        assert_eq!(verify(&path).unwrap(), Ok(records + 1));
+        assert_eq!(verify(&path).unwrap().map(|verified| verified.records), Ok(records + 1));
     }
 
     #[test]
     fn a_torn_last_record_is_moved_aside_and_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         log.record(admin("start"));
         log.sync();
         drop(log);
@@ -414,10 +468,11 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"seq\":2,\"time\":\"2026-").unwrap();
         drop(file);
-        let log = AuditLog::open(&path, AuditHealth::default()).expect("a torn tail does not stop the proxy");
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default())
+            .expect("a torn tail does not stop the proxy");
         log.record(admin("after"));
         log.sync();
-        assert_eq!(verify(&path).unwrap(), Ok(3), "start, the recovery record, after");
+        assert_eq!(records(&path), Ok(3), "start, the recovery record, after");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("audit_tail_recovered"), "{text}");
         let aside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).collect();
@@ -428,20 +483,20 @@ mod tests {
     fn a_complete_but_tampered_last_record_still_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         log.record(admin("start"));
         log.sync();
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("start", "stop!")).unwrap();
-        assert!(AuditLog::open(&path, AuditHealth::default()).is_err());
+        assert!(AuditLog::open(&path, Rotation::default(), AuditHealth::default()).is_err());
     }
 
     #[test]
     fn a_flood_of_denials_writes_summaries_not_one_record_each() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         let denied = |port: u32| Event::Denied {
             principal: "mallory".into(),
             peer: format!("10.0.0.9:{port}"),
@@ -469,13 +524,58 @@ mod tests {
             .sum();
         assert_eq!(counted, 9_999, "every repeat is counted");
         assert!(text.contains("\"alice\""), "another principal's denial is written on its own");
-        assert_eq!(verify(&path).unwrap(), Ok(lines.len() as u64));
+        assert_eq!(records(&path), Ok(lines.len() as u64));
+    }
+
+    fn records(path: &Path) -> Result<u64, ChainError> {
+        verify(path).unwrap().map(|verified| verified.records)
+    }
+
+    #[test]
+    fn rotation_by_size_keeps_one_chain_across_files_and_accounts_for_removed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation { max_bytes: 1_000, keep: 2 };
+        let log = AuditLog::open(&path, rotation, AuditHealth::default()).unwrap();
+        for n in 0..60 {
+            log.record(admin(&format!("action-{n}")));
+        }
+        log.sync();
+        drop(log);
+        let files = rotation::files_oldest_first(&path);
+        assert_eq!(files.len(), 3, "the log and the two kept: {files:?}");
+        for file in &files {
+            let size = std::fs::metadata(file).unwrap().len();
+            assert!(size <= 1_000, "{} holds {size} bytes", file.display());
+        }
+        let verified = verify(&path).unwrap().unwrap();
+        assert!(verified.first_seq > 1, "the oldest files were removed: {verified:?}");
+        let first = std::fs::read_to_string(&path).unwrap().lines().next().unwrap().to_owned();
+        assert!(first.contains("\"event\":\"rotated\""), "{first}");
+
+        // Reopening continues the same chain and the same accounting.
+        let log = AuditLog::open(&path, rotation, AuditHealth::default()).unwrap();
+        log.record(admin("again"));
+        log.sync();
+        drop(log);
+        assert!(verify(&path).unwrap().is_ok());
+
+        // A file missing from the middle, or the oldest one removed by hand, breaks it.
+        let middle = rotation::rotated(&path, 1);
+        let kept = std::fs::read(&middle).unwrap();
+        std::fs::rename(&middle, dir.path().join("elsewhere")).unwrap();
+        assert!(verify(&path).unwrap().is_err(), "the current file alone does not account for the rest");
+        std::fs::write(&middle, kept).unwrap();
+        assert!(verify(&path).unwrap().is_ok());
+        std::fs::remove_file(rotation::rotated(&path, 2)).unwrap();
+        let broken = verify(&path).unwrap().unwrap_err();
+        assert!(broken.reason.contains("a file is missing"), "{broken}");
     }
 
     #[test]
     fn write_failures_are_counted_and_raised() {
         let health = AuditHealth::default();
-        let log = AuditLog::open(Path::new("/dev/full"), health.clone()).unwrap();
+        let log = AuditLog::open(Path::new("/dev/full"), Rotation::default(), health.clone()).unwrap();
         log.record(admin("start"));
         log.sync();
         assert!(health.write_failures.get() >= 1, "a full disk is counted, never silent");
@@ -486,22 +586,22 @@ mod tests {
     fn the_chain_continues_across_reopens_and_detects_edits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         log.record(admin("start"));
         log.record(Event::Denied { principal: "a".into(), peer: "p".into(), op: "wrap", key: "k".into() });
         log.sync();
         drop(log);
-        let log = AuditLog::open(&path, AuditHealth::default()).unwrap();
+        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
         log.record(admin("stop"));
         log.sync();
-        assert_eq!(verify(&path).unwrap(), Ok(3));
+        assert_eq!(records(&path), Ok(3));
 
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("\"key\":\"k\"", "\"key\":\"j\"", 1)).unwrap();
-        assert_eq!(verify(&path).unwrap().unwrap_err().line, 2);
+        assert_eq!(records(&path).unwrap_err().line, 2);
         let mut lines: Vec<&str> = text.lines().collect();
         lines.remove(1);
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-        assert_eq!(verify(&path).unwrap().unwrap_err().line, 2);
+        assert_eq!(records(&path).unwrap_err().line, 2);
     }
 }

@@ -119,11 +119,39 @@ impl QuotaConfig {
 }
 
 /// `[audit]`: the append-only, hash-chained JSON-lines audit log.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// The log file, created if missing and appended to. Default: none (no audit log).
     pub path: Option<PathBuf>,
+    /// Rotate the file before it would pass this many bytes; 0 never rotates. Default
+    /// 64 MiB.
+    pub max_file_bytes: u64,
+    /// Rotated files kept beside the log (`<path>.1` ... `<path>.<keep_files>`); older
+    /// ones are removed, and the log records through which record. Default 8.
+    pub keep_files: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let rotation = crate::audit::Rotation::default();
+        Self { path: None, max_file_bytes: rotation.max_bytes, keep_files: rotation.keep }
+    }
+}
+
+impl AuditConfig {
+    /// Checks the rotation settings.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.keep_files == 0 {
+            return invalid("keep_files", "must be at least 1 (set max_file_bytes = 0 to never rotate)");
+        }
+        Ok(())
+    }
+
+    /// The rotation these settings ask for.
+    pub fn rotation(&self) -> crate::audit::Rotation {
+        crate::audit::Rotation { max_bytes: self.max_file_bytes, keep: self.keep_files }
+    }
 }
 
 #[cfg(test)]

@@ -155,6 +155,7 @@ impl Config {
             rule.validate().map_err(|e| e.within(&format!("acl[{index}]")))?;
         }
         self.quotas.validate().map_err(|e| e.within("quotas"))?;
+        self.audit.validate().map_err(|e| e.within("audit"))?;
         self.backend.validate().map_err(|e| e.within("backend"))?;
         self.keys.validate().map_err(|e| e.within("keys"))?;
         if self.acl.is_empty() && self.serves_anonymous_clients() && !self.server.allow_anonymous {

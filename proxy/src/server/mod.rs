@@ -122,7 +122,7 @@ pub async fn start_with_backend(
         max_staleness: config.keys.max_staleness(),
     };
     let audit = match &config.audit.path {
-        Some(path) => AuditLog::open(path, metrics.audit_health())
+        Some(path) => AuditLog::open(path, config.audit.rotation(), metrics.audit_health())
             .map_err(|source| StartError::Audit { path: path.clone(), source })?,
         None => AuditLog::disabled(),
     };

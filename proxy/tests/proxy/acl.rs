@@ -134,7 +134,7 @@ async fn exactly_the_allowed_combinations_succeed_cached_unwraps_included() {
     assert_eq!(keymux_test_support::audit::events(&log, "denied"), denied as u64);
     assert!(log.contains("\"principal\":\"stranger\""));
     assert!(!log.contains("ctx"), "no AAD in the audit log");
-    let records = keymux_proxy::audit::verify(&audit_path).unwrap().unwrap();
+    let records = keymux_proxy::audit::verify(&audit_path).unwrap().unwrap().records;
     assert_eq!(records, log.lines().count() as u64);
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_keymux"))
         .args(["audit", "verify"])

@@ -83,7 +83,10 @@ async fn mutual_tls_refuses_missing_foreign_and_expired_certificates() {
     // `repeated` summary.
     assert_eq!(keymux_test_support::audit::events(&log, "handshake_failed"), 3, "{log}");
     assert_eq!(metric(&proxy.scrape().await, "keymux_failed_handshakes_total"), 3.0);
-    assert_eq!(keymux_proxy::audit::verify(&audit_path).unwrap().unwrap(), log.lines().count() as u64);
+    assert_eq!(
+        keymux_proxy::audit::verify(&audit_path).unwrap().unwrap().records,
+        log.lines().count() as u64
+    );
 }
 
 #[tokio::test]
