@@ -84,6 +84,7 @@ pub(super) fn files_oldest_first(log: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AuditHealth, AuditLog, Event, verify};
 
     #[test]
     fn rotation_is_due_only_past_the_bound_and_never_for_an_empty_file() {
@@ -107,5 +108,46 @@ mod tests {
         assert_eq!(std::fs::read_to_string(rotated(&log, 2)).unwrap(), "round 2\n");
         assert!(!rotated(&log, 3).exists());
         assert_eq!(files_oldest_first(&log), vec![rotated(&log, 2), rotated(&log, 1), log]);
+    }
+
+    #[test]
+    fn rotation_by_size_keeps_one_chain_across_files_and_accounts_for_removed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation { max_bytes: 1_000, keep: 2 };
+        let log = AuditLog::open(&path, rotation, AuditHealth::default()).unwrap();
+        for n in 0..60 {
+            log.record(Event::Admin { action: format!("action-{n}"), detail: String::new() });
+        }
+        log.sync();
+        drop(log);
+        let files = files_oldest_first(&path);
+        assert_eq!(files.len(), 3, "the log and the two kept: {files:?}");
+        for file in &files {
+            let size = std::fs::metadata(file).unwrap().len();
+            assert!(size <= 1_000, "{} holds {size} bytes", file.display());
+        }
+        let verified = verify(&path).unwrap().unwrap();
+        assert!(verified.first_seq > 1, "the oldest files were removed: {verified:?}");
+        let first = std::fs::read_to_string(&path).unwrap().lines().next().unwrap().to_owned();
+        assert!(first.contains("\"event\":\"rotated\""), "{first}");
+
+        // Reopening continues the same chain and the same accounting.
+        let log = AuditLog::open(&path, rotation, AuditHealth::default()).unwrap();
+        log.record(Event::Admin { action: "again".into(), detail: String::new() });
+        log.sync();
+        drop(log);
+        assert!(verify(&path).unwrap().is_ok());
+
+        // A file missing from the middle, or the oldest one removed by hand, breaks it.
+        let middle = rotated(&path, 1);
+        let kept = std::fs::read(&middle).unwrap();
+        std::fs::rename(&middle, dir.path().join("elsewhere")).unwrap();
+        assert!(verify(&path).unwrap().is_err(), "the current file alone does not account for the rest");
+        std::fs::write(&middle, kept).unwrap();
+        assert!(verify(&path).unwrap().is_ok());
+        std::fs::remove_file(rotated(&path, 2)).unwrap();
+        let broken = verify(&path).unwrap().unwrap_err();
+        assert!(broken.reason.contains("a file is missing"), "{broken}");
     }
 }
