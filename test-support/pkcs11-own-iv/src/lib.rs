@@ -9,8 +9,9 @@
 //!   misbehaves, whose ciphertexts nobody can decrypt. keymux's session self-test must
 //!   refuse it.
 //!
-//! Not a fake of a token: the cryptography is the real module's; only the IV handling
-//! differs, because no local token behaves that way.
+//! A fake in that one respect, named as such: AWS CloudHSM has no local implementation
+//! (its client needs a cluster), and neither SoftHSM2 nor opencryptoki chooses its own
+//! GCM IV. Everything else, the cryptography included, is the real module's.
 
 #![allow(non_snake_case, unsafe_code)]
 
