@@ -173,6 +173,9 @@ impl Config {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
