@@ -422,6 +422,11 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// The log at `path` with the default rotation and its own health gauges.
+    fn open(path: &Path) -> io::Result<AuditLog> {
+        AuditLog::open(path, Rotation::default(), AuditHealth::default())
+    }
+
     fn admin(action: &str) -> Event {
         Event::Admin { action: action.into(), detail: String::new() }
     }
@@ -430,37 +435,37 @@ mod tests {
     fn reopening_reads_a_tail_that_starts_inside_a_character() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         let denied = |key: &str| Event::Denied {
             principal: "é".repeat(400),
             peer: "p".into(),
             op: "wrap",
             key: key.into(),
         };
-        let mut records = 0;
+        let mut written = 0;
         // Grow the log until the tail read (the last 64 KiB) starts inside an "é".
         loop {
-            log.record(denied(if records % 3 == 0 { "k" } else { "kk" })); // vary the parity
+            log.record(denied(if written % 3 == 0 { "k" } else { "kk" })); // vary the parity
             log.sync();
-            records += 1;
+            written += 1;
             let bytes = std::fs::read(&path).unwrap();
             if bytes.len() > 64 * 1024 && (0x80..0xC0).contains(&bytes[bytes.len() - 64 * 1024]) {
                 break;
             }
-            assert!(records < 1000, "never landed inside a character");
+            assert!(written < 1000, "never landed inside a character");
         }
         drop(log);
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         log.record(denied("after"));
         log.sync();
-        assert_eq!(verify(&path).unwrap().map(|verified| verified.records), Ok(records + 1));
+        assert_eq!(records(&path), Ok(written + 1));
     }
 
     #[test]
     fn a_torn_last_record_is_moved_aside_and_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         log.record(admin("start"));
         log.sync();
         drop(log);
@@ -468,8 +473,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"seq\":2,\"time\":\"2026-").unwrap();
         drop(file);
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default())
-            .expect("a torn tail does not stop the proxy");
+        let log = open(&path).expect("a torn tail does not stop the proxy");
         log.record(admin("after"));
         log.sync();
         assert_eq!(records(&path), Ok(3), "start, the recovery record, after");
@@ -483,20 +487,20 @@ mod tests {
     fn a_complete_but_tampered_last_record_still_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         log.record(admin("start"));
         log.sync();
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("start", "stop!")).unwrap();
-        assert!(AuditLog::open(&path, Rotation::default(), AuditHealth::default()).is_err());
+        assert!(open(&path).is_err());
     }
 
     #[test]
     fn a_flood_of_denials_writes_summaries_not_one_record_each() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         let denied = |port: u32| Event::Denied {
             principal: "mallory".into(),
             peer: format!("10.0.0.9:{port}"),
@@ -545,12 +549,12 @@ mod tests {
     fn the_chain_continues_across_reopens_and_detects_edits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         log.record(admin("start"));
         log.record(Event::Denied { principal: "a".into(), peer: "p".into(), op: "wrap", key: "k".into() });
         log.sync();
         drop(log);
-        let log = AuditLog::open(&path, Rotation::default(), AuditHealth::default()).unwrap();
+        let log = open(&path).unwrap();
         log.record(admin("stop"));
         log.sync();
         assert_eq!(records(&path), Ok(3));
