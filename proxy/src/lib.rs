@@ -14,6 +14,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod frontend;
 pub mod keys;
 pub mod router;
 pub mod secrets;

@@ -5,7 +5,7 @@
 //! in-flight requests to be answered; the executors stop last.
 
 mod admin_http;
-mod connection;
+pub(crate) mod connection;
 mod listener;
 pub mod peer;
 mod reload;
@@ -30,6 +30,7 @@ use crate::backend::{Backend, BackendFault, OpenError};
 use crate::batch::{BatchSettings, Executors, KeyQueues};
 use crate::cache::UnwrapCache;
 use crate::config::{ClientAuth, Config};
+use crate::frontend::FrontDoor;
 use crate::keys::{KeyRefresher, KeyRegistry, KeyStore, PublicKeys};
 use crate::router::{Router, ServerInfo};
 use crate::telemetry::Metrics;
@@ -75,6 +76,7 @@ pub enum StartError {
 
 /// A started proxy.
 pub struct RunningServer {
+    front_door: FrontDoor,
     refresher: Arc<KeyRefresher>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -149,6 +151,8 @@ pub async fn start_with_backend(
         write_timeout: config.server.write_timeout,
         max_lifetime: config.server.max_connection_lifetime,
     });
+
+    let front_door = FrontDoor::new(Arc::clone(&ctx));
 
     let bind_error = |what, address: String| move |source| StartError::Bind { what, address, source };
     let tcp = if config.serves_plain_tcp() {
@@ -273,6 +277,7 @@ pub async fn start_with_backend(
         detail: format!("keymux {} started", env!("CARGO_PKG_VERSION")),
     });
     Ok(RunningServer {
+        front_door,
         refresher,
         tcp_addr,
         tls_addr,
@@ -293,6 +298,11 @@ pub async fn start_with_backend(
 }
 
 impl RunningServer {
+    /// The router as the standard front ends reach it.
+    pub fn front_door(&self) -> &FrontDoor {
+        &self.front_door
+    }
+
     /// The plain TCP address the proxy serves on, unless that listener is off.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
