@@ -60,6 +60,12 @@ pub enum OpError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The proxy is at `server.max_connections`.
+    #[error("the proxy is at its connection limit")]
+    ConnectionLimit {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// The backend throttled the request and retries within the deadline ran out.
     #[error("the backend is throttling requests")]
     Throttled {
@@ -100,6 +106,7 @@ impl OpError {
             OpError::KeyDisabled { .. } => Status::KeyDisabled,
             OpError::Busy { .. }
             | OpError::OverQuota { .. }
+            | OpError::ConnectionLimit { .. }
             | OpError::Throttled { .. }
             | OpError::ShuttingDown => Status::Busy,
             OpError::BackendUnavailable { .. } => Status::BackendUnavailable,
@@ -114,6 +121,7 @@ impl OpError {
         match self {
             OpError::Busy { retry_after, .. }
             | OpError::OverQuota { retry_after }
+            | OpError::ConnectionLimit { retry_after }
             | OpError::Throttled { retry_after }
             | OpError::BackendUnavailable { retry_after, .. } => *retry_after,
             OpError::ShuttingDown => Duration::from_millis(100),

@@ -39,6 +39,11 @@ struct OpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendOpLabels {
     backend: &'static str,
     op: &'static str,
@@ -60,6 +65,9 @@ pub struct Metrics {
     rejected_frames: Counter,
     timed_out_connections: Counter,
     failed_handshakes: Counter,
+    evicted_handshakes: Counter,
+    address_validations: Counter,
+    refused_connections: Family<ReasonLabels, Counter>,
     audit: crate::audit::AuditHealth,
 }
 
@@ -142,6 +150,25 @@ impl Metrics {
             failed_handshakes.clone(),
         );
 
+        let evicted_handshakes = Counter::default();
+        registry.register(
+            "evicted_handshakes",
+            "Pending handshakes dropped to make room in a full server.max_handshakes budget",
+            evicted_handshakes.clone(),
+        );
+        let address_validations = Counter::default();
+        registry.register(
+            "quic_retries",
+            "QUIC Retry packets sent to make a client prove its address",
+            address_validations.clone(),
+        );
+        let refused_connections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused_connections",
+            "Connections closed before being served: per_source or connection_limit",
+            refused_connections.clone(),
+        );
+
         let audit = crate::audit::AuditHealth::default();
         registry.register(
             "audit_write_failures",
@@ -169,6 +196,9 @@ impl Metrics {
             rejected_frames,
             timed_out_connections,
             failed_handshakes,
+            evicted_handshakes,
+            address_validations,
+            refused_connections,
             audit,
         })
     }
@@ -252,6 +282,21 @@ impl Metrics {
     /// Counts a failed or timed-out TLS/QUIC handshake.
     pub fn handshake_failed(&self) {
         self.failed_handshakes.inc();
+    }
+
+    /// Counts a pending handshake dropped from a full budget.
+    pub fn handshake_evicted(&self) {
+        self.evicted_handshakes.inc();
+    }
+
+    /// Counts a QUIC Retry sent.
+    pub fn address_validation_sent(&self) {
+        self.address_validations.inc();
+    }
+
+    /// Counts a connection closed before being served, for `reason`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.refused_connections.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The audit log's health counters, for the log's writer to report on.

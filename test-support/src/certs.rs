@@ -127,11 +127,7 @@ impl Pki {
     /// Adds TLS (client certificates required) and QUIC listeners to `config`.
     pub fn enable(&self, config: &mut Config) {
         config.tls = Some(self.server_config(ClientAuth::Required));
-        config.quic = Some(QuicConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            client_auth: None,
-            enable_0rtt: false,
-        });
+        config.quic = Some(QuicConfig { listen: "127.0.0.1:0".parse().unwrap(), ..QuicConfig::default() });
     }
 
     /// Client TLS settings trusting this CA, presenting `client` if given.

@@ -142,6 +142,9 @@ impl Event {
             Event::HandshakeFailed { peer, .. } => {
                 Some(("handshake_failed", String::new(), peer_host(peer).to_owned()))
             }
+            Event::ConnectionRefused { principal, peer, .. } => {
+                Some(("connection_refused", principal.clone(), peer_host(peer).to_owned()))
+            }
             _ => None,
         }
     }

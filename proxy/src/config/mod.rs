@@ -34,7 +34,9 @@ pub use access::{AclRule, AuditConfig, QuotaConfig};
 pub use batch::{BatchConfig, CacheConfig};
 pub use error::{ConfigError, InvalidSetting};
 pub use keys::KeysConfig;
-pub use server::{AdminConfig, ClientAuth, LimitsConfig, QuicConfig, ServerConfig, TlsConfig};
+pub use server::{
+    AddressValidation, AdminConfig, ClientAuth, LimitsConfig, QuicConfig, ServerConfig, TlsConfig,
+};
 
 use crate::backend::BackendConfig;
 use crate::backend::soft::SoftConfig;

@@ -32,9 +32,18 @@ pub struct ServerConfig {
     /// Requests read ahead on one connection before the proxy stops reading it (the
     /// per-connection backpressure). Default 1024.
     pub max_in_flight_per_connection: u32,
-    /// Open connections across all listeners; further clients wait in the accept
-    /// backlog. Default 10000.
+    /// Open connections across all listeners (counted once their handshake is done);
+    /// a connection past this is answered BUSY and closed. Default 10000.
     pub max_connections: usize,
+    /// Handshakes (TLS, QUIC) pending at once on each listener. When full, the oldest
+    /// pending handshake is dropped to make room, so clients that never finish theirs
+    /// cannot lock out those who do. Default 256.
+    pub max_handshakes: usize,
+    /// Connections (handshaking or open) from one IPv4 address or IPv6 /64; more are
+    /// closed at once. Default 1024; 0: no limit. Behind a balancer that does not keep
+    /// client addresses, every connection comes from the balancer: raise this to
+    /// `max_connections` or set 0 there.
+    pub max_connections_per_source: usize,
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -71,6 +80,8 @@ impl Default for ServerConfig {
             unix_socket: None,
             max_in_flight_per_connection: 1024,
             max_connections: 10_000,
+            max_handshakes: 256,
+            max_connections_per_source: 1024,
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -89,6 +100,9 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_handshakes == 0 {
+            return invalid("max_handshakes", "must be at least 1");
         }
         if self.handshake_timeout.is_zero() {
             return invalid("handshake_timeout", "must be positive");
@@ -268,10 +282,33 @@ pub struct QuicConfig {
     /// captured them: only enable it if every client is happy to have a WRAP or
     /// GENERATE_DATA_KEY executed twice.
     pub enable_0rtt: bool,
+    /// When a client must prove its address with a Retry (one more round trip) before
+    /// its handshake takes a slot: `under_load` (default: while half the listener's
+    /// `server.max_handshakes` are pending), `always` or `never`. Spoofed Initials never
+    /// answer a Retry, so they cannot fill the handshake budget.
+    pub address_validation: AddressValidation,
+}
+
+/// `quic.address_validation`: when QUIC clients must answer a Retry first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressValidation {
+    /// While at least half the listener's handshake budget is taken.
+    #[default]
+    UnderLoad,
+    /// Every new connection.
+    Always,
+    /// Never (not advised on a network where addresses can be spoofed).
+    Never,
 }
 
 impl Default for QuicConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7452)), client_auth: None, enable_0rtt: false }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7452)),
+            client_auth: None,
+            enable_0rtt: false,
+            address_validation: AddressValidation::default(),
+        }
     }
 }

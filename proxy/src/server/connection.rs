@@ -63,6 +63,9 @@ pub struct ConnectionContext {
     pub max_lifetime: Duration,
 }
 
+/// How long a refused connection may take to send the request its refusal answers.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+
 /// Responses gathered into one write, at most.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
@@ -194,20 +197,22 @@ fn partial_frame<R>(frames: &FramedRead<R, ServerCodec>) -> bool {
 }
 
 /// Answers the first request of a connection the proxy will not serve (its identity is
-/// at its connection limit) with BUSY and `retry_after`, then closes it.
-pub(super) async fn refuse<S>(stream: S, ctx: Arc<ConnectionContext>, retry_after: Duration)
+/// at its connection limit, or the proxy at its own) with `why` (BUSY and a retry
+/// hint), then closes it. The first request must come within a second.
+pub(super) async fn refuse<S>(stream: S, ctx: Arc<ConnectionContext>, why: OpError)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read_half, ServerCodec::new(ctx.limits));
-    let Ok(Some(Ok(Ok(frame)))) = tokio::time::timeout(ctx.frame_timeout, frames.next()).await else {
+    let wait = ctx.frame_timeout.min(REFUSAL_WAIT);
+    let Ok(Some(Ok(Ok(frame)))) = tokio::time::timeout(wait, frames.next()).await else {
         return;
     };
     let (sink, outgoing) = mpsc::unbounded_channel();
     let opcode = frame.request.opcode() as u8;
     Responder::new(frame.request_id, opcode, Instant::now(), sink, None, Arc::clone(&ctx.metrics))
-        .send(Err(OpError::OverQuota { retry_after }));
+        .send(Err(why));
     // The responder, and with it the only sender, is gone: the writer writes its one
     // answer, then shuts the connection down.
     write_responses(write_half, outgoing, ctx.limits, ctx.write_timeout, CancellationToken::new()).await;

@@ -5,6 +5,7 @@
 //! in-flight requests to be answered; the executors stop last.
 
 mod admin_http;
+mod admission;
 pub(crate) mod connection;
 mod listener;
 pub mod peer;
@@ -202,8 +203,9 @@ pub async fn start_with_backend(
                 config.server.idle_timeout,
                 quic_config.enable_0rtt,
             )?;
-            let acceptor = QuicAcceptor::bind(quic_config.listen, server_config)
-                .map_err(bind_error("quic", quic_config.listen.to_string()))?;
+            let acceptor =
+                QuicAcceptor::bind(quic_config.listen, server_config, quic_config.address_validation)
+                    .map_err(bind_error("quic", quic_config.listen.to_string()))?;
             quic_target = Some(reload::QuicTarget {
                 client_auth,
                 idle_timeout: config.server.idle_timeout,
@@ -236,6 +238,8 @@ pub async fn start_with_backend(
     let listeners = listener::ListenerSet {
         ctx: Arc::clone(&ctx),
         connections,
+        sources: admission::SourceLimits::new(config.server.max_connections_per_source),
+        max_handshakes: config.server.max_handshakes,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     };

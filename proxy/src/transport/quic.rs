@@ -18,8 +18,9 @@ use quinn::{Endpoint, IdleTimeout, Incoming, RecvStream, SendStream, VarInt};
 use tokio::io::Join;
 
 use super::tls::{TlsError, identity_of};
-use super::{Acceptor, Handshake};
+use super::{Accepted, Acceptor, Handshake};
 use crate::access::identity::Identity;
+use crate::config::AddressValidation;
 
 /// The byte stream of a QUIC connection: its one bidirectional stream. The streams keep
 /// their connection alive.
@@ -49,12 +50,18 @@ pub fn server_config(
 /// A QUIC listener.
 pub struct QuicAcceptor {
     endpoint: Endpoint,
+    address_validation: AddressValidation,
 }
 
 impl QuicAcceptor {
-    /// Binds the UDP address `addr` with `config`.
-    pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> io::Result<Self> {
-        Ok(Self { endpoint: Endpoint::server(config, addr)? })
+    /// Binds the UDP address `addr` with `config`, asking clients to prove their
+    /// address with a Retry as `address_validation` says.
+    pub fn bind(
+        addr: SocketAddr,
+        config: quinn::ServerConfig,
+        address_validation: AddressValidation,
+    ) -> io::Result<Self> {
+        Ok(Self { endpoint: Endpoint::server(config, addr)?, address_validation })
     }
 
     /// The endpoint, to swap its configuration on certificate reload.
@@ -71,14 +78,32 @@ impl QuicAcceptor {
 impl Acceptor for QuicAcceptor {
     type Handshake = QuicHandshake;
 
-    async fn accept(&mut self) -> io::Result<(QuicHandshake, String)> {
+    async fn accept(&mut self) -> io::Result<Accepted<QuicHandshake>> {
         match self.endpoint.accept().await {
             Some(incoming) => {
-                let peer = incoming.remote_address().to_string();
-                Ok((QuicHandshake { incoming }, peer))
+                let address = incoming.remote_address();
+                let peer = address.to_string();
+                Ok(Accepted { handshake: QuicHandshake { incoming }, peer, ip: Some(address.ip()) })
             }
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "QUIC endpoint closed")),
         }
+    }
+
+    fn screen(&self, handshake: QuicHandshake, under_pressure: bool) -> Option<QuicHandshake> {
+        let retry = match self.address_validation {
+            AddressValidation::Always => true,
+            AddressValidation::UnderLoad => under_pressure,
+            AddressValidation::Never => false,
+        };
+        if !retry || handshake.incoming.remote_address_validated() {
+            return Some(handshake);
+        }
+        // Stateless: the client comes back with a token only if it received the Retry
+        // at the address it claims. (`retry` fails only for an already validated one.)
+        if let Err(refused) = handshake.incoming.retry() {
+            refused.into_incoming().ignore();
+        }
+        None
     }
 
     fn name(&self) -> &'static str {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Acceptor, Handshake};
+use super::{Accepted, Acceptor, Handshake};
 use crate::access::identity::Identity;
 
 /// A TCP listener with Nagle's algorithm off on accepted connections (responses are
@@ -29,10 +29,10 @@ impl TcpAcceptor {
 impl Acceptor for TcpAcceptor {
     type Handshake = TcpStream;
 
-    async fn accept(&mut self) -> io::Result<(TcpStream, String)> {
+    async fn accept(&mut self) -> io::Result<Accepted<TcpStream>> {
         let (stream, peer) = self.listener.accept().await?;
         stream.set_nodelay(true)?;
-        Ok((stream, peer.to_string()))
+        Ok(Accepted { handshake: stream, peer: peer.to_string(), ip: Some(peer.ip()) })
     }
 
     fn name(&self) -> &'static str {

@@ -23,7 +23,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
-use super::{Acceptor, Handshake};
+use super::{Accepted, Acceptor, Handshake};
 use crate::access::identity::Identity;
 use crate::config::{ClientAuth, TlsConfig};
 
@@ -165,10 +165,11 @@ impl TlsAcceptor {
 impl Acceptor for TlsAcceptor {
     type Handshake = TlsHandshake;
 
-    async fn accept(&mut self) -> io::Result<(TlsHandshake, String)> {
+    async fn accept(&mut self) -> io::Result<Accepted<TlsHandshake>> {
         let (stream, peer) = self.listener.accept().await?;
         stream.set_nodelay(true)?;
-        Ok((TlsHandshake { stream, config: self.config.load_full() }, peer.to_string()))
+        let handshake = TlsHandshake { stream, config: self.config.load_full() };
+        Ok(Accepted { handshake, peer: peer.to_string(), ip: Some(peer.ip()) })
     }
 
     fn name(&self) -> &'static str {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{Acceptor, Handshake};
+use super::{Accepted, Acceptor, Handshake};
 use crate::access::identity::Identity;
 
 /// A Unix socket listener. The socket file is removed when the acceptor is dropped.
@@ -45,13 +45,13 @@ impl Drop for UnixAcceptor {
 impl Acceptor for UnixAcceptor {
     type Handshake = UnixStream;
 
-    async fn accept(&mut self) -> io::Result<(UnixStream, String)> {
+    async fn accept(&mut self) -> io::Result<Accepted<UnixStream>> {
         let (stream, _) = self.listener.accept().await?;
         let peer = match stream.peer_cred() {
             Ok(cred) => format!("uid {}", cred.uid()),
             Err(_) => "unix peer".to_owned(),
         };
-        Ok((stream, peer))
+        Ok(Accepted { handshake: stream, peer, ip: None })
     }
 
     fn name(&self) -> &'static str {

@@ -6,6 +6,7 @@ mod bad_input;
 mod batching;
 mod cache;
 mod connections;
+mod floods;
 mod front_door;
 mod hsm;
 mod hsm_signing;
