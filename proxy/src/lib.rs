@@ -17,6 +17,8 @@ pub mod error;
 pub mod frontend;
 pub mod keys;
 pub mod router;
+#[cfg(unix)]
+pub mod sd_notify;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;

@@ -55,15 +55,19 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         // The handlers go in before the banner says the proxy is up: a SIGHUP or SIGTERM
         // that came before them would kill it (their default action), not reload or drain.
         let stop = stop_signal();
-        if let Some(reloader) = running.reloader() {
-            tokio::spawn(reload_on_sighup(reloader, hangup_signal()));
-        }
+        // Installed with or without TLS: SIGHUP's default action would end the process
+        // (`systemctl reload` sends one).
+        tokio::spawn(reload_on_sighup(running.reloader(), hangup_signal()));
         println!("{}", cli::banner(&config, &running));
-        let token = running.shutdown_token();
+        #[cfg(unix)]
+        keymux_proxy::sd_notify::notify("READY=1");
+        let drain = running.drain();
         tokio::spawn(async move {
             stop.await;
             tracing::info!("shutting down: draining in-flight requests");
-            token.cancel();
+            #[cfg(unix)]
+            keymux_proxy::sd_notify::notify("STOPPING=1");
+            drain.run().await;
         });
         running.wait().await;
         tracing::info!("stopped");
@@ -87,21 +91,26 @@ fn hangup_signal() -> Option<()> {
     None
 }
 
-/// Reloads the TLS certificates on every SIGHUP.
+/// Reloads the TLS certificates on every SIGHUP; without TLS there is nothing to reload.
 #[cfg(unix)]
 async fn reload_on_sighup(
-    reloader: std::sync::Arc<keymux_proxy::server::CertReloader>,
+    reloader: Option<std::sync::Arc<keymux_proxy::server::CertReloader>>,
     hangup: Option<tokio::signal::unix::Signal>,
 ) {
     let Some(mut hangup) = hangup else { return };
     while hangup.recv().await.is_some() {
-        let _ = reloader.reload("sighup");
+        match &reloader {
+            Some(reloader) => {
+                let _ = reloader.reload("sighup");
+            }
+            None => tracing::info!("SIGHUP: no [tls] certificates to reload"),
+        }
     }
 }
 
 #[cfg(not(unix))]
 async fn reload_on_sighup(
-    _reloader: std::sync::Arc<keymux_proxy::server::CertReloader>,
+    _reloader: Option<std::sync::Arc<keymux_proxy::server::CertReloader>>,
     _hangup: Option<()>,
 ) {
 }

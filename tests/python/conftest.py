@@ -32,11 +32,12 @@ class Keymux:
     """One running `keymux serve`, its working directory and its ports.
 
     `config` is the TOML text after the [server], [admin] and [backend] tables this
-    class writes (soft keystore, created on first start, fast KDF for tests);
-    extra ports (a front end's listener): ask `free_port()` and format the text yourself.
+    class writes (soft keystore, created on first start, fast KDF for tests), `server`
+    more lines for its [server] table; extra ports (a front end's listener): ask
+    `free_port()` and format the text yourself.
     """
 
-    def __init__(self, workdir: Path, config: str = "", env: dict | None = None):
+    def __init__(self, workdir: Path, config: str = "", env: dict | None = None, server: str = ""):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -48,6 +49,7 @@ class Keymux:
 [server]
 listen = "127.0.0.1:{self.port}"
 allow_anonymous = true
+{server}
 
 [admin]
 listen = "127.0.0.1:{self.admin_port}"
@@ -107,11 +109,11 @@ kdf_passes = 1
 
 @pytest.fixture
 def keymux(tmp_path):
-    """A factory: `keymux(config_text, env)` starts a proxy, stopped after the test."""
+    """A factory: `keymux(config_text, env, server=...)` starts a proxy, stopped after the test."""
     started = []
 
-    def start(config: str = "", env: dict | None = None) -> Keymux:
-        proxy = Keymux(tmp_path / f"keymux{len(started)}", config, env)
+    def start(config: str = "", env: dict | None = None, server: str = "") -> Keymux:
+        proxy = Keymux(tmp_path / f"keymux{len(started)}", config, env, server)
         started.append(proxy)
         return proxy.start()
 

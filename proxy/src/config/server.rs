@@ -47,6 +47,12 @@ pub struct ServerConfig {
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// On SIGINT/SIGTERM, how long the proxy keeps serving, already not ready on
+    /// `/readyz`, before its listeners close: time for load balancers' health checks
+    /// to send new clients elsewhere. Default 0 s; behind a balancer, a few of its
+    /// check intervals (see docs/OPERATIONS.md).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Longest a TLS or QUIC handshake may take; the connection is dropped after it.
     /// Default 10 s.
     #[serde(with = "humantime_serde")]
@@ -83,6 +89,7 @@ impl Default for ServerConfig {
             max_handshakes: 256,
             max_connections_per_source: 1024,
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(10),

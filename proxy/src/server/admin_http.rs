@@ -1,7 +1,7 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text format) and `/healthz`.
+//! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` (liveness)
+//! and `/readyz` (readiness, see [`super::readiness`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -11,12 +11,13 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::readiness::Readiness;
 use crate::telemetry::Metrics;
 
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<Metrics>,
-    serving: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
 }
 
 async fn metrics_page(State(state): State<AdminState>) -> impl IntoResponse {
@@ -27,7 +28,7 @@ async fn metrics_page(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
-    if !state.serving.load(Ordering::Relaxed) {
+    if state.readiness.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if state.metrics.audit_failing() {
         // Serving on without an audit trail is a compliance failure an operator must see.
@@ -37,19 +38,27 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    match state.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
 /// Serves the admin endpoints on `listener` until `shutdown` fires. `/healthz` answers
-/// 503 once `serving` is false (during the shutdown drain) and while the audit log's
-/// writes fail.
+/// 503 once the drain has begun and while the audit log's writes fail; `/readyz` also
+/// while the backend does not answer.
 pub(super) async fn serve_admin(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    serving: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
-        .with_state(AdminState { metrics, serving });
+        .route("/readyz", get(readyz))
+        .with_state(AdminState { metrics, readiness });
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     if let Err(error) = result {
         tracing::warn!(%error, "admin listener failed");

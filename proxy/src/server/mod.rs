@@ -9,19 +9,19 @@ mod admission;
 pub(crate) mod connection;
 mod listener;
 pub mod peer;
+pub mod readiness;
 mod reload;
 pub mod responder;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connection::{ConnectionContext, serve};
+pub use readiness::{Drain, NotReady, Readiness};
 pub use reload::CertReloader;
 
 use crate::access::acl::Acl;
@@ -91,7 +91,8 @@ pub struct RunningServer {
     cache: Option<Arc<UnwrapCache>>,
     shutdown: CancellationToken,
     admin_shutdown: CancellationToken,
-    serving: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
+    drain_delay: std::time::Duration,
     tasks: TaskTracker,
     executors: Executors,
 }
@@ -232,7 +233,12 @@ pub async fn start_with_backend(
 
     let shutdown = CancellationToken::new();
     let admin_shutdown = CancellationToken::new();
-    let serving = Arc::new(AtomicBool::new(true));
+    let readiness = Arc::new(Readiness::new(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        config.keys.refresh_interval,
+        config.keys.max_staleness(),
+    ));
     let tasks = TaskTracker::new();
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
     let listeners = listener::ListenerSet {
@@ -271,7 +277,7 @@ pub async fn start_with_backend(
         tokio::spawn(admin_http::serve_admin(
             listener,
             Arc::clone(&metrics),
-            Arc::clone(&serving),
+            Arc::clone(&readiness),
             admin_shutdown.clone(),
         ));
     }
@@ -295,7 +301,8 @@ pub async fn start_with_backend(
         cache,
         shutdown,
         admin_shutdown,
-        serving,
+        readiness,
+        drain_delay: config.server.drain_delay,
         tasks,
         executors,
     })
@@ -373,11 +380,25 @@ impl RunningServer {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the grace period), then
-    /// stops the executors.
+    /// What `/readyz` answers.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    /// The drain that starts a shutdown (on SIGTERM in `main.rs`): not ready at once,
+    /// listeners closed `server.drain_delay` later.
+    pub fn drain(&self) -> Drain {
+        Drain {
+            readiness: Arc::clone(&self.readiness),
+            shutdown: self.shutdown.clone(),
+            delay: self.drain_delay,
+        }
+    }
+
+    /// Drains ([`RunningServer::drain`]), stops accepting, lets in-flight requests
+    /// finish (up to the grace period), then stops the executors.
     pub async fn shutdown(self) {
-        self.serving.store(false, Ordering::Relaxed);
-        self.shutdown.cancel();
+        self.drain().run().await;
         self.wait().await;
     }
 
@@ -385,7 +406,7 @@ impl RunningServer {
     /// anyone holding [`RunningServer::shutdown_token`]) and everything has drained.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        self.serving.store(false, Ordering::Relaxed);
+        self.readiness.start_draining();
         self.tasks.close();
         self.tasks.wait().await;
         self.admin_shutdown.cancel();

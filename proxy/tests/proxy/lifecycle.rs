@@ -30,6 +30,7 @@ async fn admin_endpoints_answer() {
     let proxy = TestProxy::start(|_| {}).await;
     let admin = proxy.server.admin_addr().unwrap();
     assert_eq!(http_get(admin, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(http_get(admin, "/readyz").await, (200, "ready\n".to_owned()));
     let mut client = proxy.connect().await;
     client.wrap("default", b"", &[1; 32]).await.unwrap();
     let (status, page) = http_get(admin, "/metrics").await;
@@ -114,6 +115,36 @@ async fn a_proxy_that_cannot_refresh_its_keys_stops_new_wraps_but_still_unwraps(
     };
     assert_eq!(refused, Status::BackendUnavailable, "retryable, so clients wait rather than fail");
     assert_eq!(client.unwrap(b"", &blob).await.unwrap(), vec![1; 32], "unwraps go on");
+    let admin = proxy.server.admin_addr().unwrap();
+    let (status, body) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "a balancer sends new clients elsewhere: {body}");
+    assert!(body.starts_with("backend not answering"), "{body}");
+    assert_eq!(http_get(admin, "/healthz").await.0, 200, "alive all the same: not to be restarted");
+}
+
+#[tokio::test]
+async fn a_drain_goes_not_ready_first_and_closes_the_listeners_after_the_drain_delay() {
+    let proxy = TestProxy::start(|config| config.server.drain_delay = Duration::from_secs(3)).await;
+    let admin = proxy.server.admin_addr().unwrap();
+    let addr = proxy.addr();
+    let mut old = proxy.connect().await;
+    old.wrap("default", b"", &[1; 32]).await.unwrap();
+    let drain = tokio::spawn(proxy.server.drain().run());
+    wait_until_async("/readyz to answer 503", Duration::from_secs(5), || async move {
+        http_get(admin, "/readyz").await == (503, "draining: shutting down\n".to_owned())
+    })
+    .await;
+    // Not ready, yet still serving (for 3 s): clients a balancer sends before its next
+    // check, and those already connected.
+    let mut late = RawClient::connect(addr).await;
+    late.wrap("default", b"", &[2; 32]).await.unwrap();
+    old.wrap("default", b"", &[3; 32]).await.unwrap();
+    drain.await.unwrap();
+    wait_until_async("the listener to refuse new connections", Duration::from_secs(5), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(old.recv().await.is_none(), "idle connections close once the drain delay is over");
 }
 
 #[tokio::test]
