@@ -58,13 +58,14 @@ fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> std:
 }
 
 /// Runs `keymux key ...` in `dir` (the development soft keystore), feeding `stdin`.
-fn key_command(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+fn key_command(dir: &std::path::Path, args: &[impl AsRef<std::ffi::OsStr>], stdin: &str) -> (bool, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_keymux"))
         .arg("key")
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
+        .env("KEYMUX_SOFT_PASSPHRASE", "cli-test")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -77,10 +78,32 @@ fn key_command(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, Stri
     (output.status.success(), text)
 }
 
+/// A soft keystore config whose versions may be destroyed two seconds after they are
+/// disabled.
+const SHORT_SAFE_PERIOD: &str = r#"
+[server]
+allow_anonymous = true
+[keys]
+refresh_interval = "100ms"
+max_staleness = "1s"
+destroy_safe_period = "2s"
+[backend]
+type = "soft"
+data_dir = "keymux-data"
+passphrase = { env = "KEYMUX_SOFT_PASSPHRASE" }
+create_if_missing = true
+kdf_memory_kib = 8192
+kdf_passes = 1
+"#;
+
 #[test]
 fn the_key_admin_cli_manages_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| key_command(dir.path(), args, "");
+    std::fs::write(dir.path().join("keymux.toml"), SHORT_SAFE_PERIOD).unwrap();
+    let with_config = |args: &[&str]| -> Vec<String> {
+        args.iter().chain(&["--config", "keymux.toml"]).map(|arg| (*arg).to_owned()).collect()
+    };
+    let run = |args: &[&str]| key_command(dir.path(), &with_config(args), "");
     let (ok, text) = run(&["create", "payments"]);
     assert!(ok, "{text}");
     assert!(run(&["rotate", "payments"]).1.contains("version 2 is current"));
@@ -102,9 +125,19 @@ fn the_key_admin_cli_manages_versions() {
 
     let (ok, text) = run(&["destroy", "payments", "--version", "3", "--yes"]);
     assert!(!ok && text.contains("current"), "the current version is never destroyed: {text}");
-    let (ok, text) = key_command(dir.path(), &["destroy", "payments", "--version", "1"], "not-the-name\n");
+    let (ok, text) = run(&["destroy", "payments", "--version", "1", "--yes"]);
+    assert!(!ok && text.contains("is enabled: disable it"), "only a disabled version is destroyed: {text}");
+    assert!(run(&["disable", "payments", "--version", "1"]).0);
+    assert!(run(&["disable", "payments", "--version", "2"]).0);
+    let (ok, text) = run(&["destroy", "payments", "--version", "1", "--yes"]);
+    assert!(!ok && text.contains("keys.destroy_safe_period"), "not before the safe period: {text}");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let confirm = |answer: &str| {
+        key_command(dir.path(), &with_config(&["destroy", "payments", "--version", "1"]), answer)
+    };
+    let (ok, text) = confirm("not-the-name\n");
     assert!(!ok && text.contains("not confirmed"), "{text}");
-    let (ok, text) = key_command(dir.path(), &["destroy", "payments", "--version", "1"], "payments\n");
+    let (ok, text) = confirm("payments\n");
     assert!(ok, "typing the key name confirms: {text}");
     let (ok, text) = run(&["destroy", "payments", "--version", "2", "--yes"]);
     assert!(ok, "{text}");

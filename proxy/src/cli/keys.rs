@@ -2,12 +2,13 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 
 use crate::backend::{Backend, OpenError};
 use crate::config::{Config, ConfigError};
+use crate::keys::lifecycle::unix_now;
 use crate::keys::{KeyAdminError, KeyInfo, KeyLifecycle, KeyType, VersionState};
 
 /// Options of `keymux key`.
@@ -64,7 +65,8 @@ pub enum KeyCommand {
         /// The lowest version that may still unwrap.
         version: u32,
     },
-    /// Destroy a version's key material for good (never the current version).
+    /// Destroy a version's key material for good: never the current or the latest
+    /// version, and only one disabled for at least `keys.destroy_safe_period` (7 days).
     Destroy {
         /// Key name.
         name: String,
@@ -102,13 +104,15 @@ pub fn run(args: &KeyArgs) -> Result<String, KeyCommandError> {
         None => Config::development(),
     };
     let backend = crate::backend::open(&config.backend)?;
-    execute(backend.as_ref(), &args.command, &mut std::io::stdin().lock())
+    execute(backend.as_ref(), &args.command, config.keys.destroy_safe_period, &mut std::io::stdin().lock())
 }
 
-/// Runs `command` on `backend`; `confirm` answers destroy's question.
+/// Runs `command` on `backend`; a version must have been disabled for
+/// `destroy_safe_period` before it is destroyed; `confirm` answers destroy's question.
 pub fn execute(
     backend: &dyn Backend,
     command: &KeyCommand,
+    destroy_safe_period: Duration,
     confirm: &mut dyn BufRead,
 ) -> Result<String, KeyCommandError> {
     Ok(match command {
@@ -120,7 +124,7 @@ pub fn execute(
             let version = backend.rotate_key(name)?;
             format!("key {name:?} rotated: version {version} is current")
         }
-        KeyCommand::List => render_list(&backend.list_keys().map_err(KeyAdminError::from)?, now()),
+        KeyCommand::List => render_list(&backend.list_keys().map_err(KeyAdminError::from)?, unix_now()),
         KeyCommand::Disable { name, version } => {
             backend.set_version_state(name, *version, VersionState::Disabled)?;
             format!("key {name:?} version {version} disabled")
@@ -134,11 +138,11 @@ pub fn execute(
             format!("key {name:?}: blobs from versions below {version} no longer unwrap")
         }
         KeyCommand::Destroy { name, version, yes } => {
-            backend.check_destroyable(name, *version)?;
+            backend.check_destroyable(name, *version, destroy_safe_period)?;
             if !yes && !confirmed(name, *version, confirm) {
                 return Err(KeyCommandError::Refused("not confirmed; nothing destroyed".into()));
             }
-            backend.destroy_version(name, *version)?;
+            backend.destroy_version(name, *version, destroy_safe_period)?;
             format!("key {name:?} version {version} destroyed")
         }
     })
@@ -154,10 +158,6 @@ fn confirmed(name: &str, version: u32, answer: &mut dyn BufRead) -> bool {
     }
     let mut line = String::new();
     answer.read_line(&mut line).is_ok() && line.trim_end() == name
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// One row per version, the current one marked with its age.
@@ -176,11 +176,11 @@ fn render_list(keys: &[KeyInfo], now: u64) -> String {
                 VersionState::Enabled => "enabled",
                 VersionState::Disabled => "disabled",
             };
-            let note = if current == Some(version.version) {
-                let age = Duration::from_secs(now.saturating_sub(version.created_at));
-                format!("current, age {}", humantime::format_duration(age))
-            } else {
-                String::new()
+            let ago = |since: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(since)));
+            let note = match (current == Some(version.version), version.disabled_at) {
+                (true, _) => format!("current, age {}", ago(version.created_at)),
+                (false, Some(disabled_at)) => format!("disabled {} ago", ago(disabled_at)),
+                (false, None) => String::new(),
             };
             out.push_str(&format!(
                 "{:<24} {:<14} {:>7}  {:<9} {:<21} {note}\n",
@@ -207,9 +207,14 @@ mod tests {
             name: "payments".into(),
             key_type: KeyType::Ed25519,
             versions: vec![
-                VersionInfo { version: 1, state: VersionState::Enabled, created_at: 0 },
-                VersionInfo { version: 2, state: VersionState::Disabled, created_at: 100 },
-                VersionInfo { version: 3, state: VersionState::Enabled, created_at: 1000 },
+                VersionInfo { version: 1, state: VersionState::Enabled, created_at: 0, disabled_at: None },
+                VersionInfo {
+                    version: 2,
+                    state: VersionState::Disabled,
+                    created_at: 100,
+                    disabled_at: Some(1000),
+                },
+                VersionInfo { version: 3, state: VersionState::Enabled, created_at: 1000, disabled_at: None },
             ],
             min_decryption_version: 2,
         };
@@ -217,7 +222,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[1].contains("retired"), "{text}");
-        assert!(lines[2].contains("disabled"));
+        assert!(lines[2].contains("disabled") && lines[2].contains("disabled 1h 1m 1s ago"), "{text}");
         assert!(lines[3].contains("current, age 1h 1m 1s"), "{text}");
         assert!(lines[3].contains("1970-01-01T00:16:40Z"));
         assert!(lines[0].contains("TYPE") && lines[1].contains("ed25519"), "{text}");

@@ -20,11 +20,22 @@ pub struct KeysConfig {
     /// go on. Default: five refresh intervals.
     #[serde(with = "humantime_serde")]
     pub max_staleness: Option<Duration>,
+    /// `keymux key destroy` destroys only a version that has been disabled at least
+    /// this long: clients meanwhile get KEY_DISABLED for its blobs and can have them
+    /// rewrapped (after enabling it again), and no proxy with a stale key list can still
+    /// be wrapping under it. At least `max_staleness`. Default 7 days. (On AWS KMS the
+    /// key's own pending deletion window does this waiting.)
+    #[serde(with = "humantime_serde")]
+    pub destroy_safe_period: Duration,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { refresh_interval: Duration::from_secs(2), max_staleness: None }
+        Self {
+            refresh_interval: Duration::from_secs(2),
+            max_staleness: None,
+            destroy_safe_period: Duration::from_secs(7 * 24 * 3600),
+        }
     }
 }
 
@@ -41,6 +52,9 @@ impl KeysConfig {
         }
         if self.max_staleness() < self.refresh_interval {
             return invalid("max_staleness", "must be at least keys.refresh_interval");
+        }
+        if self.destroy_safe_period < self.max_staleness() {
+            return invalid("destroy_safe_period", "must be at least keys.max_staleness");
         }
         Ok(())
     }

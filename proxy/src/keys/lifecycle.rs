@@ -7,6 +7,8 @@
 //! cannot both create version 3). [`KeyLifecycle`], implemented for every key store,
 //! applies the rules over it. Refusals are a typed [`KeyAdminError`].
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use super::{KeyInfo, KeyType, VersionState};
 use crate::backend::BackendFault;
 use crate::error::OpError;
@@ -41,6 +43,14 @@ pub trait KeyStore: Send + Sync {
 
     /// Destroys one version's key material for good.
     fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError>;
+
+    /// Whether [`KeyStore::erase_version`] only schedules the destruction, after a
+    /// waiting period the backend itself enforces and that can be cancelled (AWS KMS's
+    /// pending deletion window). Destroy then needs the version disabled, but not
+    /// disabled for `keys.destroy_safe_period` first. Default: no.
+    fn erase_is_deferred(&self) -> bool {
+        false
+    }
 }
 
 /// Why a key administration request was refused.
@@ -96,6 +106,35 @@ pub enum KeyAdminError {
         key: String,
         /// The version asked for.
         version: u32,
+    },
+    /// Only a disabled version may be destroyed, so clients learn (KEY_DISABLED) that
+    /// its blobs are going before they are gone.
+    #[error(
+        "version {version} of {key:?} is enabled: disable it, then destroy it once it has been disabled for keys.destroy_safe_period"
+    )]
+    NotDisabled {
+        /// The key.
+        key: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The version has not been disabled for `keys.destroy_safe_period` yet: a proxy
+    /// that has not refreshed its keys may still have been wrapping under it, and
+    /// clients need time to rewrap.
+    #[error(
+        "version {version} of {key:?} was disabled {}; it may be destroyed once it has been disabled for {} (keys.destroy_safe_period)",
+        disabled_for.map_or("at an unknown time (before keymux recorded it): enable and disable it again to start the period".to_owned(), |d| format!("{} ago", humantime::format_duration(d))),
+        humantime::format_duration(*safe_period)
+    )]
+    DisabledTooRecently {
+        /// The key.
+        key: String,
+        /// The version asked for.
+        version: u32,
+        /// How long it has been disabled, if known.
+        disabled_for: Option<Duration>,
+        /// How long it must have been.
+        safe_period: Duration,
     },
     /// A minimum decryption version above the current version would leave new wraps no
     /// version to use.
@@ -189,17 +228,23 @@ pub trait KeyLifecycle: KeyStore {
     }
 
     /// Checks that `version` of `name` may be destroyed (see [`check_destroyable`]),
-    /// returning the key as listed.
-    fn check_destroyable(&self, name: &str, version: u32) -> Result<KeyInfo, KeyAdminError> {
+    /// with `safe_period` as `keys.destroy_safe_period`, returning the key as listed.
+    fn check_destroyable(
+        &self,
+        name: &str,
+        version: u32,
+        safe_period: Duration,
+    ) -> Result<KeyInfo, KeyAdminError> {
         let key = self.find_key(name)?;
-        check_destroyable(&key, version)?;
+        let safe_period = (!self.erase_is_deferred()).then_some(safe_period);
+        check_destroyable(&key, version, safe_period, unix_now())?;
         Ok(key)
     }
 
-    /// Destroys one version's key material for good (never the current or the latest
-    /// version).
-    fn destroy_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
-        KeyLifecycle::check_destroyable(self, name, version)?;
+    /// Destroys one version's key material for good: never the current or the latest
+    /// version, and only one disabled for at least `safe_period`.
+    fn destroy_version(&self, name: &str, version: u32, safe_period: Duration) -> Result<(), KeyAdminError> {
+        KeyLifecycle::check_destroyable(self, name, version, safe_period)?;
         self.erase_version(name, version)
     }
 }
@@ -228,10 +273,22 @@ fn check_version_exists(key: &KeyInfo, version: u32) -> Result<(), KeyAdminError
     }
 }
 
-/// Checks that `version` of `key` may be destroyed: it exists, and it is neither the
-/// current version (new wraps use it) nor the highest (version numbers are never
-/// reused, so a blob can never name a version other than the one that sealed it).
-pub fn check_destroyable(key: &KeyInfo, version: u32) -> Result<(), KeyAdminError> {
+/// Seconds since the Unix epoch, as the backends stamp versions.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Checks that `version` of `key` may be destroyed at `now` (seconds since the Unix
+/// epoch): it exists, it is neither the current version (new wraps use it) nor the
+/// highest (version numbers are never reused, so a blob can never name a version other
+/// than the one that sealed it), it is disabled, and, unless `safe_period` is `None`
+/// (the backend waits itself), it has been disabled for at least `safe_period`.
+pub fn check_destroyable(
+    key: &KeyInfo,
+    version: u32,
+    safe_period: Option<Duration>,
+    now: u64,
+) -> Result<(), KeyAdminError> {
     check_version_exists(key, version)?;
     let refusal = |version| (key.name.clone(), version);
     if key.current_version().ok() == Some(version) {
@@ -241,6 +298,18 @@ pub fn check_destroyable(key: &KeyInfo, version: u32) -> Result<(), KeyAdminErro
     if key.versions.last().is_some_and(|v| v.version == version) {
         let (key, version) = refusal(version);
         return Err(KeyAdminError::LatestVersion { key, version });
+    }
+    let listed = key.versions.iter().find(|v| v.version == version).expect("checked above");
+    if listed.state == VersionState::Enabled {
+        let (key, version) = refusal(version);
+        return Err(KeyAdminError::NotDisabled { key, version });
+    }
+    if let Some(safe_period) = safe_period {
+        let disabled_for = listed.disabled_at.map(|at| Duration::from_secs(now.saturating_sub(at)));
+        if disabled_for.is_none_or(|disabled_for| disabled_for < safe_period) {
+            let (key, version) = refusal(version);
+            return Err(KeyAdminError::DisabledTooRecently { key, version, disabled_for, safe_period });
+        }
     }
     Ok(())
 }
@@ -270,7 +339,7 @@ mod tests {
             key_type: KeyType,
         ) -> Result<(), KeyAdminError> {
             let mut keys = self.keys.lock().unwrap();
-            let new = VersionInfo { version, state: VersionState::Enabled, created_at: 0 };
+            let new = VersionInfo { version, state: VersionState::Enabled, created_at: 0, disabled_at: None };
             match keys.iter_mut().find(|k| k.name == name) {
                 Some(key) if key.versions.iter().any(|v| v.version == version) => {
                     return Err(KeyAdminError::ConcurrentChange { key: name.into(), version });
@@ -298,7 +367,9 @@ mod tests {
         ) -> Result<(), KeyAdminError> {
             let mut keys = self.keys.lock().unwrap();
             let key = keys.iter_mut().find(|k| k.name == name).unwrap();
-            key.versions.iter_mut().find(|v| v.version == version).unwrap().state = state;
+            let listed = key.versions.iter_mut().find(|v| v.version == version).unwrap();
+            listed.state = state;
+            listed.disabled_at = (state == VersionState::Disabled).then(unix_now);
             Ok(())
         }
 
@@ -343,22 +414,63 @@ mod tests {
         let store = MemoryStore::default();
         store.create_key("k", KeyType::Aes256).unwrap();
         assert!(matches!(
-            store.destroy_version("k", 1),
+            store.destroy_version("k", 1, Duration::ZERO),
             Err(KeyAdminError::CurrentVersion { version: 1, .. })
         ));
         store.rotate_key("k").unwrap();
         store.set_version_state("k", 2, VersionState::Disabled).unwrap();
         assert!(matches!(
-            store.destroy_version("k", 2),
+            store.destroy_version("k", 2, Duration::ZERO),
             Err(KeyAdminError::LatestVersion { version: 2, .. })
         ));
         assert!(matches!(
-            store.destroy_version("k", 7),
+            store.destroy_version("k", 7, Duration::ZERO),
             Err(KeyAdminError::UnknownVersion { version: 7, .. })
         ));
         store.set_version_state("k", 2, VersionState::Enabled).unwrap();
-        store.destroy_version("k", 1).unwrap();
+        store.set_version_state("k", 1, VersionState::Disabled).unwrap();
+        store.destroy_version("k", 1, Duration::ZERO).unwrap();
         assert_eq!(store.rotate_key("k"), Ok(3), "numbers are never reused");
+    }
+
+    #[test]
+    fn only_a_version_disabled_for_the_safe_period_is_destroyed() {
+        let store = MemoryStore::default();
+        store.create_key("k", KeyType::Aes256).unwrap();
+        store.rotate_key("k").unwrap();
+        store.rotate_key("k").unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert!(matches!(
+            store.destroy_version("k", 1, week),
+            Err(KeyAdminError::NotDisabled { version: 1, .. })
+        ));
+        store.set_version_state("k", 1, VersionState::Disabled).unwrap();
+        let refused = store.destroy_version("k", 1, week).unwrap_err();
+        assert!(
+            matches!(refused, KeyAdminError::DisabledTooRecently { version: 1, disabled_for: Some(_), .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("7days"), "the message names the period: {refused}");
+
+        let key = store.find_key("k").unwrap();
+        let disabled_at = key.versions[0].disabled_at.unwrap();
+        let day = 24 * 3600;
+        assert!(check_destroyable(&key, 1, Some(week), disabled_at + 7 * day - 1).is_err(), "a second early");
+        assert_eq!(check_destroyable(&key, 1, Some(week), disabled_at + 7 * day), Ok(()));
+        assert_eq!(check_destroyable(&key, 1, None, disabled_at), Ok(()), "a backend that waits itself");
+
+        // Disabled before keymux recorded when: refused until disabled again.
+        let mut unknown = key.clone();
+        unknown.versions[0].disabled_at = None;
+        let refused = check_destroyable(&unknown, 1, Some(week), disabled_at + 30 * day).unwrap_err();
+        assert!(
+            matches!(refused, KeyAdminError::DisabledTooRecently { disabled_for: None, .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("unknown time"), "{refused}");
+        // Enabling again restarts the period.
+        store.set_version_state("k", 1, VersionState::Enabled).unwrap();
+        assert_eq!(store.find_key("k").unwrap().versions[0].disabled_at, None);
     }
 
     #[test]

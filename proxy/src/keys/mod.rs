@@ -42,6 +42,10 @@ pub struct VersionInfo {
     pub state: VersionState,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
+    /// When it was disabled, seconds since the Unix epoch: `None` while enabled, or
+    /// where the backend cannot tell (a version disabled by an older keymux, or on AWS
+    /// KMS, whose own deletion window does the waiting).
+    pub disabled_at: Option<u64>,
 }
 
 /// A key as its backend reports it.
@@ -135,7 +139,7 @@ pub(crate) fn test_key(states: &[VersionState], min_decryption_version: u32) -> 
         versions: states
             .iter()
             .enumerate()
-            .map(|(i, &state)| VersionInfo { version: i as u32 + 1, state, created_at: 0 })
+            .map(|(i, &state)| VersionInfo { version: i as u32 + 1, state, created_at: 0, disabled_at: None })
             .collect(),
         min_decryption_version,
     }

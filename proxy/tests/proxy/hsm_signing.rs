@@ -9,6 +9,7 @@
 //! naming the missing mechanism.
 
 use std::io::Write;
+use std::time::Duration;
 
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
@@ -168,7 +169,17 @@ async fn rotation_keeps_the_type_and_disabled_versions_are_refused_by_the_token(
     proxy.backend.set_version_state(&name, 1, VersionState::Enabled).unwrap();
     proxy.backend.set_version_state(&name, 2, VersionState::Enabled).unwrap();
     assert_eq!(proxy.backend.rotate_key(&name).unwrap(), 3);
-    proxy.backend.destroy_version(&name, 1).unwrap();
+    let refused = proxy.backend.destroy_version(&name, 1, Duration::from_secs(3600)).unwrap_err();
+    assert!(matches!(refused, KeyAdminError::NotDisabled { version: 1, .. }), "{refused}");
+    proxy.backend.set_version_state(&name, 1, VersionState::Disabled).unwrap();
+    let refused = proxy.backend.destroy_version(&name, 1, Duration::from_secs(3600)).unwrap_err();
+    assert!(
+        matches!(refused, KeyAdminError::DisabledTooRecently { disabled_for: Some(_), .. }),
+        "the token records when the version was disabled: {refused}"
+    );
+    assert_eq!(objects_labelled(&labels::disabled_label(&name, 1)), 1, "one disabled-at record");
+    proxy.backend.destroy_version(&name, 1, Duration::ZERO).unwrap();
+    assert_eq!(objects_labelled(&labels::disabled_label(&name, 1)), 0, "its record went with it");
     let versions: Vec<u32> =
         proxy.backend.find_key(&name).unwrap().versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, [2, 3]);
@@ -241,7 +252,7 @@ fn objects_labelled(label: &str) -> usize {
         Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
         Err(error) => panic!("login: {error}"),
     }
-    [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::SECRET_KEY]
+    [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::SECRET_KEY, ObjectClass::DATA]
         .into_iter()
         .map(|class| {
             let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];

@@ -88,17 +88,18 @@ async fn destroying_a_version_drops_its_cached_keys_and_never_reuses_its_number(
     assert_eq!(proxy.server.metrics().cache_hits(), 1, "the second unwrap was served from the cache");
     assert_eq!(proxy.server.cache().unwrap().entry_count(), 1);
 
-    let refused = proxy.backend.destroy_version("default", 1).unwrap_err();
+    let refused = proxy.backend.destroy_version("default", 1, Duration::ZERO).unwrap_err();
     assert!(matches!(refused, KeyAdminError::CurrentVersion { version: 1, .. }), "{refused}");
     proxy.backend.rotate_key("default").unwrap();
     proxy.backend.set_version_state("default", 2, keymux_proxy::keys::VersionState::Disabled).unwrap();
-    let refused = proxy.backend.destroy_version("default", 2).unwrap_err();
+    let refused = proxy.backend.destroy_version("default", 2, Duration::ZERO).unwrap_err();
     assert!(
         matches!(refused, KeyAdminError::LatestVersion { version: 2, .. }),
         "a disabled latest version is kept: {refused}"
     );
     proxy.backend.set_version_state("default", 2, keymux_proxy::keys::VersionState::Enabled).unwrap();
-    proxy.backend.destroy_version("default", 1).unwrap();
+    proxy.backend.set_version_state("default", 1, keymux_proxy::keys::VersionState::Disabled).unwrap();
+    proxy.backend.destroy_version("default", 1, Duration::ZERO).unwrap();
     proxy.server.refresh_keys().unwrap();
 
     // moka applies invalidation predicates during housekeeping (never returning a

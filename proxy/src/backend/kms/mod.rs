@@ -214,4 +214,10 @@ impl KeyStore for KmsBackend {
     fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         self.shared.block_on(self.shared.destroy_version(name, version))
     }
+
+    /// Destroying schedules the key's deletion after KMS's pending window (at least
+    /// seven days, cancellable), which is the safe period on this backend.
+    fn erase_is_deferred(&self) -> bool {
+        true
+    }
 }

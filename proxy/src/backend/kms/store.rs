@@ -133,7 +133,12 @@ impl Shared {
             };
             let created_at = metadata.creation_date().map_or(0, |d| u64::try_from(d.secs()).unwrap_or(0));
             let says = key_types::from_spec(metadata.key_spec(), metadata.key_usage());
-            listed.push(Listed { key, info: VersionInfo { version, state, created_at }, target, says });
+            listed.push(Listed {
+                key,
+                info: VersionInfo { version, state, created_at, disabled_at: None },
+                target,
+                says,
+            });
         }
         let untagged = self.read_rsa_types(region, &listed).await?;
         let mut keys: BTreeMap<&str, KeyInfo> = BTreeMap::new();

@@ -21,7 +21,11 @@
 //!   even to a proxy that has not yet refreshed;
 //! - a key's minimum decryption version lives in a data object labelled
 //!   `kmx-meta:<name>` with `CKA_APPLICATION` = `keymux`, its value the version in
-//!   decimal. No object means 1.
+//!   decimal. No object means 1;
+//! - when a version was disabled lives in a data object labelled
+//!   `kmx-disabled:v<version>:<name>` (`CKA_APPLICATION` = `keymux`), its value the
+//!   time in seconds since the Unix epoch, in decimal: destroy waits for
+//!   `keys.destroy_safe_period` from it. Enabling the version removes it.
 //!
 //! Several proxies sharing one token therefore agree without any other store. A key
 //! name has one type: the lowest version's, should objects of two types ever name the
@@ -37,6 +41,8 @@ const PAIR_PREFIX: &str = "kmx-pair:";
 const MAC_PREFIX: &str = "kmx-mac:v";
 /// The prefix of every metadata label.
 const META_PREFIX: &str = "kmx-meta:";
+/// The prefix of every disabled-at label.
+const DISABLED_PREFIX: &str = "kmx-disabled:v";
 /// `CKA_APPLICATION` of keymux's data objects.
 pub(crate) const APPLICATION: &[u8] = b"keymux";
 
@@ -90,6 +96,16 @@ pub(crate) fn parse_meta_label(label: &str) -> Option<&str> {
     label.strip_prefix(META_PREFIX).filter(|name| !name.is_empty())
 }
 
+/// The label of the record of when `name`'s `version` was disabled.
+pub fn disabled_label(name: &str, version: u32) -> String {
+    format!("{DISABLED_PREFIX}{version}:{name}")
+}
+
+/// Parses a disabled-at label into (name, version).
+pub(crate) fn parse_disabled_label(label: &str) -> Option<(&str, u32)> {
+    parse_version_and_name(label.strip_prefix(DISABLED_PREFIX)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +121,9 @@ mod tests {
         assert_eq!(parse_version_label("other"), None);
         assert_eq!(parse_version_label(&mac_label("k", 1)), None, "HMAC keys are not versions");
         assert_eq!(parse_meta_label(&meta_label("k")), Some("k"));
+        assert_eq!(parse_disabled_label(&disabled_label("a:b", 4)), Some(("a:b", 4)));
+        assert_eq!(parse_meta_label(&disabled_label("k", 4)), None, "not a minimum record");
+        assert_eq!(parse_version_label(&disabled_label("k", 4)), None);
         assert_eq!(parse_version_label(&pair_label("k", 1, KeyType::EcP256)), None, "pairs are not AES keys");
     }
 

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -18,16 +17,13 @@ use super::scheme::Scheme;
 use super::{Pkcs11Backend, describe, labels, pairs};
 use crate::backend::BackendFault;
 use crate::error::OpError;
+use crate::keys::lifecycle::unix_now;
 use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionInfo, VersionState};
 
 /// A failed call on an admin or listing session: final, with the function and the
 /// return value.
 fn internal(error: CkError) -> BackendFault {
     BackendFault::Final(OpError::Internal(describe(&error)))
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The objects of one key version on the token.
@@ -95,6 +91,27 @@ impl Pkcs11Backend {
         Err(KeyAdminError::UnknownVersion { key: name.into(), version })
     }
 
+    /// The records of when `version` of `name` was disabled (normally none or one).
+    fn disabled_records(
+        session: &Session,
+        name: &str,
+        version: u32,
+    ) -> Result<Vec<ObjectHandle>, BackendFault> {
+        Self::find_all(session, ObjectClass::DATA, &labels::disabled_label(name, version))
+    }
+
+    /// A record that `version` of `name` was disabled at `at` (seconds since the epoch).
+    fn disabled_record(name: &str, version: u32, at: u64) -> [Attribute; 6] {
+        [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Application(labels::APPLICATION.to_vec()),
+            Attribute::Label(labels::disabled_label(name, version).into_bytes()),
+            Attribute::Value(at.to_string().into_bytes()),
+        ]
+    }
+
     /// How many keys claim to be `version` of `name`: AES keys, and the private keys of
     /// pairs of every type.
     fn claims(session: &Session, name: &str, version: u32) -> Result<usize, BackendFault> {
@@ -110,7 +127,7 @@ impl Pkcs11Backend {
     /// Generates version `version` of `name`, an `aes-256` key, on the token (and its
     /// HMAC key where new blobs are sealed with AES-CBC + HMAC).
     fn generate(&self, session: &Session, name: &str, version: u32) -> Result<(), KeyAdminError> {
-        let created = now_secs().to_be_bytes().to_vec();
+        let created = unix_now().to_be_bytes().to_vec();
         let mut made = Vec::new();
         if self.shared.scheme == Scheme::CbcHmac {
             let label = labels::mac_label(name, version);
@@ -157,7 +174,7 @@ impl Pkcs11Backend {
         key_type: KeyType,
     ) -> Result<(), KeyAdminError> {
         let label = labels::pair_label(name, version, key_type);
-        let template = pairs::template(key_type, &label, &now_secs().to_be_bytes());
+        let template = pairs::template(key_type, &label, &unix_now().to_be_bytes());
         let (public, private) = session
             .generate_key_pair(&template.mechanism, &template.public, &template.private)
             .map_err(internal)?;
@@ -281,7 +298,7 @@ fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
             );
             continue;
         }
-        key.versions.push(VersionInfo { version, state, created_at });
+        key.versions.push(VersionInfo { version, state, created_at, disabled_at: None });
     }
     let metadata =
         [Attribute::Class(ObjectClass::DATA), Attribute::Application(labels::APPLICATION.to_vec())];
@@ -293,17 +310,23 @@ fn list(session: &Session) -> Result<Vec<KeyInfo>, BackendFault> {
         for attribute in attributes {
             match attribute {
                 Attribute::Label(bytes) => label = String::from_utf8(bytes).ok(),
-                Attribute::Value(bytes) => {
-                    value = String::from_utf8(bytes).ok().and_then(|v| v.parse::<u32>().ok())
-                }
+                Attribute::Value(bytes) => value = String::from_utf8(bytes).ok(),
                 _ => {}
             }
         }
-        if let (Some(name), Some(min)) = (label.as_deref().and_then(labels::parse_meta_label), value)
-            && let Some(key) = keys.get_mut(name)
+        let (Some(label), Some(value)) = (label, value) else { continue };
+        if let Some(name) = labels::parse_meta_label(&label)
+            && let (Some(key), Ok(min)) = (keys.get_mut(name), value.parse::<u32>())
         {
             // Several records (a write cut short between create and delete): the highest.
             key.min_decryption_version = key.min_decryption_version.max(min);
+        } else if let Some((name, version)) = labels::parse_disabled_label(&label)
+            && let (Some(key), Ok(at)) = (keys.get_mut(name), value.parse::<u64>())
+            && let Some(listed) = key.versions.iter_mut().find(|v| v.version == version)
+            && listed.state == VersionState::Disabled
+        {
+            // Several records (two admins disabling at once): the latest.
+            listed.disabled_at = Some(listed.disabled_at.map_or(at, |seen| seen.max(at)));
         }
     }
     Ok(keys.into_values().collect())
@@ -368,7 +391,19 @@ impl KeyStore for Pkcs11Backend {
     ) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
         let on = state == VersionState::Enabled;
-        match Self::find_version(&session, name, version)? {
+        let objects = Self::find_version(&session, name, version)?;
+        // The disabled-at record first: a crash between the two writes leaves at worst
+        // a record beside an enabled version (ignored) or a disabled version without
+        // one (destroy then waits for it to be disabled again).
+        let records = Self::disabled_records(&session, name, version)?;
+        if on {
+            for handle in records {
+                session.destroy_object(handle).map_err(internal)?;
+            }
+        } else if records.is_empty() {
+            session.create_object(&Self::disabled_record(name, version, unix_now())).map_err(internal)?;
+        }
+        match objects {
             VersionObjects::Aes(handle) => session
                 .update_attributes(handle, &[Attribute::Encrypt(on), Attribute::Decrypt(on)])
                 .map_err(internal)?,
@@ -408,6 +443,9 @@ impl KeyStore for Pkcs11Backend {
 
     fn erase_version(&self, name: &str, version: u32) -> Result<(), KeyAdminError> {
         let (session, _admin) = self.session()?;
+        for handle in Self::disabled_records(&session, name, version)? {
+            session.destroy_object(handle).map_err(internal)?;
+        }
         match Self::find_version(&session, name, version)? {
             VersionObjects::Aes(handle) => {
                 let mac = labels::mac_label(name, version);

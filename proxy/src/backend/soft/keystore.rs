@@ -70,6 +70,10 @@ pub(crate) struct StoredVersion {
     pub(crate) version: u32,
     pub(crate) state: VersionState,
     pub(crate) created_at: u64,
+    /// When it was disabled; absent while enabled, and in keystores written before
+    /// keymux recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) disabled_at: Option<u64>,
     pub(crate) material: Material,
 }
 
@@ -92,7 +96,12 @@ impl StoredKey {
             versions: self
                 .versions
                 .iter()
-                .map(|v| VersionInfo { version: v.version, state: v.state, created_at: v.created_at })
+                .map(|v| VersionInfo {
+                    version: v.version,
+                    state: v.state,
+                    created_at: v.created_at,
+                    disabled_at: v.disabled_at,
+                })
                 .collect(),
             min_decryption_version: self.min_decryption_version,
         }
@@ -246,6 +255,7 @@ mod tests {
                     version: 1,
                     state: VersionState::Enabled,
                     created_at: 1,
+                    disabled_at: None,
                     material: Material(vec![7; 32]),
                 }],
             }],

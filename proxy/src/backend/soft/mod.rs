@@ -19,7 +19,7 @@ pub use config::SoftConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
@@ -32,6 +32,7 @@ pub use keystore::{KdfParams, KeystoreError};
 
 use crate::backend::{Backend, BackendFault, BackendWorker};
 use crate::error::OpError;
+use crate::keys::lifecycle::unix_now;
 use crate::keys::{KeyAdminError, KeyInfo, KeyStore, KeyType, VersionState};
 
 const NONCE_LEN: usize = 12;
@@ -202,15 +203,17 @@ pub struct SoftBackend {
     path: PathBuf,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// A new `aes-256` version: 32 random bytes.
 fn aes_version(version: u32) -> StoredVersion {
     let mut material = Material(vec![0; 32]);
     fill_random(&mut material.0);
-    StoredVersion { version, state: VersionState::Enabled, created_at: now_secs(), material }
+    StoredVersion {
+        version,
+        state: VersionState::Enabled,
+        created_at: unix_now(),
+        disabled_at: None,
+        material,
+    }
 }
 
 /// A new version of `key_type`: [`aes_version`], or a generated private key (PKCS#8
@@ -223,7 +226,13 @@ fn new_version(version: u32, key_type: KeyType) -> Result<StoredVersion, KeyAdmi
         BackendFault::Final(OpError::Internal(format!("cannot generate a {key_type} key: {error}")))
     })?;
     let material = Material(generated.to_pkcs8_der().to_vec());
-    Ok(StoredVersion { version, state: VersionState::Enabled, created_at: now_secs(), material })
+    Ok(StoredVersion {
+        version,
+        state: VersionState::Enabled,
+        created_at: unix_now(),
+        disabled_at: None,
+        material,
+    })
 }
 
 impl SoftBackend {
@@ -349,7 +358,11 @@ impl KeyStore for SoftBackend {
         new_state: VersionState,
     ) -> Result<(), KeyAdminError> {
         self.write(|state| {
-            state.version_mut(name, version)?.state = new_state;
+            let stored = state.version_mut(name, version)?;
+            if stored.state != new_state {
+                stored.disabled_at = (new_state == VersionState::Disabled).then(unix_now);
+            }
+            stored.state = new_state;
             Ok(())
         })
     }
