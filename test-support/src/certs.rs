@@ -174,26 +174,9 @@ pub async fn raw_tls(
     client: Option<&Issued>,
     version: &'static rustls::SupportedProtocolVersion,
 ) -> std::io::Result<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(keymux_proxy::transport::tls::provider())
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        Some(issued) => builder
-            .with_client_auth_cert(
-                rustls_pki_types::CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .unwrap(),
-                rustls_pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
+    let config = rustls_client(pki, client, version);
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let mut stream = connector.connect("localhost".try_into().unwrap(), tcp).await?;
@@ -205,6 +188,34 @@ pub async fn raw_tls(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no PING response"))??;
     Ok(leaf)
+}
+
+/// A rustls client configuration trusting `pki`, presenting `client` if given, in TLS
+/// `version` only.
+pub fn rustls_client(
+    pki: &Pki,
+    client: Option<&Issued>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::ClientConfig {
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(keymux_proxy::transport::tls::provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots);
+    match client {
+        Some(issued) => builder
+            .with_client_auth_cert(
+                rustls_pki_types::CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap(),
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    }
 }
 
 /// The DER of the first certificate in a PEM string.

@@ -12,6 +12,7 @@
 //! | [`certs`] | a test CA, server and client certificates, TLS clients |
 //! | [`proxy`] | [`proxy::TestProxy`]: a proxy on ephemeral ports, and SDK clients for it |
 //! | [`gate`] | the switch in front of a test proxy's backend workers |
+//! | [`http`] | an HTTP/1.1 and HTTP/2 client for the HTTP front ends (Vault Transit) |
 //! | [`raw`] | a raw protocol connection, and frames built by hand |
 //! | [`metrics`] | samples read from a Prometheus metrics page |
 //! | [`audit`] | events an audit log accounts for, floods' summaries included |
@@ -29,6 +30,7 @@ pub mod audit;
 pub mod certs;
 pub mod forwarder;
 pub mod gate;
+pub mod http;
 pub mod metrics;
 pub mod moto;
 pub mod openssl;

@@ -178,3 +178,12 @@ pub async fn every_op_then_pipelined(client: Arc<Client>, dek_len: u16, first: u
         assert_eq!(call.unwrap().expose(), &[pipelined; 32]);
     }
 }
+
+/// Turns on the Vault Transit API on an ephemeral port, every other `[vault]` setting
+/// at its default; returns the table for more changes.
+pub fn enable_vault(config: &mut Config) -> &mut keymux_proxy::frontend::vault::VaultConfig {
+    config.vault.insert(keymux_proxy::frontend::vault::VaultConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+}

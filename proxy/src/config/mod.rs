@@ -72,6 +72,8 @@ pub struct Config {
     pub quotas: QuotaConfig,
     /// The hash-chained audit log.
     pub audit: AuditConfig,
+    /// The Vault Transit-compatible HTTP API. Absent: off.
+    pub vault: Option<crate::frontend::vault::VaultConfig>,
 }
 
 impl Config {
@@ -152,7 +154,11 @@ impl Config {
         self.limits.validate().map_err(|e| e.within("limits"))?;
         self.batch.validate().map_err(|e| e.within("batch"))?;
         self.cache.validate().map_err(|e| e.within("cache"))?;
-        TlsConfig::validate(self.tls.as_ref(), self.quic.as_ref())?;
+        let https = self.vault.as_ref().is_some_and(|vault| vault.http.tls);
+        TlsConfig::validate(self.tls.as_ref(), self.quic.as_ref(), https)?;
+        if let Some(vault) = &self.vault {
+            vault.validate(self.tls.as_ref()).map_err(|e| e.within("vault"))?;
+        }
         for (index, rule) in self.acl.iter().enumerate() {
             rule.validate().map_err(|e| e.within(&format!("acl[{index}]")))?;
         }

@@ -236,7 +236,12 @@ impl TlsConfig {
     }
 
     /// Checks the TLS and QUIC settings together; keys are absolute (`tls.…`, `quic`).
-    pub fn validate(tls: Option<&TlsConfig>, quic: Option<&QuicConfig>) -> Result<(), InvalidSetting> {
+    /// `https`: an HTTP front end serves TLS with these certificates.
+    pub fn validate(
+        tls: Option<&TlsConfig>,
+        quic: Option<&QuicConfig>,
+        https: bool,
+    ) -> Result<(), InvalidSetting> {
         let Some(tls) = tls else {
             if quic.is_some() {
                 return invalid("quic", "needs a [tls] section with the certificates");
@@ -249,8 +254,11 @@ impl TlsConfig {
         if tls.key.as_os_str().is_empty() {
             return invalid("tls.key", "the server's private key (a PEM file) is required");
         }
-        if tls.listen.is_none() && quic.is_none() {
-            return invalid("tls.listen", "set tls.listen, a [quic] listener, or both");
+        if tls.listen.is_none() && quic.is_none() && !https {
+            return invalid(
+                "tls.listen",
+                "set tls.listen, a [quic] listener, an HTTPS front end, or some of them",
+            );
         }
         let needs_ca =
             |auth: Option<ClientAuth>| matches!(auth, Some(ClientAuth::Optional | ClientAuth::Required));

@@ -8,6 +8,9 @@
 //! same [`Router::dispatch`](crate::router::Router::dispatch) with the same
 //! [`Responder`].
 
+pub mod http;
+pub mod vault;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 pub use connection::{ConnectionContext, serve};
 pub use readiness::{Drain, NotReady, Readiness};
 pub use reload::CertReloader;
+pub(crate) use reload::HttpTlsTarget;
 
 use crate::access::acl::Acl;
 use crate::access::quota::QuotaRegistry;
@@ -65,6 +66,14 @@ pub enum StartError {
     /// The TLS certificates could not be loaded.
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    /// An HTTP front end's listener could not start.
+    #[error("{front_end}: {source}")]
+    Http {
+        /// Which front end (`vault`).
+        front_end: &'static str,
+        /// Why.
+        source: crate::frontend::http::HttpListenerError,
+    },
     /// The audit log could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
@@ -82,6 +91,7 @@ pub struct RunningServer {
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     quic_addr: Option<SocketAddr>,
+    vault_addr: Option<SocketAddr>,
     reloader: Option<Arc<CertReloader>>,
     audit: AuditLog,
     unix_socket: Option<PathBuf>,
@@ -270,9 +280,37 @@ pub async fn start_with_backend(
         listeners.spawn(unix);
     }
     let store: Arc<dyn KeyStore> = Arc::clone(&backend) as _;
-    let refresher =
-        Arc::new(KeyRefresher::new(store, Arc::clone(&registry), public_keys, cache.clone(), audit.clone()));
+    let refresher = Arc::new(KeyRefresher::new(
+        store,
+        Arc::clone(&registry),
+        Arc::clone(&public_keys),
+        cache.clone(),
+        audit.clone(),
+    ));
     tokio::spawn(Arc::clone(&refresher).run(config.keys.refresh_interval, shutdown.clone()));
+    let vault_addr = match &config.vault {
+        Some(vault) => {
+            let wiring = crate::frontend::vault::Wiring {
+                front_door: front_door.clone(),
+                store: Arc::clone(&backend) as _,
+                refresher: Arc::clone(&refresher),
+                registry: Arc::clone(&registry),
+                public_keys: Arc::clone(&public_keys),
+                audit: audit.clone(),
+                metrics: Arc::clone(&metrics),
+            };
+            let started = crate::frontend::vault::start(
+                vault,
+                wiring,
+                reloader.as_ref(),
+                &tasks,
+                shutdown.clone(),
+                config.server.shutdown_grace,
+            );
+            Some(started.await.map_err(|source| StartError::Http { front_end: "vault", source })?)
+        }
+        None => None,
+    };
     if let Some(listener) = admin {
         tokio::spawn(admin_http::serve_admin(
             listener,
@@ -292,6 +330,7 @@ pub async fn start_with_backend(
         tcp_addr,
         tls_addr,
         quic_addr,
+        vault_addr,
         reloader,
         audit,
         unix_socket: config.server.unix_socket.clone(),
@@ -327,6 +366,11 @@ impl RunningServer {
     /// The QUIC (UDP) address, if configured.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic_addr
+    }
+
+    /// The Vault Transit API's address, if `[vault]` is configured.
+    pub fn vault_addr(&self) -> Option<SocketAddr> {
+        self.vault_addr
     }
 
     /// The certificate reloader, when TLS is configured (`main.rs` calls it on SIGHUP).

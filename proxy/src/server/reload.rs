@@ -1,5 +1,6 @@
-//! Certificate reload: on SIGHUP (see `main.rs`) and when the certificate, key or
-//! client CA files change (their modification times and sizes are polled).
+//! Certificate reload of every TLS listener (TLS, QUIC, the HTTP front ends): on SIGHUP
+//! (see `main.rs`) and when the certificate, key or client CA files change (their
+//! modification times and sizes are polled).
 //!
 //! A reload builds every listener's new configuration first and swaps them in only if
 //! all of them build, so a half-written key file never takes a listener down: the old
@@ -30,11 +31,19 @@ pub(super) struct QuicTarget {
     pub(super) endpoint: quinn::Endpoint,
 }
 
-/// Reloads the certificates of the TLS and QUIC listeners.
+/// An HTTP front end's TLS listener (see `frontend::http`): its live configuration.
+pub(crate) struct HttpTlsTarget {
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) allow_tls12: bool,
+    pub(crate) live: Arc<ArcSwap<rustls::ServerConfig>>,
+}
+
+/// Reloads the certificates of the TLS, QUIC and HTTPS listeners.
 pub struct CertReloader {
     config: TlsConfig,
     tls: Option<TlsTarget>,
     quic: Option<QuicTarget>,
+    http: Mutex<Vec<HttpTlsTarget>>,
     audit: AuditLog,
     fingerprint: Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
@@ -47,7 +56,17 @@ impl CertReloader {
         audit: AuditLog,
     ) -> Self {
         let fingerprint = Mutex::new(tls::fingerprint(&config));
-        Self { config, tls, quic, audit, fingerprint }
+        Self { config, tls, quic, http: Mutex::default(), audit, fingerprint }
+    }
+
+    /// The `[tls]` settings the certificates come from.
+    pub(crate) fn tls_config(&self) -> &TlsConfig {
+        &self.config
+    }
+
+    /// Adds an HTTP front end's listener to those a reload updates.
+    pub(crate) fn add_http(&self, target: HttpTlsTarget) {
+        self.http.lock().unwrap_or_else(PoisonError::into_inner).push(target);
     }
 
     /// Re-reads the certificate files and swaps the new configuration in for new
@@ -57,13 +76,17 @@ impl CertReloader {
         // Remember what was tried, success or not: a failed reload is retried when the
         // files change again (the rest of a half-written update arrives), not every poll.
         *self.fingerprint.lock().unwrap_or_else(PoisonError::into_inner) = tls::fingerprint(&self.config);
-        match self.build() {
-            Ok((tls_config, quic_config)) => {
+        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.build(&http) {
+            Ok((tls_config, quic_config, http_configs)) => {
                 if let (Some(target), Some(config)) = (&self.tls, tls_config) {
                     target.live.store(Arc::new(config));
                 }
                 if let (Some(target), Some(config)) = (&self.quic, quic_config) {
                     target.endpoint.set_server_config(Some(config));
+                }
+                for (target, config) in http.iter().zip(http_configs) {
+                    target.live.store(Arc::new(config));
                 }
                 tracing::info!(trigger, cert = %self.config.cert.display(), "certificates reloaded");
                 self.audit.record(Event::Admin {
@@ -84,11 +107,22 @@ impl CertReloader {
     }
 
     #[allow(clippy::type_complexity)]
-    fn build(&self) -> Result<(Option<rustls::ServerConfig>, Option<quinn::ServerConfig>), tls::TlsError> {
-        let auths: Vec<ClientAuth> =
-            self.tls.iter().map(|t| t.client_auth).chain(self.quic.iter().map(|q| q.client_auth)).collect();
+    fn build(
+        &self,
+        http: &[HttpTlsTarget],
+    ) -> Result<
+        (Option<rustls::ServerConfig>, Option<quinn::ServerConfig>, Vec<rustls::ServerConfig>),
+        tls::TlsError,
+    > {
+        let auths: Vec<ClientAuth> = self
+            .tls
+            .iter()
+            .map(|t| t.client_auth)
+            .chain(self.quic.iter().map(|q| q.client_auth))
+            .chain(http.iter().map(|h| h.client_auth))
+            .collect();
         if auths.is_empty() {
-            return Ok((None, None));
+            return Ok((None, None, Vec::new()));
         }
         // One read of the files for both listeners, so they always serve the same ones.
         let material = tls::Material::load(&self.config, &auths)?;
@@ -100,7 +134,11 @@ impl CertReloader {
             }
             None => None,
         };
-        Ok((tls_config, quic_config))
+        let http_configs = http
+            .iter()
+            .map(|h| material.http_server_config(h.client_auth, h.allow_tls12))
+            .collect::<Result<_, _>>()?;
+        Ok((tls_config, quic_config, http_configs))
     }
 
     /// Polls the files every `interval` until `shutdown`, reloading when they change.

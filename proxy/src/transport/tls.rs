@@ -1,7 +1,8 @@
 //! TLS 1.3 over TCP (rustls, *ring* provider), and the certificate loading and server
 //! configuration that the QUIC listener shares.
 //!
-//! Only TLS 1.3 is offered. With a client CA configured, client certificates are
+//! Only TLS 1.3 is offered (the HTTP front ends may add TLS 1.2, see
+//! [`Material::http_server_config`]). With a client CA configured, client certificates are
 //! verified against it (chain, validity period, key usage); `client_auth` says whether
 //! a client without one is refused or served as anonymous. The live configuration sits
 //! behind an [`ArcSwap`], so a certificate reload changes what new connections get
@@ -111,6 +112,30 @@ impl Material {
     /// A TLS 1.3 server configuration asking for client certificates as `client_auth`
     /// says, and offering ALPN `keymux/1`.
     pub fn server_config(&self, client_auth: ClientAuth) -> Result<ServerConfig, TlsError> {
+        self.build(client_auth, &[&rustls::version::TLS13], vec![ALPN.to_vec()])
+    }
+
+    /// The configuration of an HTTP front end's listener: ALPN `h2` and `http/1.1`,
+    /// TLS 1.3, and TLS 1.2 as well when `allow_tls12` (AWS XKS clients need it).
+    pub fn http_server_config(
+        &self,
+        client_auth: ClientAuth,
+        allow_tls12: bool,
+    ) -> Result<ServerConfig, TlsError> {
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if allow_tls12 {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        self.build(client_auth, versions, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+    }
+
+    fn build(
+        &self,
+        client_auth: ClientAuth,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<ServerConfig, TlsError> {
         let verifier: Option<Arc<dyn ClientCertVerifier>> = match (client_auth, &self.client_roots) {
             (ClientAuth::None, _) => None,
             (_, None) => return Err(TlsError::Config("client certificates need tls.client_ca".into())),
@@ -122,7 +147,7 @@ impl Material {
             }
         };
         let builder = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(versions)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = match verifier {
             Some(verifier) => builder.with_client_cert_verifier(verifier),
@@ -131,7 +156,7 @@ impl Material {
         let mut server = builder
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        server.alpn_protocols = vec![ALPN.to_vec()];
+        server.alpn_protocols = alpn;
         Ok(server)
     }
 }
