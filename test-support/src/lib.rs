@@ -13,6 +13,8 @@
 //! | [`proxy`] | [`proxy::TestProxy`]: a proxy on ephemeral ports, and SDK clients for it |
 //! | [`gate`] | the switch in front of a test proxy's backend workers |
 //! | [`http`] | an HTTP/1.1 and HTTP/2 client for the HTTP front ends (Vault Transit) |
+//! | [`replica`] | `keymux serve` as its own process on fixed ports, signalled like a replica |
+//! | [`haproxy`] | HAProxy in TCP mode in front of replicas, checking their `/readyz` |
 //! | [`raw`] | a raw protocol connection, and frames built by hand |
 //! | [`metrics`] | samples read from a Prometheus metrics page |
 //! | [`audit`] | events an audit log accounts for, floods' summaries included |
@@ -23,13 +25,14 @@
 //! depends on `keymux-proxy` itself: cargo allows that cycle, because the proxy's
 //! integration tests and this crate link the same `keymux-proxy` library.
 //!
-//! Helpers panic on failure, as test code does, except [`softhsm`], which the benches'
-//! binaries also use and which returns errors.
+//! Helpers panic on failure, as test code does, except [`softhsm`], [`replica`] and
+//! [`haproxy`], which the benches' binaries also use and which return errors.
 
 pub mod audit;
 pub mod certs;
 pub mod forwarder;
 pub mod gate;
+pub mod haproxy;
 pub mod http;
 pub mod metrics;
 pub mod moto;
@@ -37,6 +40,7 @@ pub mod openssl;
 pub mod pkcs11;
 pub mod proxy;
 pub mod raw;
+pub mod replica;
 pub mod softhsm;
 pub mod wait;
 

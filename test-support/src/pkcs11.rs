@@ -44,6 +44,18 @@ impl TestToken {
         BackendConfig::Pkcs11(self.config(2))
     }
 
+    /// This token's `[backend]` table, for a proxy started as its own process
+    /// ([`crate::replica::Replica`]).
+    pub fn backend_toml(&self, sessions: usize) -> String {
+        crate::replica::pkcs11_backend(
+            &self.module,
+            self.label.as_deref(),
+            self.slot,
+            &self.pin_file,
+            sessions,
+        )
+    }
+
     /// A PKCS#11 config for this token with `sessions` sessions.
     pub fn config(&self, sessions: usize) -> Pkcs11Config {
         Pkcs11Config {
