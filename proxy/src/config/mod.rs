@@ -74,6 +74,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The Vault Transit-compatible HTTP API. Absent: off.
     pub vault: Option<crate::frontend::vault::VaultConfig>,
+    /// The Kubernetes KMS v2 plugin. Absent: off.
+    pub kubernetes_kms: Option<crate::frontend::kubernetes::KubernetesKmsConfig>,
 }
 
 impl Config {
@@ -166,6 +168,9 @@ impl Config {
         self.audit.validate().map_err(|e| e.within("audit"))?;
         self.backend.validate().map_err(|e| e.within("backend"))?;
         self.keys.validate().map_err(|e| e.within("keys"))?;
+        if let Some(kubernetes) = &self.kubernetes_kms {
+            kubernetes.validate().map_err(|e| e.within("kubernetes_kms"))?;
+        }
         if self.acl.is_empty() && self.serves_anonymous_clients() && !self.server.allow_anonymous {
             return Err(InvalidSetting::new(
                 "server.allow_anonymous",

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod vault;
+pub mod kubernetes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -279,6 +279,10 @@ pub async fn start_with_backend(
             .map_err(bind_error("unix", path.display().to_string()))?;
         listeners.spawn(unix);
     }
+    if let Some(kubernetes) = &config.kubernetes_kms {
+        crate::frontend::kubernetes::spawn(kubernetes, front_door.clone(), &tasks, shutdown.clone())
+            .map_err(bind_error("kubernetes_kms", kubernetes.socket.display().to_string()))?;
+    }
     let store: Arc<dyn KeyStore> = Arc::clone(&backend) as _;
     let refresher = Arc::new(KeyRefresher::new(
         store,

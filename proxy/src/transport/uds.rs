@@ -18,15 +18,7 @@ impl UnixAcceptor {
     /// Binds `path`, replacing a stale socket file left by an earlier run (but never a
     /// socket some other process is still serving).
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another process", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
+        clear_stale_socket(path)?;
         Ok(Self { listener: UnixListener::bind(path)?, path: path.to_owned() })
     }
 
@@ -34,6 +26,21 @@ impl UnixAcceptor {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Removes a socket file left at `path` by an earlier run, so it can be bound again;
+/// refuses (`AddrInUse`) when some process still serves it.
+pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another process", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 impl Drop for UnixAcceptor {
