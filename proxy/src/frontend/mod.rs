@@ -9,8 +9,8 @@
 //! [`Responder`].
 
 pub mod http;
-pub mod vault;
 pub mod kubernetes;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
