@@ -187,3 +187,31 @@ pub fn enable_vault(config: &mut Config) -> &mut keymux_proxy::frontend::vault::
         ..Default::default()
     })
 }
+
+/// A Vault token for `[[vault.tokens]]`, in a file of its own (tests do not set
+/// environment variables: the test threads share them).
+pub struct VaultToken {
+    /// The entry's name (`token = "<name>"` in `[[acl]]` rules).
+    pub name: String,
+    /// The token itself, as a client sends it.
+    pub token: String,
+    dir: TempDir,
+}
+
+impl VaultToken {
+    /// Token `token` named `name`.
+    pub fn new(name: &str, token: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+        Self { name: name.to_owned(), token: token.to_owned(), dir }
+    }
+
+    /// Its `[[vault.tokens]]` entry (the token read from its file).
+    pub fn entry(&self) -> keymux_proxy::frontend::vault::TokenConfig {
+        keymux_proxy::frontend::vault::TokenConfig {
+            name: self.name.clone(),
+            token: Some(keymux_proxy::secrets::SecretSource::File(self.dir.path().join("token"))),
+            sha256: None,
+        }
+    }
+}

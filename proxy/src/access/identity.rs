@@ -1,6 +1,7 @@
 //! Who a client is: taken from its verified TLS/QUIC client certificate (subject CN and
-//! OU, SAN DNS names and URIs) or, on a Unix socket, from the peer's uid. Everything
-//! else is anonymous.
+//! OU, SAN DNS names and URIs), on a Unix socket from the peer's uid, or, on an HTTP
+//! front end, from the configured token it presented (`[[vault.tokens]]`, matched by
+//! `token = "<name>"` in `[[acl]]` rules). Everything else is anonymous.
 //!
 //! The identity is fixed when the connection is set up and never re-read, so the ACL
 //! and the per-identity limits can be resolved once per connection.
@@ -24,6 +25,9 @@ pub struct Identity {
     pub uris: Vec<String>,
     /// The peer's uid, on a Unix socket.
     pub uid: Option<u32>,
+    /// The name of the configured token the client presented, on an HTTP front end
+    /// (`[[vault.tokens]]`).
+    pub token: Option<String>,
     /// Whether the identity comes from a verified client certificate.
     pub authenticated: bool,
 }
@@ -52,6 +56,11 @@ impl Identity {
     /// A Unix socket peer.
     pub fn unix(uid: u32) -> Self {
         Self { uid: Some(uid), authenticated: true, ..Self::default() }
+    }
+
+    /// A client that presented the configured token named `name`.
+    pub fn token(name: &str) -> Self {
+        Self { token: Some(name.to_owned()), authenticated: true, ..Self::default() }
     }
 
     /// The identity in a verified end-entity certificate.
@@ -86,8 +95,11 @@ impl Identity {
     /// then every other OU, DNS and URI name as `;ou=`, `;dns=`, `;uri=` (sorted), so two
     /// certificates that differ in any matched field never share a quota or an audit
     /// name. A certificate with only a CN is just that CN. `uid:N` for a Unix peer;
-    /// `anonymous` otherwise.
+    /// `token:NAME` for a token's bearer; `anonymous` otherwise.
     pub fn principal(&self) -> String {
+        if let Some(token) = &self.token {
+            return format!("token:{token}");
+        }
         let head = if let Some(cn) = self.common_names.first() {
             ("cn", cn)
         } else if let Some(uri) = self.uris.first() {
@@ -128,6 +140,7 @@ mod tests {
     fn principals() {
         assert_eq!(Identity::anonymous().principal(), "anonymous");
         assert_eq!(Identity::unix(1000).principal(), "uid:1000");
+        assert_eq!(Identity::token("app").principal(), "token:app");
         let identity =
             Identity { uris: vec!["spiffe://x/y".into()], authenticated: true, ..Identity::default() };
         assert_eq!(identity.principal(), "spiffe://x/y");

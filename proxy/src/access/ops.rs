@@ -1,5 +1,10 @@
 //! The operations access control governs, and sets of them as `[[acl]]` rules list
 //! them (`ops = ["wrap", "unwrap"]`, or `["*"]`).
+//!
+//! `*` is every operation on data (wrap through get_public_key). Key management through
+//! an API (`manage_keys`: the Vault Transit API's key create, rotate and config) is
+//! never implied by `*`: a rule must name it, so no rule written before it existed
+//! gained the power to create keys.
 
 use std::fmt;
 
@@ -22,11 +27,14 @@ pub enum AclOp {
     Verify,
     /// GET_PUBLIC_KEY.
     GetPublicKey,
+    /// Creating, rotating and configuring keys through a front end's API (the Vault
+    /// Transit API's `keys/:name`, `rotate`, `config`). Not part of `*`.
+    ManageKeys,
 }
 
 impl AclOp {
-    /// Every operation.
-    pub const ALL: [AclOp; 7] = [
+    /// Every operation on data: what `*` stands for.
+    pub const DATA: [AclOp; 7] = [
         AclOp::Wrap,
         AclOp::Unwrap,
         AclOp::GenerateDataKey,
@@ -34,6 +42,18 @@ impl AclOp {
         AclOp::Sign,
         AclOp::Verify,
         AclOp::GetPublicKey,
+    ];
+
+    /// Every operation, `manage_keys` included.
+    pub const ALL: [AclOp; 8] = [
+        AclOp::Wrap,
+        AclOp::Unwrap,
+        AclOp::GenerateDataKey,
+        AclOp::Rewrap,
+        AclOp::Sign,
+        AclOp::Verify,
+        AclOp::GetPublicKey,
+        AclOp::ManageKeys,
     ];
 
     /// The name used in config files and the audit log.
@@ -46,6 +66,7 @@ impl AclOp {
             AclOp::Sign => "sign",
             AclOp::Verify => "verify",
             AclOp::GetPublicKey => "get_public_key",
+            AclOp::ManageKeys => "manage_keys",
         }
     }
 
@@ -64,14 +85,19 @@ impl AclOp {
 pub struct OpSet(u8);
 
 impl OpSet {
-    /// Every operation (`"*"`).
+    /// Every operation on data (`"*"`); `manage_keys` is not among them.
     pub fn all() -> Self {
-        AclOp::ALL.into_iter().collect()
+        AclOp::DATA.into_iter().collect()
     }
 
     /// Whether `op` is in the set.
     pub fn contains(self, op: AclOp) -> bool {
         self.0 & op.bit() != 0
+    }
+
+    /// The operations in either set.
+    pub fn union(self, other: OpSet) -> Self {
+        OpSet(self.0 | other.0)
     }
 
     /// Whether the set is empty.
@@ -82,7 +108,7 @@ impl OpSet {
     /// `names` as a set; the first unknown name is the error.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, UnknownOp> {
         names.into_iter().try_fold(OpSet::default(), |set, name| match name {
-            "*" => Ok(OpSet::all()),
+            "*" => Ok(set.union(OpSet::all())),
             _ => AclOp::from_name(name).map(|op| set | op).ok_or_else(|| UnknownOp(name.to_owned())),
         })
     }
@@ -104,7 +130,7 @@ impl FromIterator<AclOp> for OpSet {
 /// An operation name no rule may use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown operation {0:?}: wrap, unwrap, generate_data_key, rewrap, sign, verify, get_public_key or *"
+    "unknown operation {0:?}: wrap, unwrap, generate_data_key, rewrap, sign, verify, get_public_key, manage_keys or *"
 )]
 pub struct UnknownOp(pub String);
 
@@ -138,5 +164,9 @@ mod tests {
         assert!(signing.contains(AclOp::Sign) && signing.contains(AclOp::GetPublicKey));
         assert!(!signing.contains(AclOp::Wrap));
         assert!(OpSet::parse([]).unwrap().is_empty());
+        assert!(!OpSet::all().contains(AclOp::ManageKeys), "* never implies key management");
+        let admin = OpSet::parse(["*", "manage_keys"]).unwrap();
+        assert!(admin.contains(AclOp::ManageKeys) && admin.contains(AclOp::Wrap));
+        assert_eq!(OpSet::parse(["manage_keys", "*"]).unwrap(), admin, "in any order");
     }
 }

@@ -24,6 +24,9 @@ pub struct AclRule {
     pub uri: Option<String>,
     /// The peer uid of a Unix socket client.
     pub uid: Option<u32>,
+    /// Glob on the name of the configured token an HTTP front end's client presented
+    /// (`[[vault.tokens]]` `name`).
+    pub token: Option<String>,
     /// Matches every client, anonymous ones included (no other matcher allowed).
     pub any: bool,
     /// Operations allowed: `wrap`, `unwrap`, `generate_data_key`, `rewrap`, `sign`,
@@ -41,6 +44,7 @@ impl AclRule {
             || self.dns.is_some()
             || self.uri.is_some()
             || self.uid.is_some()
+            || self.token.is_some()
     }
 
     /// Checks the rule; keys are relative to the rule (`ops`, `cn`).
@@ -49,9 +53,11 @@ impl AclRule {
             return invalid("any", "any = true matches everyone; drop the other matchers");
         }
         if !self.any && !self.has_matcher() {
-            return invalid("cn", "a rule needs a matcher (cn, ou, dns, uri, uid) or any = true");
+            return invalid("cn", "a rule needs a matcher (cn, ou, dns, uri, uid, token) or any = true");
         }
-        for (field, glob) in [("cn", &self.cn), ("ou", &self.ou), ("dns", &self.dns), ("uri", &self.uri)] {
+        let globs =
+            [("cn", &self.cn), ("ou", &self.ou), ("dns", &self.dns), ("uri", &self.uri), ("token", &self.token)];
+        for (field, glob) in globs {
             if glob.as_ref().is_some_and(String::is_empty) {
                 return invalid(field, "must not be empty");
             }

@@ -69,11 +69,14 @@ pub enum StartError {
     /// An HTTP front end's listener could not start.
     #[error("{front_end}: {source}")]
     Http {
-        /// Which front end (`vault`).
+        /// Which front end.
         front_end: &'static str,
         /// Why.
         source: crate::frontend::http::HttpListenerError,
     },
+    /// The Vault Transit API could not start.
+    #[error("vault: {0}")]
+    Vault(#[from] crate::frontend::vault::VaultStartError),
     /// The audit log could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
@@ -311,7 +314,7 @@ pub async fn start_with_backend(
                 shutdown.clone(),
                 config.server.shutdown_grace,
             );
-            Some(started.await.map_err(|source| StartError::Http { front_end: "vault", source })?)
+            Some(started.await?)
         }
         None => None,
     };

@@ -13,14 +13,9 @@ use keymux_test_support::wait::{wait_until, wait_until_async};
 
 fn rule(matcher: impl FnOnce(&mut AclRule), ops: &[&str], keys: &[&str]) -> AclRule {
     let mut rule = AclRule {
-        cn: None,
-        ou: None,
-        dns: None,
-        uri: None,
-        uid: None,
-        any: false,
         ops: OpSet::parse(ops.iter().copied()).unwrap(),
         keys: keys.iter().map(|s| (*s).to_owned()).collect(),
+        ..AclRule::default()
     };
     matcher(&mut rule);
     rule

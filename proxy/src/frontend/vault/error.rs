@@ -101,8 +101,10 @@ pub fn reject(status: StatusCode, message: &'static str) -> Response {
 
 impl IntoResponse for VaultError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status(), Json(serde_json::json!({ "errors": [self.to_string()] }))).into_response();
+        // Vault's 404 for a missing key has an empty list.
+        let message = self.to_string();
+        let errors: Vec<String> = if message.is_empty() { Vec::new() } else { vec![message] };
+        let mut response = (self.status(), Json(serde_json::json!({ "errors": errors }))).into_response();
         if let Some(retry_after) = self.retry_after() {
             // Whole seconds, rounded up: Retry-After has no finer unit.
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);

@@ -12,21 +12,38 @@
 //! |---|---|
 //! | [`config`] | `[vault]`, `[[vault.tokens]]` |
 //! | [`error`] | [`VaultError`] and its mapping to Vault's statuses |
+//! | [`auth`] | tokens (by hash) and client certificates to identities; `lookup-self` |
+//! | `batch` | one item or a `batch_input`, through `call_many`; Vault's batch statuses |
+//! | `ciphertext` | `vault:v<N>:<base64>` and base64 fields |
+//! | `transit` | `encrypt`, `decrypt`, `rewrap`, `datakey` |
+//! | `signing` | `sign`, `verify` |
+//! | `keys` | key list, create, read, rotate, config, delete; Vault's key type names |
+//! | `random` | `random` |
+//! | `reply` | Vault's response envelope and JSON bodies |
 //! | `health` | `sys/health` |
 
+pub mod auth;
+mod batch;
+mod ciphertext;
 pub mod config;
 pub mod error;
 mod health;
+mod keys;
+mod random;
+mod reply;
+mod signing;
+mod transit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get, post};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use auth::{TokenError, Tokens};
 pub use config::{TokenConfig, VaultConfig};
 pub use error::VaultError;
 
@@ -36,6 +53,18 @@ use crate::audit::AuditLog;
 use crate::keys::{KeyRefresher, KeyRegistry, KeyStore, PublicKeys};
 use crate::server::CertReloader;
 use crate::telemetry::Metrics;
+
+/// Why the Transit API could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultStartError {
+    /// The tokens could not be read.
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    /// The listener could not start.
+    #[error(transparent)]
+    Listener(#[from] HttpListenerError),
+}
 
 /// What the Transit API reaches into the running proxy for.
 #[derive(Clone)]
@@ -60,24 +89,65 @@ pub struct Wiring {
 #[derive(Clone)]
 pub(crate) struct VaultState {
     wiring: Wiring,
+    tokens: Arc<Tokens>,
     shutdown: CancellationToken,
+    request_timeout: Duration,
+    max_batch_items: usize,
 }
 
-/// The Transit API's routes under `/v1/`.
-pub fn router(config: &VaultConfig, wiring: Wiring, shutdown: CancellationToken) -> Router {
-    let _mount = &config.mount;
+/// Vault writes with POST or PUT alike.
+fn write<H, T>(handler: H) -> MethodRouter<VaultState>
+where
+    H: axum::handler::Handler<T, VaultState>,
+    T: 'static,
+{
+    post(handler.clone()).put(handler)
+}
+
+/// The Transit API's routes under `/v1/`, serving `tokens`.
+pub fn router(config: &VaultConfig, wiring: Wiring, tokens: Tokens, shutdown: CancellationToken) -> Router {
+    let mount = format!("/v1/{}", config.mount);
+    let at = |path: &str| format!("{mount}{path}");
+    let random = get(random::random).post(random::random).put(random::random);
     Router::new()
         .route("/v1/sys/health", get(health::health).head(health::health))
+        .route("/v1/auth/token/lookup-self", get(auth::lookup_self).post(auth::lookup_self))
+        .route(&at("/keys"), get(keys::list).fallback(keys::list))
+        .route(&at("/keys/{name}"), get(keys::read).post(keys::create).put(keys::create).delete(keys::delete))
+        .route(&at("/keys/{name}/rotate"), write(keys::rotate))
+        .route(&at("/keys/{name}/config"), write(keys::configure))
+        .route(&at("/encrypt/{name}"), write(transit::encrypt))
+        .route(&at("/decrypt/{name}"), write(transit::decrypt))
+        .route(&at("/rewrap/{name}"), write(transit::rewrap))
+        .route(&at("/datakey/{kind}/{name}"), write(transit::datakey))
+        .route(&at("/sign/{name}"), write(signing::sign))
+        .route(&at("/sign/{name}/{hash}"), write(signing::sign))
+        .route(&at("/verify/{name}"), write(signing::verify))
+        .route(&at("/verify/{name}/{hash}"), write(signing::verify))
+        .route(&at("/random"), random.clone())
+        .route(&at("/random/{a}"), random.clone())
+        .route(&at("/random/{a}/{b}"), random)
         .fallback(not_found)
-        .with_state(VaultState { wiring, shutdown })
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(VaultState {
+            wiring,
+            tokens: Arc::new(tokens),
+            shutdown,
+            request_timeout: config.http.request_timeout,
+            max_batch_items: config.max_batch_items,
+        })
 }
 
 async fn not_found() -> VaultError {
     VaultError::NotFound("no handler for route".to_owned())
 }
 
-/// Binds `[vault]`'s listener and serves the API on it until `shutdown`; returns the
-/// bound address.
+async fn method_not_allowed() -> VaultError {
+    VaultError::MethodNotAllowed
+}
+
+/// Reads the tokens, binds `[vault]`'s listener and serves the API on it until
+/// `shutdown`; returns the bound address.
 pub async fn start(
     config: &VaultConfig,
     wiring: Wiring,
@@ -85,11 +155,13 @@ pub async fn start(
     tasks: &TaskTracker,
     shutdown: CancellationToken,
     grace: Duration,
-) -> Result<SocketAddr, HttpListenerError> {
+) -> Result<SocketAddr, VaultStartError> {
+    let tokens = Tokens::load(&config.tokens)?;
     let listener = HttpListener::bind("vault", config.listen, &config.http, reloader).await?;
-    let addr =
-        listener.local_addr().map_err(|source| HttpListenerError::Bind { address: config.listen, source })?;
-    let app = router(config, wiring, shutdown.clone());
+    let addr = listener
+        .local_addr()
+        .map_err(|source| HttpListenerError::Bind { address: config.listen, source })?;
+    let app = router(config, wiring, tokens, shutdown.clone());
     listener.spawn(app, error::reject, tasks, shutdown, grace);
     tracing::info!(%addr, mount = %config.mount, "Vault Transit API listening");
     Ok(addr)
