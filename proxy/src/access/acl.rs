@@ -63,7 +63,10 @@ fn matches(rule: &AclRule, identity: &Identity) -> bool {
         && any_of(&rule.dns, &identity.dns_names)
         && any_of(&rule.uri, &identity.uris)
         && rule.uid.is_none_or(|uid| identity.uid == Some(uid))
-        && rule.token.as_ref().is_none_or(|glob| identity.token.as_ref().is_some_and(|name| glob_match(glob, name)))
+        && rule
+            .token
+            .as_ref()
+            .is_none_or(|glob| identity.token.as_ref().is_some_and(|name| glob_match(glob, name)))
 }
 
 /// What one connection's identity may do.

@@ -55,8 +55,13 @@ impl AclRule {
         if !self.any && !self.has_matcher() {
             return invalid("cn", "a rule needs a matcher (cn, ou, dns, uri, uid, token) or any = true");
         }
-        let globs =
-            [("cn", &self.cn), ("ou", &self.ou), ("dns", &self.dns), ("uri", &self.uri), ("token", &self.token)];
+        let globs = [
+            ("cn", &self.cn),
+            ("ou", &self.ou),
+            ("dns", &self.dns),
+            ("uri", &self.uri),
+            ("token", &self.token),
+        ];
         for (field, glob) in globs {
             if glob.as_ref().is_some_and(String::is_empty) {
                 return invalid(field, "must not be empty");

@@ -54,7 +54,7 @@ impl FrontDoor {
         let principal = identity.principal();
         let quota = if self.ctx.quotas.enabled() {
             match self.ctx.quotas.connect(&principal) {
-                Ok(quota) => Some(quota),
+                Ok(quota) => Some(Arc::new(quota)),
                 Err(retry_after) => {
                     self.ctx.audit.record(Event::ConnectionRefused {
                         principal,

@@ -153,7 +153,7 @@ async fn establish<H: Handshake>(
     let principal = identity.principal();
     let quota = if ctx.quotas.enabled() {
         match ctx.quotas.connect(&principal) {
-            Ok(quota) => Some(quota),
+            Ok(quota) => Some(Arc::new(quota)),
             Err(retry_after) => {
                 tracing::debug!(transport, peer = %addr, %principal, "over the identity's connection quota");
                 ctx.audit.record(Event::ConnectionRefused {

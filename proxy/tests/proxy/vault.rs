@@ -88,7 +88,10 @@ async fn tokens_are_checked_and_looked_up() {
         assert_eq!(refused.json, json!({ "errors": ["permission denied"] }));
     }
     let bearer = format!("Bearer {}", vault.app.token);
-    let me = client.send("GET", "/v1/auth/token/lookup-self", &[("authorization", &bearer)], Vec::new()).await.unwrap();
+    let me = client
+        .send("GET", "/v1/auth/token/lookup-self", &[("authorization", &bearer)], Vec::new())
+        .await
+        .unwrap();
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.json["data"]["display_name"], "app");
     assert_eq!(me.json["data"]["meta"]["principal"], "token:app");
@@ -136,18 +139,23 @@ async fn encrypt_decrypt_rewrap_and_datakey_round_trip_with_associated_data() {
     let vault = Vault::start(|_| {}).await;
     vault.root("POST", "keys/k", json!({})).await;
     let aad = b64(b"tenant-7");
-    let sealed = vault.root("POST", "encrypt/k", json!({ "plaintext": b64(b"secret"), "associated_data": aad })).await;
+    let sealed =
+        vault.root("POST", "encrypt/k", json!({ "plaintext": b64(b"secret"), "associated_data": aad })).await;
     assert_eq!(sealed.status, 200, "{}", sealed.text);
     let ciphertext = sealed.json["data"]["ciphertext"].as_str().unwrap().to_owned();
     assert!(ciphertext.starts_with("vault:v1:"), "{ciphertext}");
 
-    let opened = vault.root("POST", "decrypt/k", json!({ "ciphertext": ciphertext, "associated_data": aad })).await;
+    let opened =
+        vault.root("POST", "decrypt/k", json!({ "ciphertext": ciphertext, "associated_data": aad })).await;
     assert_eq!(opened.json["data"]["plaintext"], b64(b"secret"));
-    let wrong = vault.root("POST", "decrypt/k", json!({ "ciphertext": ciphertext, "associated_data": b64(b"x") })).await;
+    let wrong = vault
+        .root("POST", "decrypt/k", json!({ "ciphertext": ciphertext, "associated_data": b64(b"x") }))
+        .await;
     assert_eq!(wrong.status, 400, "another context does not authenticate");
 
     vault.root("POST", "keys/k/rotate", Value::Null).await;
-    let rewrapped = vault.root("POST", "rewrap/k", json!({ "ciphertext": ciphertext, "associated_data": aad })).await;
+    let rewrapped =
+        vault.root("POST", "rewrap/k", json!({ "ciphertext": ciphertext, "associated_data": aad })).await;
     let new = rewrapped.json["data"]["ciphertext"].as_str().unwrap().to_owned();
     assert!(new.starts_with("vault:v2:"), "{}", rewrapped.text);
     let opened = vault.root("POST", "decrypt/k", json!({ "ciphertext": new, "associated_data": aad })).await;
@@ -156,23 +164,34 @@ async fn encrypt_decrypt_rewrap_and_datakey_round_trip_with_associated_data() {
     let plain = vault.root("POST", "datakey/plaintext/k", json!({ "bits": 128 })).await;
     let data_key = B64.decode(plain.json["data"]["plaintext"].as_str().unwrap()).unwrap();
     assert_eq!(data_key.len(), 16);
-    let opened = vault.root("POST", "decrypt/k", json!({ "ciphertext": plain.json["data"]["ciphertext"] })).await;
+    let opened =
+        vault.root("POST", "decrypt/k", json!({ "ciphertext": plain.json["data"]["ciphertext"] })).await;
     assert_eq!(B64.decode(opened.json["data"]["plaintext"].as_str().unwrap()).unwrap(), data_key);
     let wrapped = vault.root("POST", "datakey/wrapped/k", json!({})).await;
     assert!(wrapped.json["data"].get("plaintext").is_none(), "{}", wrapped.text);
-    let batch = vault.root("POST", "datakey/wrapped/k", json!({ "batch_input": [{}, { "bits": 512 }, { "bits": 7 }] })).await;
+    let batch = vault
+        .root("POST", "datakey/wrapped/k", json!({ "batch_input": [{}, { "bits": 512 }, { "bits": 7 }] }))
+        .await;
     let results = batch.json["data"]["batch_results"].as_array().unwrap();
     assert!(results[0]["ciphertext"].is_string() && results[1]["ciphertext"].is_string());
     assert!(results[2]["error"].is_string(), "datakey batches, item errors included: {}", batch.text);
 
-    let elsewhere = vault.root("POST", "decrypt/default", json!({ "ciphertext": new, "associated_data": aad })).await;
+    let elsewhere =
+        vault.root("POST", "decrypt/default", json!({ "ciphertext": new, "associated_data": aad })).await;
     assert_eq!(elsewhere.status, 400, "a ciphertext of another key");
     for garbage in ["vault:v1:!!!", "nonsense", "vault:v1:S01Y"] {
-        assert_eq!(vault.root("POST", "decrypt/k", json!({ "ciphertext": garbage })).await.status, 400, "{garbage}");
+        assert_eq!(
+            vault.root("POST", "decrypt/k", json!({ "ciphertext": garbage })).await.status,
+            400,
+            "{garbage}"
+        );
     }
     assert_eq!(vault.root("POST", "encrypt/absent", json!({ "plaintext": b64(b"x") })).await.status, 404);
     assert_eq!(vault.root("POST", "encrypt/k", json!({ "plaintext": "%%" })).await.status, 400);
-    assert_eq!(vault.root("POST", "encrypt/k", json!({ "plaintext": b64(b"x"), "context": "eA==" })).await.status, 400);
+    assert_eq!(
+        vault.root("POST", "encrypt/k", json!({ "plaintext": b64(b"x"), "context": "eA==" })).await.status,
+        400
+    );
     let random = vault.root("POST", "random/24", json!({ "format": "hex" })).await;
     assert_eq!(random.json["data"]["random_bytes"].as_str().unwrap().len(), 48, "{}", random.text);
 }
@@ -241,12 +260,24 @@ async fn signing_keys_sign_and_verify_singly_and_in_batches() {
         let signed = vault.root("POST", &format!("sign/{name}"), json!({ "input": input })).await;
         let signature = signed.json["data"]["signature"].as_str().unwrap().to_owned();
         assert!(signature.starts_with("vault:v1:"), "{}", signed.text);
-        let checked = vault.root("POST", &format!("verify/{name}"), json!({ "input": input, "signature": signature })).await;
+        let checked = vault
+            .root("POST", &format!("verify/{name}"), json!({ "input": input, "signature": signature }))
+            .await;
         assert_eq!(checked.json["data"]["valid"], true, "{vault_type}: {}", checked.text);
-        let other = vault.root("POST", &format!("verify/{name}"), json!({ "input": b64(b"other"), "signature": signature })).await;
+        let other = vault
+            .root(
+                "POST",
+                &format!("verify/{name}"),
+                json!({ "input": b64(b"other"), "signature": signature }),
+            )
+            .await;
         assert_eq!(other.json["data"]["valid"], false);
         let batch = vault
-            .root("POST", &format!("sign/{name}"), json!({ "batch_input": [{ "input": input }, { "input": "%" }] }))
+            .root(
+                "POST",
+                &format!("sign/{name}"),
+                json!({ "batch_input": [{ "input": input }, { "input": "%" }] }),
+            )
             .await;
         let results = batch.json["data"]["batch_results"].as_array().unwrap();
         assert!(results[0]["signature"].is_string() && results[1]["error"].is_string(), "{}", batch.text);
@@ -257,7 +288,11 @@ async fn signing_keys_sign_and_verify_singly_and_in_batches() {
             assert_eq!(wrong.status, 400, "another hash is refused, not ignored");
         }
     }
-    assert_eq!(vault.root("POST", "sign/default", json!({ "input": "eA==" })).await.status, 400, "a wrapping key");
+    assert_eq!(
+        vault.root("POST", "sign/default", json!({ "input": "eA==" })).await.status,
+        400,
+        "a wrapping key"
+    );
 }
 
 #[tokio::test]
@@ -271,8 +306,16 @@ async fn the_acl_applies_per_key_and_op_and_to_key_management() {
     assert_eq!(sealed.status, 200, "{}", sealed.text);
     assert_eq!(client.call("POST", "/v1/transit/encrypt/default", app, body.clone()).await.status, 403);
     let rewrap = json!({ "ciphertext": sealed.json["data"]["ciphertext"] });
-    assert_eq!(client.call("POST", "/v1/transit/rewrap/app-1", app, rewrap).await.status, 403, "no rewrap op");
-    assert_eq!(client.call("POST", "/v1/transit/keys/app-2", app, json!({})).await.status, 403, "no manage_keys");
+    assert_eq!(
+        client.call("POST", "/v1/transit/rewrap/app-1", app, rewrap).await.status,
+        403,
+        "no rewrap op"
+    );
+    assert_eq!(
+        client.call("POST", "/v1/transit/keys/app-2", app, json!({})).await.status,
+        403,
+        "no manage_keys"
+    );
     assert_eq!(client.call("POST", "/v1/transit/keys/app-1/rotate", app, Value::Null).await.status, 403);
     let listed = client.call("LIST", "/v1/transit/keys", app, Value::Null).await;
     assert_eq!(listed.json["data"]["keys"], json!(["app-1"]), "only the keys it may use");
@@ -298,10 +341,13 @@ async fn a_full_queue_answers_429_with_retry_after() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         gate.open();
     });
-    let batch = client.call("POST", "/v1/transit/encrypt/default", Some(&root.token), json!({ "batch_input": items })).await;
+    let batch = client
+        .call("POST", "/v1/transit/encrypt/default", Some(&root.token), json!({ "batch_input": items }))
+        .await;
     opener.await.unwrap();
     let results = batch.json["data"]["batch_results"].as_array().unwrap();
-    let busy = results.iter().filter(|r| r["error"].as_str().is_some_and(|e| e.contains("overloaded"))).count();
+    let busy =
+        results.iter().filter(|r| r["error"].as_str().is_some_and(|e| e.contains("overloaded"))).count();
     assert!(busy > 0, "a queue of 4 refuses some of 32: {}", batch.text);
 }
 

@@ -7,7 +7,7 @@
 //! comparing digests leaks nothing useful about a token through timing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
@@ -17,10 +17,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::VaultState;
 use super::config::TokenConfig;
 use super::error::VaultError;
 use super::reply::envelope;
-use super::VaultState;
 use crate::access::identity::Identity;
 use crate::audit::Event;
 use crate::frontend::http::HttpPeer;
@@ -63,7 +63,9 @@ impl Tokens {
             };
             let digest = match (&entry.token, &entry.sha256) {
                 (Some(token), _) => digest(secret(token)?.as_bytes()),
-                (None, Some(hash)) => parse_digest(&secret(hash)?).ok_or_else(|| TokenError::BadHash(entry.name.clone()))?,
+                (None, Some(hash)) => {
+                    parse_digest(&secret(hash)?).ok_or_else(|| TokenError::BadHash(entry.name.clone()))?
+                }
                 (None, None) => continue,
             };
             if names.insert(digest, Arc::from(entry.name.as_str())).is_some() {
@@ -130,11 +132,46 @@ impl FromRequestParts<VaultState> for Caller {
                 _ => return Err(refuse(state, addr, "no token")),
             },
         };
-        let peer = state.wiring.front_door.peer(&identity, addr).map_err(|retry_after| VaultError::Busy {
+        let peer = state.peers.resolve(&state.wiring.front_door, &identity, addr)?;
+        Ok(Caller { identity, peer })
+    }
+}
+
+/// Callers resolved to router peers, by principal: each identity's ACL permissions and
+/// quota are resolved once and shared by all its requests, as a binary-protocol
+/// connection shares them (so `[quotas]` apply to the identity across requests). The
+/// Vault API holds one of the identity's connection slots while it is cached.
+#[derive(Default)]
+pub(crate) struct Peers {
+    resolved: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+impl Peers {
+    /// The most identities cached; past it the cache starts over (tokens are few; client
+    /// certificates could be many).
+    const MAX: usize = 4096;
+
+    fn resolve(
+        &self,
+        door: &crate::frontend::FrontDoor,
+        identity: &Identity,
+        addr: String,
+    ) -> Result<Peer, VaultError> {
+        let principal = identity.principal();
+        if let Some(peer) = self.resolved.lock().unwrap_or_else(PoisonError::into_inner).get(&principal) {
+            return Ok(peer.at(addr));
+        }
+        let peer = door.peer(identity, addr.clone()).map_err(|retry_after| VaultError::Busy {
             message: "over this identity's connection quota".into(),
             retry_after,
         })?;
-        Ok(Caller { identity, peer })
+        let peer = Arc::new(peer);
+        let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        if resolved.len() >= Self::MAX {
+            resolved.clear();
+        }
+        let peer = Arc::clone(resolved.entry(principal).or_insert(peer));
+        Ok(peer.at(addr))
     }
 }
 

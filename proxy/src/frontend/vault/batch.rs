@@ -98,7 +98,8 @@ impl<T: Referenced> Items<T> {
             }
         }
         let options = CallOptions { timeout: Some(state.request_timeout), bypass_cache: false };
-        let mut answers = state.wiring.front_door.call_many(&caller.peer, requests, options).await.into_iter();
+        let mut answers =
+            state.wiring.front_door.call_many(&caller.peer, requests, options).await.into_iter();
         let results: Vec<Result<Map<String, Value>, VaultError>> = slots
             .into_iter()
             .map(|slot| {
@@ -128,7 +129,8 @@ fn respond_batch(
 ) -> Response {
     let succeeded = results.iter().filter(|result| result.is_ok()).count();
     let first_error = results.iter().find_map(|result| result.as_ref().err()).cloned();
-    let all_user_errors = results.iter().all(|result| result.as_ref().err().is_some_and(VaultError::is_user_error));
+    let all_user_errors =
+        results.iter().all(|result| result.as_ref().err().is_some_and(VaultError::is_user_error));
     let items: Vec<Value> = results
         .into_iter()
         .zip(references)

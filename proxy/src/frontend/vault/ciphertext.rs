@@ -113,10 +113,23 @@ mod tests {
 
     #[test]
     fn malformed_prefixes_are_bad_requests() {
-        for text in ["", "vault:", "vault:v:AAAA", "vault:v0:AAAA", "vault:vx:AAAA", "vault:v1", "vault:v+1:AA", "vault:v99999999999:AA", "vault:v1:!!"] {
+        for text in [
+            "",
+            "vault:",
+            "vault:v:AAAA",
+            "vault:v0:AAAA",
+            "vault:vx:AAAA",
+            "vault:v1",
+            "vault:v+1:AA",
+            "vault:v99999999999:AA",
+            "vault:v1:!!",
+        ] {
             assert!(matches!(parse_prefixed("ciphertext", text), Err(VaultError::BadRequest(_))), "{text:?}");
         }
-        assert_eq!(parse_prefixed("signature", "vault:v3:AQI=").unwrap(), Prefixed { version: 3, bytes: vec![1, 2] });
+        assert_eq!(
+            parse_prefixed("signature", "vault:v3:AQI=").unwrap(),
+            Prefixed { version: 3, bytes: vec![1, 2] }
+        );
     }
 
     proptest! {

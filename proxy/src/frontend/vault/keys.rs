@@ -385,7 +385,9 @@ mod tests {
     #[test]
     fn public_keys_are_pem() {
         let text = pem(&[0u8; 100]);
-        assert!(text.starts_with("-----BEGIN PUBLIC KEY-----\n") && text.ends_with("-----END PUBLIC KEY-----\n"));
+        assert!(
+            text.starts_with("-----BEGIN PUBLIC KEY-----\n") && text.ends_with("-----END PUBLIC KEY-----\n")
+        );
         assert!(text.lines().all(|line| line.len() <= 64));
     }
 }

@@ -90,6 +90,7 @@ pub struct Wiring {
 pub(crate) struct VaultState {
     wiring: Wiring,
     tokens: Arc<Tokens>,
+    peers: Arc<auth::Peers>,
     shutdown: CancellationToken,
     request_timeout: Duration,
     max_batch_items: usize,
@@ -132,6 +133,7 @@ pub fn router(config: &VaultConfig, wiring: Wiring, tokens: Tokens, shutdown: Ca
         .with_state(VaultState {
             wiring,
             tokens: Arc::new(tokens),
+            peers: Arc::default(),
             shutdown,
             request_timeout: config.http.request_timeout,
             max_batch_items: config.max_batch_items,
@@ -158,9 +160,8 @@ pub async fn start(
 ) -> Result<SocketAddr, VaultStartError> {
     let tokens = Tokens::load(&config.tokens)?;
     let listener = HttpListener::bind("vault", config.listen, &config.http, reloader).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| HttpListenerError::Bind { address: config.listen, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| HttpListenerError::Bind { address: config.listen, source })?;
     let app = router(config, wiring, tokens, shutdown.clone());
     listener.spawn(app, error::reject, tasks, shutdown, grace);
     tracing::info!(%addr, mount = %config.mount, "Vault Transit API listening");

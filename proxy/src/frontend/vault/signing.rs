@@ -163,8 +163,15 @@ pub(super) async fn verify(
     let items = body.items.into_items(state.max_batch_items)?;
     let prepare = |item: &VerifyItem| {
         let input = decode("input", item.input.as_deref().ok_or_else(|| missing("input"))?)?;
-        let signature = parse_prefixed("signature", item.signature.as_deref().ok_or_else(|| missing("signature"))?)?;
-        Ok(Request::Verify { key: name.clone(), version: signature.version, input, signature: signature.bytes, digest })
+        let signature =
+            parse_prefixed("signature", item.signature.as_deref().ok_or_else(|| missing("signature"))?)?;
+        Ok(Request::Verify {
+            key: name.clone(),
+            version: signature.version,
+            input,
+            signature: signature.bytes,
+            digest,
+        })
     };
     let render = |reply: Reply| match reply {
         Reply::Verify { valid } => Ok(fields([("valid", json!(valid))])),
