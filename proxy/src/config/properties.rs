@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::Config;
 
-const EXAMPLES: [&str; 4] = ["soft.toml", "softhsm.toml", "kms.toml", "tls.toml"];
+const EXAMPLES: [&str; 5] = ["soft.toml", "softhsm.toml", "kms.toml", "tls.toml", "vault.toml"];
 
 /// Values a hostile or careless operator might write after `=`.
 const HOSTILE_VALUES: &[&str] = &[

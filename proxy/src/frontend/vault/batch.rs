@@ -3,12 +3,13 @@
 //! to the router together ([`FrontDoor::call_many`](crate::frontend::FrontDoor::call_many),
 //! so they batch on the key queues), and the answers come back in order.
 //!
-//! Vault's statuses for a batch: 200 when any item succeeded (or
-//! `partial_failure_response_code` when some failed), and when every item failed, 400
-//! for a failure of the client's making, else the first item's status (429 with
-//! Retry-After when the key was busy, 503 when the backend is down).
+//! Vault's statuses for a batch: 200 when every item succeeded; when any failed, 400 if
+//! a failure is of the client's making, else the first failure's status (429 with
+//! Retry-After when the key was busy, 503 when the backend is down, 500), and
+//! `partial_failure_response_code` instead when some items succeeded. The body holds
+//! every item's result either way.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keymux_protocol::{Reply, Request};
 use serde::Deserialize;
@@ -129,8 +130,8 @@ fn respond_batch(
 ) -> Response {
     let succeeded = results.iter().filter(|result| result.is_ok()).count();
     let first_error = results.iter().find_map(|result| result.as_ref().err()).cloned();
-    let all_user_errors =
-        results.iter().all(|result| result.as_ref().err().is_some_and(VaultError::is_user_error));
+    let any_user_error =
+        results.iter().any(|result| result.as_ref().err().is_some_and(VaultError::is_user_error));
     let items: Vec<Value> = results
         .into_iter()
         .zip(references)
@@ -149,27 +150,17 @@ fn respond_batch(
         })
         .collect();
     let body = axum::Json(wrapped(json!({ "batch_results": items })));
-    match first_error {
-        None => body.into_response(),
-        Some(_) if succeeded > 0 => match partial_failure_code {
-            Some(code) => (code, body).into_response(),
-            None => body.into_response(),
-        },
-        Some(error) => {
-            // Every item failed: the status (and Retry-After) of the first failure, or
-            // 400 when they are all the client's doing.
-            let mut response = error.clone().into_response();
-            let status = if all_user_errors && !matches!(error, VaultError::Busy { .. }) {
-                StatusCode::BAD_REQUEST
-            } else {
-                error.status()
-            };
-            let headers = std::mem::take(response.headers_mut());
-            let mut response = (status, body).into_response();
-            if let Some(retry_after) = headers.get(axum::http::header::RETRY_AFTER) {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after.clone());
-            }
-            response
+    let Some(error) = first_error else { return body.into_response() };
+    if succeeded > 0 {
+        if let Some(code) = partial_failure_code {
+            return (code, body).into_response();
         }
     }
+    let status = if any_user_error { StatusCode::BAD_REQUEST } else { error.status() };
+    let retry_after = error.clone().into_response().headers().get(header::RETRY_AFTER).cloned();
+    let mut response = (status, body).into_response();
+    if let (false, Some(retry_after)) = (any_user_error, retry_after) {
+        response.headers_mut().insert(header::RETRY_AFTER, retry_after);
+    }
+    response
 }

@@ -96,7 +96,29 @@ impl TokenConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::access::identity::Identity;
+    use crate::access::ops::AclOp;
+    use crate::config::Config;
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vault.toml");
+        let config = Config::load(&path).unwrap();
+        let vault = config.vault.as_ref().expect("[vault]");
+        assert_eq!(vault.listen, "127.0.0.1:8200".parse().unwrap());
+        assert_eq!(vault.mount, "transit");
+        assert!(!vault.http.tls);
+        assert_eq!(vault.tokens.len(), 1);
+        assert_eq!(vault.tokens[0].token, Some(SecretSource::Env("KEYMUX_VAULT_TOKEN".into())));
+        assert!(!config.serves_plain_tcp());
+        let acl = crate::access::acl::Acl::new(config.acl.clone());
+        let root = acl.permissions(&Identity::token("root"));
+        assert!(root.allows(AclOp::ManageKeys, "any") && root.allows(AclOp::Sign, "any"));
+        assert!(!acl.permissions(&Identity::anonymous()).allows(AclOp::Wrap, "default"));
+    }
 
     #[test]
     fn mounts_and_tokens_are_checked() {

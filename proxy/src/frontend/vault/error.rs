@@ -71,10 +71,10 @@ impl VaultError {
         }
     }
 
-    /// Whether a batch item failing this way is the client's fault (Vault answers a
-    /// batch where every item failed 400 then, else 500).
+    /// Whether a batch item failing this way is the client's doing (Vault answers such
+    /// a batch 400). A busy key or a quota is not: retrying later may work.
     pub fn is_user_error(&self) -> bool {
-        self.status().is_client_error()
+        self.status().is_client_error() && !matches!(self, VaultError::Busy { .. })
     }
 
     fn retry_after(&self) -> Option<Duration> {

@@ -16,13 +16,12 @@ struct Health {
     initialized: bool,
     sealed: bool,
     standby: bool,
-    performance_standby: bool,
     replication_performance_mode: &'static str,
     replication_dr_mode: &'static str,
     server_time_utc: u64,
     version: String,
     cluster_name: &'static str,
-    enterprise: bool,
+    cluster_id: &'static str,
 }
 
 /// 200 while serving; 503 (Vault's "sealed" status) while the audit log cannot be
@@ -33,13 +32,13 @@ pub(super) async fn health(State(state): State<VaultState>) -> Response {
         initialized: true,
         sealed: failing,
         standby: false,
-        performance_standby: false,
         replication_performance_mode: "disabled",
         replication_dr_mode: "disabled",
         server_time_utc: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         version: concat!(env!("CARGO_PKG_VERSION"), "+keymux").to_owned(),
         cluster_name: "keymux",
-        enterprise: false,
+        // Proxies are stateless peers: one cluster, the same id everywhere.
+        cluster_id: "6b65796d-7578-4000-8000-000000000000",
     };
     let status = if failing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (status, Json(body)).into_response()

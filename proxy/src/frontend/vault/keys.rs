@@ -118,7 +118,8 @@ async fn change(
 fn render(state: &VaultState, key: &KeyInfo) -> Value {
     let asymmetric = key.key_type.is_asymmetric();
     let mut versions = Map::new();
-    for version in &key.versions {
+    // As Vault: the versions that may still decrypt.
+    for version in key.versions.iter().filter(|v| v.version >= key.min_decryption_version) {
         let created = UNIX_EPOCH + Duration::from_secs(version.created_at);
         let value = if asymmetric {
             let public_key = state
@@ -127,6 +128,7 @@ fn render(state: &VaultState, key: &KeyInfo) -> Value {
                 .get(&key.name, version.version)
                 .map_or_else(String::new, |public| pem(public.spki_der()));
             json!({
+                "certificate_chain": "",
                 "creation_time": humantime::format_rfc3339_seconds(created).to_string(),
                 "name": curve_name(key.key_type),
                 "public_key": public_key,
@@ -151,6 +153,7 @@ fn render(state: &VaultState, key: &KeyInfo) -> Value {
         "allow_plaintext_backup": false,
         "auto_rotate_period": 0,
         "imported_key": false,
+        "soft_deleted": false,
         "supports_encryption": wraps,
         "supports_decryption": wraps,
         "supports_derivation": false,
@@ -364,7 +367,7 @@ pub(super) async fn delete(
 ) -> Result<Response, VaultError> {
     authorize_admin(&state, &caller, &name)?;
     state.wiring.registry.get(&name)?;
-    Err(VaultError::BadRequest("deletion is not allowed for this key".into()))
+    Err(VaultError::BadRequest(format!("error deleting policy {name}: deletion is not allowed for this key")))
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ pub(super) fn wrapped(data: Value) -> Value {
         "wrap_info": null,
         "warnings": null,
         "auth": null,
-        "mount_type": "transit",
     })
 }
 
