@@ -179,12 +179,13 @@ async fn three_replicas_behind_haproxy_lose_no_call_to_a_kill_a_drain_or_a_resta
                 server,
                 &backend,
                 &[],
+                None,
             )
             .unwrap()
         })
         .collect();
     let upstreams: Vec<Upstream> = replicas.iter().map(Upstream::from).collect();
-    let haproxy = Haproxy::start(dir.path(), &upstreams).unwrap();
+    let haproxy = Haproxy::start(dir.path(), &upstreams, None).unwrap();
     block_in_place(|| haproxy.wait_until_up(3, Duration::from_secs(10))).unwrap();
 
     let tally = Tally::new();

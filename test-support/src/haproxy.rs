@@ -7,12 +7,12 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use keymux_client::testing::free_port;
 
-use crate::replica::Replica;
+use crate::replica::{Replica, pinned};
 
 /// A server of the balancer: where clients' connections go, and where it checks.
 #[derive(Debug, Clone, Copy)]
@@ -88,14 +88,14 @@ backend keymux_replicas
 }
 
 impl Haproxy {
-    /// Starts `haproxy` in `dir` in front of `upstreams` and waits until its frontend
-    /// accepts connections.
-    pub fn start(dir: &Path, upstreams: &[Upstream]) -> io::Result<Self> {
+    /// Starts `haproxy` in `dir` in front of `upstreams`, on the CPUs `cpus` lists or
+    /// any, and waits until its frontend accepts connections.
+    pub fn start(dir: &Path, upstreams: &[Upstream], cpus: Option<&str>) -> io::Result<Self> {
         let port = free_port();
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, config(port, &dir.join("haproxy.sock"), upstreams))?;
         let log = std::fs::File::create(dir.join("haproxy.log"))?;
-        let child = Command::new("haproxy")
+        let child = pinned("haproxy", cpus)
             .arg("-db")
             .arg("-f")
             .arg(&cfg)
@@ -116,6 +116,11 @@ impl Haproxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(haproxy)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The frontend's address.

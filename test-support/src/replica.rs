@@ -17,6 +17,7 @@ pub struct Replica {
     config: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
+    cpus: Option<String>,
     child: Option<Child>,
     /// The binary protocol's plain TCP port.
     pub port: u16,
@@ -27,7 +28,8 @@ pub struct Replica {
 impl Replica {
     /// Writes `dir/NAME.toml` (listeners on fresh loopback ports, then `config`: the
     /// `[backend]` table and whatever else, `server` more lines for `[server]`) and
-    /// starts `binary` on it with `env` added, waiting until `/readyz` answers 200.
+    /// starts `binary` on it with `env` added, on the CPUs `cpus` lists (`taskset -c`)
+    /// or any, waiting until `/readyz` answers 200.
     pub fn start(
         binary: &Path,
         dir: &Path,
@@ -35,6 +37,7 @@ impl Replica {
         server: &str,
         config: &str,
         env: &[(&str, &str)],
+        cpus: Option<&str>,
     ) -> io::Result<Self> {
         let (port, admin_port) = (free_port(), free_port());
         let path = dir.join(format!("{name}.toml"));
@@ -50,6 +53,7 @@ impl Replica {
             config: path,
             log: dir.join(format!("{name}.log")),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            cpus: cpus.map(str::to_owned),
             child: None,
             port,
             admin_port,
@@ -72,7 +76,7 @@ impl Replica {
     /// or a drain), waiting until it is ready.
     pub fn restart(&mut self) -> io::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.binary)
+        let child = pinned(&self.binary, self.cpus.as_deref())
             .args(["serve", "--config"])
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -96,6 +100,11 @@ impl Replica {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(io::Error::other(format!("keymux not ready within 30 s: see {}", self.log.display())))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: the process dies at once, its connections with it.
@@ -142,6 +151,19 @@ impl Replica {
 impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A command for `program`, run on the CPUs `cpus` lists (`taskset -c 0,2-3`), or on
+/// any CPU when `None`.
+pub fn pinned(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpus]).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 
