@@ -32,6 +32,8 @@ impl From<&Replica> for Upstream {
 /// One server's line of `show stat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStat {
+    /// Its backend: `keymux_replicas` for the first service, `keymux_replicas_1`...
+    pub backend: String,
     /// `p0`, `p1`...: the upstreams in the order given.
     pub name: String,
     /// `UP`, `DOWN`, `UP 1/2` (going down), `DOWN 1/2` (coming up), `MAINT`...
@@ -46,18 +48,44 @@ pub struct ServerStat {
 pub struct Haproxy {
     child: Child,
     dir: PathBuf,
-    /// The frontend's port on 127.0.0.1: the one address clients are given.
-    pub port: u16,
+    /// Each service's frontend port on 127.0.0.1: the one address its clients are given.
+    pub ports: Vec<u16>,
 }
 
-/// The configuration for `upstreams` behind a frontend on `port`, the runtime API on
-/// `socket`: checks every 200 ms, down after 2 failures, up after 2 successes.
-pub fn config(port: u16, socket: &Path, upstreams: &[Upstream]) -> String {
+/// The configuration of the services `(port, upstreams)`: each a frontend on `port`
+/// in front of its upstreams; the runtime API on `socket`. Checks every 200 ms, down
+/// after 2 failures, up after 2 successes.
+pub fn config(socket: &Path, services: &[(u16, &[Upstream])]) -> String {
+    let mut text = global(socket);
+    for (index, (port, upstreams)) in services.iter().enumerate() {
+        let suffix = if index == 0 { String::new() } else { format!("_{index}") };
+        text.push_str(&service(&suffix, *port, upstreams));
+    }
+    text
+}
+
+fn service(suffix: &str, port: u16, upstreams: &[Upstream]) -> String {
     let servers: String = upstreams
         .iter()
         .enumerate()
         .map(|(i, u)| format!("    server p{i} {} check port {}\n", u.addr, u.admin_port))
         .collect();
+    format!(
+        "
+frontend keymux{suffix}
+    bind 127.0.0.1:{port}
+    default_backend keymux_replicas{suffix}
+
+backend keymux_replicas{suffix}
+    balance leastconn
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 200ms fall 2 rise 2
+{servers}"
+    )
+}
+
+fn global(socket: &Path) -> String {
     format!(
         "global
     stats socket {socket} mode 600 level admin
@@ -72,17 +100,7 @@ defaults
     # again, on another replica.
     retries 3
     option redispatch 1
-
-frontend keymux
-    bind 127.0.0.1:{port}
-    default_backend keymux_replicas
-
-backend keymux_replicas
-    balance leastconn
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter 200ms fall 2 rise 2
-{servers}",
+",
         socket = socket.display()
     )
 }
@@ -91,9 +109,17 @@ impl Haproxy {
     /// Starts `haproxy` in `dir` in front of `upstreams`, on the CPUs `cpus` lists or
     /// any, and waits until its frontend accepts connections.
     pub fn start(dir: &Path, upstreams: &[Upstream], cpus: Option<&str>) -> io::Result<Self> {
-        let port = free_port();
+        Self::start_services(dir, &[upstreams], cpus)
+    }
+
+    /// [`Haproxy::start`] for several services, each with its own frontend (on
+    /// [`Haproxy::addr_of`] its index) and upstreams: the binary protocol's and the Vault
+    /// API's listeners of the same replicas, say.
+    pub fn start_services(dir: &Path, services: &[&[Upstream]], cpus: Option<&str>) -> io::Result<Self> {
+        let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, config(port, &dir.join("haproxy.sock"), upstreams))?;
+        let listed: Vec<(u16, &[Upstream])> = ports.iter().copied().zip(services.iter().copied()).collect();
+        std::fs::write(&cfg, config(&dir.join("haproxy.sock"), &listed))?;
         let log = std::fs::File::create(dir.join("haproxy.log"))?;
         let child = pinned("haproxy", cpus)
             .arg("-db")
@@ -103,9 +129,9 @@ impl Haproxy {
             .stderr(log)
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("haproxy (apt-get install haproxy): {e}")))?;
-        let mut haproxy = Self { child, dir: dir.to_owned(), port };
+        let mut haproxy = Self { child, dir: dir.to_owned(), ports };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(haproxy.addr()).is_err() {
+        while haproxy.ports.iter().any(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_err()) {
             if let Some(status) = haproxy.child.try_wait()? {
                 let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
                 return Err(io::Error::other(format!("haproxy exited ({status}):\n{log}")));
@@ -123,9 +149,14 @@ impl Haproxy {
         self.child.id()
     }
 
-    /// The frontend's address.
+    /// The (first) service's frontend address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.addr_of(0)
+    }
+
+    /// Service `index`'s frontend address.
+    pub fn addr_of(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
     }
 
     /// The servers' lines of `show stat`.
@@ -142,14 +173,15 @@ impl Haproxy {
                 .position(|h| *h == name)
                 .ok_or_else(|| io::Error::other(format!("no {name} column")))
         };
-        let (svname, status, scur, stot) =
-            (column("svname")?, column("status")?, column("scur")?, column("stot")?);
+        let (pxname, svname, status) = (column("pxname")?, column("svname")?, column("status")?);
+        let (scur, stot) = (column("scur")?, column("stot")?);
         Ok(csv
             .lines()
             .skip(1)
             .map(|line| line.split(',').collect::<Vec<_>>())
             .filter(|f| f.len() > stot && f[svname] != "FRONTEND" && f[svname] != "BACKEND")
             .map(|f| ServerStat {
+                backend: f[pxname].to_owned(),
                 name: f[svname].to_owned(),
                 status: f[status].to_owned(),
                 current: f[scur].parse().unwrap_or(0),
@@ -158,13 +190,14 @@ impl Haproxy {
             .collect())
     }
 
-    /// Waits up to `timeout` until `count` servers are `UP`; how long it took.
+    /// Waits up to `timeout` until `count` servers (of every backend) are `UP`; how long
+    /// it took.
     pub fn wait_until_up(&self, count: usize, timeout: Duration) -> io::Result<Duration> {
         self.wait_for(timeout, |servers| servers.iter().filter(|s| s.status == "UP").count() == count)
     }
 
-    /// Waits up to `timeout` until server `name` is no longer `UP` (`DOWN`, or
-    /// `UP 1/2` on its way down); how long it took.
+    /// Waits up to `timeout` until server `name` (of any backend) is no longer `UP`
+    /// (`DOWN`, or `UP 1/2` on its way down); how long it took.
     pub fn wait_until_leaving(&self, name: &str, timeout: Duration) -> io::Result<Duration> {
         self.wait_for(timeout, |servers| servers.iter().any(|s| s.name == name && s.status != "UP"))
     }

@@ -111,14 +111,32 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::Pkcs11Metrics,
 }
 
+/// Logins tried before a CKR_GENERAL_ERROR counts (see [`Shared::open_session`]).
+const LOGIN_ATTEMPTS: u32 = 5;
+
 impl Shared {
     /// Opens a read-write session and logs the user in (login state is per
     /// application, so a later session may find it already done).
+    ///
+    /// A login that fails CKR_GENERAL_ERROR is tried again, up to
+    /// [`LOGIN_ATTEMPTS`] times a few milliseconds apart: SoftHSM2 2.6 fails logins
+    /// that way while another process logs in to the same token (several replicas
+    /// starting on one token, or the admin CLI), and they succeed a moment later. Seen
+    /// in `proxy/tests/replicas.rs`, where it made a replica unavailable for a probe
+    /// interval (250 ms) just after it reported ready.
     pub(crate) fn open_session(&self) -> Result<Session, CkError> {
         let session = self.context.open_rw_session(self.slot)?;
-        match session.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(error) => Err(error),
+        let mut attempt = 1;
+        loop {
+            match session.login(UserType::User, Some(&self.pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => return Ok(session),
+                Err(CkError::Pkcs11(RvError::GeneralError, _)) if attempt < LOGIN_ATTEMPTS => {
+                    tracing::debug!(attempt, "C_Login failed CKR_GENERAL_ERROR; trying again");
+                    std::thread::sleep(Duration::from_millis(5 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 }
