@@ -152,6 +152,26 @@ def test_ports_probes_and_secrets_agree_with_the_config():
     assert budget["maxUnavailable"] < resources["Deployment/keymux"]["spec"]["replicas"]
 
 
+def test_the_kms_plugin_pod_runs_its_config_and_shares_its_socket_with_the_host():
+    plugin = KUBERNETES / "kms-plugin"
+    checked = subprocess.run(
+        [keymux_bin(), "check-config", str(plugin / "kms-plugin.toml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    config = tomllib.loads((plugin / "kms-plugin.toml").read_text())
+    pod = documents(plugin / "static-pod.yaml")[0]["spec"]
+    keymux = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in keymux["volumeMounts"]}
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    assert keymux["args"][-1] == mounts["config"] + "/kms-plugin.toml"
+    socket_dir = str(Path(config["kubernetes_kms"]["socket"]).parent)
+    assert mounts["socket"] == host["socket"] == socket_dir, "the API server finds the socket on the node"
+    assert config["backend"]["pin"]["file"].startswith(mounts["config"] + "/")
+    admin_port = int(config["admin"]["listen"].rsplit(":", 1)[1])
+    assert {p["name"]: p["containerPort"] for p in keymux["ports"]}["admin"] == admin_port
+    assert pod["hostNetwork"] and keymux["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def test_probe_paths_and_alert_metrics_are_what_the_binary_serves(keymux):
     proxy = keymux()
     admin = f"http://127.0.0.1:{proxy.admin_port}"
