@@ -68,6 +68,29 @@ pub fn assert_request_eq(actual: &RequestFrame, expected: &RequestFrame) {
             assert_eq!(key, key_e, "key");
             assert_eq!(version, version_e, "version");
         }
+        (
+            Request::Encrypt { key, version, aad, plaintext },
+            Request::Encrypt { key: key_e, version: version_e, aad: aad_e, plaintext: plaintext_e },
+        ) => {
+            assert_eq!(key, key_e, "key");
+            assert_eq!(version, version_e, "version");
+            assert_eq!(aad, aad_e, "aad");
+            assert_eq!(plaintext.expose(), plaintext_e.expose(), "plaintext");
+        }
+        (
+            Request::Decrypt { key, version, aad, iv, ciphertext, tag },
+            Request::Decrypt {
+                key: key_e,
+                version: version_e,
+                aad: aad_e,
+                iv: iv_e,
+                ciphertext: ciphertext_e,
+                tag: tag_e,
+            },
+        ) => {
+            assert_eq!((key, version, aad), (key_e, version_e, aad_e), "key, version, aad");
+            assert_eq!((iv, ciphertext, tag), (iv_e, ciphertext_e, tag_e), "iv, ciphertext, tag");
+        }
         (Request::Ping, Request::Ping) => {}
         (Request::Hello { client_name }, Request::Hello { client_name: client_name_e }) => {
             assert_eq!(client_name, client_name_e, "client_name");
@@ -114,6 +137,16 @@ fn assert_reply_eq(actual: &Reply, expected: &Reply) {
             assert_eq!(version, version_e, "version");
             assert_eq!(algorithm, algorithm_e, "algorithm");
             assert_eq!(public_key, public_key_e, "public_key");
+        }
+        (
+            Reply::Encrypt { version, iv, ciphertext, tag },
+            Reply::Encrypt { version: version_e, iv: iv_e, ciphertext: ciphertext_e, tag: tag_e },
+        ) => {
+            assert_eq!(version, version_e, "version");
+            assert_eq!((iv, ciphertext, tag), (iv_e, ciphertext_e, tag_e), "iv, ciphertext, tag");
+        }
+        (Reply::Decrypt { plaintext }, Reply::Decrypt { plaintext: plaintext_e }) => {
+            assert_eq!(plaintext.expose(), plaintext_e.expose(), "plaintext");
         }
         (Reply::Pong, Reply::Pong) => {}
         (

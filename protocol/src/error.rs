@@ -45,6 +45,12 @@ pub enum Field {
     Algorithm,
     /// GET_PUBLIC_KEY's `public_key`, a DER SubjectPublicKeyInfo (bytes16).
     PublicKey,
+    /// ENCRYPT's and DECRYPT's AES-GCM initialisation vector (bytes16).
+    Iv,
+    /// ENCRYPT's and DECRYPT's ciphertext, as long as its plaintext (bytes16).
+    Ciphertext,
+    /// ENCRYPT's and DECRYPT's AES-GCM authentication tag (bytes16).
+    Tag,
 }
 
 impl Field {
@@ -70,6 +76,9 @@ impl Field {
             Field::Valid => "valid",
             Field::Algorithm => "algorithm",
             Field::PublicKey => "public_key",
+            Field::Iv => "iv",
+            Field::Ciphertext => "ciphertext",
+            Field::Tag => "tag",
         }
     }
 }

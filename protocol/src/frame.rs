@@ -36,6 +36,12 @@ pub enum Opcode {
     Verify = 0x06,
     /// Fetch a key version's public key.
     GetPublicKey = 0x07,
+    /// AES-256-GCM on a named key's current version: IV, ciphertext and tag back
+    /// separately, no blob (for front ends such as AWS XKS that define their own
+    /// ciphertext format).
+    Encrypt = 0x08,
+    /// The inverse of ENCRYPT, under the key version it names.
+    Decrypt = 0x09,
     /// Liveness check.
     Ping = 0x10,
     /// Learn the server's limits.
@@ -47,7 +53,7 @@ impl Opcode {
     pub const RESPONSE_BIT: u8 = 0x80;
 
     /// Every opcode, in wire order.
-    pub const ALL: [Opcode; 9] = [
+    pub const ALL: [Opcode; 11] = [
         Opcode::Wrap,
         Opcode::Unwrap,
         Opcode::GenerateDataKey,
@@ -55,6 +61,8 @@ impl Opcode {
         Opcode::Sign,
         Opcode::Verify,
         Opcode::GetPublicKey,
+        Opcode::Encrypt,
+        Opcode::Decrypt,
         Opcode::Ping,
         Opcode::Hello,
     ];
@@ -74,6 +82,8 @@ impl Opcode {
             Opcode::Sign => "sign",
             Opcode::Verify => "verify",
             Opcode::GetPublicKey => "get_public_key",
+            Opcode::Encrypt => "encrypt",
+            Opcode::Decrypt => "decrypt",
             Opcode::Ping => "ping",
             Opcode::Hello => "hello",
         }
@@ -102,9 +112,13 @@ impl Flags {
         match opcode {
             Opcode::Unwrap | Opcode::Rewrap => Self::BYPASS_CACHE | Self::DEADLINE,
             Opcode::Sign | Opcode::Verify => Self::DIGEST | Self::DEADLINE,
-            Opcode::Wrap | Opcode::GenerateDataKey | Opcode::GetPublicKey | Opcode::Ping | Opcode::Hello => {
-                Self::DEADLINE
-            }
+            Opcode::Wrap
+            | Opcode::GenerateDataKey
+            | Opcode::GetPublicKey
+            | Opcode::Encrypt
+            | Opcode::Decrypt
+            | Opcode::Ping
+            | Opcode::Hello => Self::DEADLINE,
         }
     }
 }

@@ -22,13 +22,18 @@
 //! | 0x05 SIGN | key, input | version, signature |
 //! | 0x06 VERIFY | key, version, input, signature | valid |
 //! | 0x07 GET_PUBLIC_KEY | key, version (0 = current) | version, algorithm, public_key |
+//! | 0x08 ENCRYPT | key, version (0 = current), aad, plaintext | version, iv, ciphertext, tag |
+//! | 0x09 DECRYPT | key, version, aad, iv, ciphertext, tag | plaintext |
 //! | 0x10 PING | | |
 //! | 0x11 HELLO | client_name | max_frame, max_in_flight, server_version |
 //!
 //! Request [`Flags`]: cache bypass on UNWRAP and REWRAP, a deadline on any request, and
 //! on SIGN and VERIFY a digest flag (`input` is the message's hash). The signing
 //! opcodes' [`Algorithm`]s say how long a digest must be and which algorithms take
-//! none; the proxy applies them, as only it knows a key's algorithm. Blobs
+//! none; the proxy applies them, as only it knows a key's algorithm. ENCRYPT and
+//! DECRYPT are the raw AES-256-GCM on an `aes-256` key, for front ends whose callers
+//! define their own ciphertext format (AWS XKS): no blob, the AAD as given, the IV and
+//! tag apart. Blobs
 //! ([`BlobHeader`]) come in three [`BlobMode`]s: direct, intermediate and KEM
 //! (`ml-kem-768` keys).
 //!

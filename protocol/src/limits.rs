@@ -39,6 +39,11 @@ impl Limits {
     pub const MAX_FRAME_CEILING: u32 = 16 * 1024 * 1024;
     /// The largest value a `bytes16` field can carry.
     pub const BYTES16_MAX: usize = u16::MAX as usize;
+    /// The longest ENCRYPT/DECRYPT initialisation vector a request may carry (AES-GCM
+    /// uses 12 bytes; 16 is the most any caller of the raw AEAD passes).
+    pub const MAX_IV: usize = 16;
+    /// The longest ENCRYPT/DECRYPT authentication tag a request may carry (16 bytes).
+    pub const MAX_TAG: usize = 16;
     /// The largest public key of any key type keymux serves: ML-DSA-65's
     /// SubjectPublicKeyInfo, a 1952-byte key in 22 bytes of DER (ML-KEM-768's is 1206
     /// bytes, RSA-3072's about 420).

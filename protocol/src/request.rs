@@ -83,6 +83,34 @@ pub enum Request {
         /// The key version; 0 means the current one.
         version: u32,
     },
+    /// AES-256-GCM encrypt `plaintext` under `key` version `version` (0: the current
+    /// one), with `aad` as the associated data: the raw AEAD, no blob. A caller whose
+    /// AAD names the version (AWS XKS's ciphertext metadata does) picks it first.
+    Encrypt {
+        /// Key name.
+        key: String,
+        /// The key version; 0 means the current one. Any other must be enabled.
+        version: u32,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// The data to encrypt.
+        plaintext: SecretBytes,
+    },
+    /// AES-256-GCM decrypt what ENCRYPT returned, under `key` version `version`.
+    Decrypt {
+        /// Key name.
+        key: String,
+        /// The key version ENCRYPT answered with.
+        version: u32,
+        /// Additional authenticated data, as given to ENCRYPT.
+        aad: Vec<u8>,
+        /// The initialisation vector.
+        iv: Vec<u8>,
+        /// The ciphertext.
+        ciphertext: Vec<u8>,
+        /// The authentication tag.
+        tag: Vec<u8>,
+    },
     /// Liveness check.
     Ping,
     /// Announce the client and learn the server's limits.
@@ -103,6 +131,8 @@ impl Request {
             Request::Sign { .. } => Opcode::Sign,
             Request::Verify { .. } => Opcode::Verify,
             Request::GetPublicKey { .. } => Opcode::GetPublicKey,
+            Request::Encrypt { .. } => Opcode::Encrypt,
+            Request::Decrypt { .. } => Opcode::Decrypt,
             Request::Ping => Opcode::Ping,
             Request::Hello { .. } => Opcode::Hello,
         }
@@ -157,6 +187,12 @@ impl RequestFrame {
                 dst.put_u32(timeout_ms);
             }
             match &self.request {
+                Request::Encrypt { key, version, aad, plaintext } => {
+                    put_str8(dst, Field::Key, key)?;
+                    dst.put_u32(*version);
+                    put_bytes16(dst, Field::Aad, aad)?;
+                    put_bytes16(dst, Field::Plaintext, plaintext.expose())
+                }
                 Request::Wrap { key, aad, plaintext } => {
                     put_str8(dst, Field::Key, key)?;
                     put_bytes16(dst, Field::Aad, aad)?;
@@ -186,6 +222,14 @@ impl RequestFrame {
                     put_str8(dst, Field::Key, key)?;
                     dst.put_u32(*version);
                     Ok(())
+                }
+                Request::Decrypt { key, version, aad, iv, ciphertext, tag } => {
+                    put_str8(dst, Field::Key, key)?;
+                    dst.put_u32(*version);
+                    put_bytes16(dst, Field::Aad, aad)?;
+                    put_bytes16(dst, Field::Iv, iv)?;
+                    put_bytes16(dst, Field::Ciphertext, ciphertext)?;
+                    put_bytes16(dst, Field::Tag, tag)
                 }
                 Request::Ping => Ok(()),
                 Request::Hello { client_name } => put_str8(dst, Field::ClientName, client_name),
@@ -263,6 +307,22 @@ impl RequestFrame {
             Opcode::GetPublicKey => {
                 Request::GetPublicKey { key: reader.str8(Field::Key)?, version: reader.u32(Field::Version)? }
             }
+            Opcode::Encrypt => Request::Encrypt {
+                key: reader.str8(Field::Key)?,
+                version: reader.u32(Field::Version)?,
+                aad: reader.bytes16(Field::Aad, limits.max_aad)?,
+                plaintext: SecretBytes::copy_from(
+                    reader.bytes16_ref(Field::Plaintext, limits.max_plaintext)?,
+                ),
+            },
+            Opcode::Decrypt => Request::Decrypt {
+                key: reader.str8(Field::Key)?,
+                version: reader.u32(Field::Version)?,
+                aad: reader.bytes16(Field::Aad, limits.max_aad)?,
+                iv: reader.bytes16(Field::Iv, Limits::MAX_IV)?,
+                ciphertext: reader.bytes16(Field::Ciphertext, limits.max_plaintext)?,
+                tag: reader.bytes16(Field::Tag, Limits::MAX_TAG)?,
+            },
             Opcode::Ping => Request::Ping,
             Opcode::Hello => Request::Hello { client_name: reader.str8(Field::ClientName)? },
         };

@@ -59,6 +59,22 @@ pub enum Reply {
         /// The public key, a DER SubjectPublicKeyInfo.
         public_key: Vec<u8>,
     },
+    /// ENCRYPT's result: the pieces of AES-256-GCM's output, separately.
+    Encrypt {
+        /// The key version that encrypted: the one to pass to DECRYPT.
+        version: u32,
+        /// The initialisation vector (12 bytes).
+        iv: Vec<u8>,
+        /// The ciphertext, as long as the plaintext.
+        ciphertext: Vec<u8>,
+        /// The authentication tag (16 bytes).
+        tag: Vec<u8>,
+    },
+    /// DECRYPT's plaintext.
+    Decrypt {
+        /// The decrypted data.
+        plaintext: SecretBytes,
+    },
     /// PING's empty answer.
     Pong,
     /// HELLO's server limits.
@@ -83,6 +99,8 @@ impl Reply {
             Reply::Sign { .. } => Opcode::Sign,
             Reply::Verify { .. } => Opcode::Verify,
             Reply::PublicKey { .. } => Opcode::GetPublicKey,
+            Reply::Encrypt { .. } => Opcode::Encrypt,
+            Reply::Decrypt { .. } => Opcode::Decrypt,
             Reply::Pong => Opcode::Ping,
             Reply::Hello { .. } => Opcode::Hello,
         }
@@ -162,7 +180,15 @@ impl ResponseFrame {
                 dst.put_u16(Status::Ok as u16);
                 match reply {
                     Reply::Wrap { blob } | Reply::Rewrap { blob } => put_bytes16(dst, Field::Blob, blob),
-                    Reply::Unwrap { plaintext } => put_bytes16(dst, Field::Plaintext, plaintext.expose()),
+                    Reply::Unwrap { plaintext } | Reply::Decrypt { plaintext } => {
+                        put_bytes16(dst, Field::Plaintext, plaintext.expose())
+                    }
+                    Reply::Encrypt { version, iv, ciphertext, tag } => {
+                        dst.put_u32(*version);
+                        put_bytes16(dst, Field::Iv, iv)?;
+                        put_bytes16(dst, Field::Ciphertext, ciphertext)?;
+                        put_bytes16(dst, Field::Tag, tag)
+                    }
                     Reply::GenerateDataKey { plaintext, blob } => {
                         put_bytes16(dst, Field::Plaintext, plaintext.expose())?;
                         put_bytes16(dst, Field::Blob, blob)
@@ -258,6 +284,15 @@ impl ResponseFrame {
                         public_key: reader.bytes16(Field::PublicKey, max)?,
                     }
                 }
+                Opcode::Encrypt => Reply::Encrypt {
+                    version: reader.u32(Field::Version)?,
+                    iv: reader.bytes16(Field::Iv, max)?,
+                    ciphertext: reader.bytes16(Field::Ciphertext, max)?,
+                    tag: reader.bytes16(Field::Tag, max)?,
+                },
+                Opcode::Decrypt => Reply::Decrypt {
+                    plaintext: SecretBytes::copy_from(reader.bytes16_ref(Field::Plaintext, max)?),
+                },
                 Opcode::Ping => Reply::Pong,
                 Opcode::Hello => Reply::Hello {
                     max_frame: reader.u32(Field::MaxFrame)?,

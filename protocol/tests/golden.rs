@@ -724,3 +724,49 @@ fn no_golden_file_is_orphaned() {
     }
     assert!(count >= 65, "only {count} golden files found");
 }
+
+// ---- the raw AEAD: ENCRYPT and DECRYPT ------------------------------------------------
+
+/// The IV, ciphertext and tag of the XKS specification's own example (Appendix C), as
+/// stand-in bytes.
+fn aead_parts() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    (
+        hex::decode("1ccae5470f39700254779031").unwrap(),
+        hex::decode("821c642b5b71783367deaf18").unwrap(),
+        hex::decode("bc1c4dda7707d6812447c5955e99b261").unwrap(),
+    )
+}
+
+#[test]
+fn request_encrypt() {
+    let request = Request::Encrypt {
+        key: "xks".into(),
+        version: 0,
+        aad: b"team=".to_vec(),
+        plaintext: SecretBytes::copy_from(b"Hello World!"),
+    };
+    check_request("req_encrypt.hex", frame(30, false, None, request));
+}
+
+#[test]
+fn request_decrypt() {
+    let (iv, ciphertext, tag) = aead_parts();
+    let request =
+        Request::Decrypt { key: "xks".into(), version: 2, aad: b"team=".to_vec(), iv, ciphertext, tag };
+    check_request("req_decrypt.hex", frame(31, false, None, request));
+}
+
+#[test]
+fn response_encrypt_ok() {
+    let (iv, ciphertext, tag) = aead_parts();
+    check_response(
+        "resp_encrypt_ok.hex",
+        ResponseFrame::ok(30, Reply::Encrypt { version: 2, iv, ciphertext, tag }),
+    );
+}
+
+#[test]
+fn response_decrypt_ok() {
+    let reply = Reply::Decrypt { plaintext: SecretBytes::copy_from(b"Hello World!") };
+    check_response("resp_decrypt_ok.hex", ResponseFrame::ok(31, reply));
+}

@@ -88,6 +88,20 @@ pub(crate) fn request(limits: Limits) -> impl Strategy<Value = Request> {
                 digest
             }),
         (str8(), any::<u32>()).prop_map(|(key, version)| Request::GetPublicKey { key, version }),
+        (str8(), any::<u32>(), bytes_up_to(limits.max_aad), secret_up_to(max_plaintext))
+            .prop_map(|(key, version, aad, plaintext)| Request::Encrypt { key, version, aad, plaintext }),
+        (
+            (str8(), any::<u32>(), bytes_up_to(limits.max_aad)),
+            (bytes_up_to(Limits::MAX_IV), bytes_up_to(max_plaintext), bytes_up_to(Limits::MAX_TAG))
+        )
+            .prop_map(|((key, version, aad), (iv, ciphertext, tag))| Request::Decrypt {
+                key,
+                version,
+                aad,
+                iv,
+                ciphertext,
+                tag
+            }),
         Just(Request::Ping),
         str8().prop_map(|client_name| Request::Hello { client_name }),
     ]
@@ -116,6 +130,9 @@ pub(crate) fn reply() -> impl Strategy<Value = Reply> {
         (any::<u32>(), algorithm(), bytes_up_to(4096)).prop_map(|(version, algorithm, public_key)| {
             Reply::PublicKey { version, algorithm, public_key }
         }),
+        (any::<u32>(), bytes_up_to(16), bytes_up_to(4096), bytes_up_to(16))
+            .prop_map(|(version, iv, ciphertext, tag)| Reply::Encrypt { version, iv, ciphertext, tag }),
+        secret_up_to(4096).prop_map(|plaintext| Reply::Decrypt { plaintext }),
         Just(Reply::Pong),
         (any::<u32>(), any::<u32>(), str8()).prop_map(|(max_frame, max_in_flight, server_version)| {
             Reply::Hello { max_frame, max_in_flight, server_version }

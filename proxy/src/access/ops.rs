@@ -1,7 +1,7 @@
 //! The operations access control governs, and sets of them as `[[acl]]` rules list
 //! them (`ops = ["wrap", "unwrap"]`, or `["*"]`).
 //!
-//! `*` is every operation on data (wrap through get_public_key). Key management through
+//! `*` is every operation on data (wrap through get_public_key, encrypt, decrypt). Key management through
 //! an API (`manage_keys`: the Vault Transit API's key create, rotate and config) is
 //! never implied by `*`: a rule must name it, so no rule written before it existed
 //! gained the power to create keys.
@@ -27,6 +27,10 @@ pub enum AclOp {
     Verify,
     /// GET_PUBLIC_KEY.
     GetPublicKey,
+    /// ENCRYPT (the raw AEAD, as AWS XKS uses it).
+    Encrypt,
+    /// DECRYPT (the raw AEAD).
+    Decrypt,
     /// Creating, rotating and configuring keys through a front end's API (the Vault
     /// Transit API's `keys/:name`, `rotate`, `config`). Not part of `*`.
     ManageKeys,
@@ -34,7 +38,7 @@ pub enum AclOp {
 
 impl AclOp {
     /// Every operation on data: what `*` stands for.
-    pub const DATA: [AclOp; 7] = [
+    pub const DATA: [AclOp; 9] = [
         AclOp::Wrap,
         AclOp::Unwrap,
         AclOp::GenerateDataKey,
@@ -42,10 +46,12 @@ impl AclOp {
         AclOp::Sign,
         AclOp::Verify,
         AclOp::GetPublicKey,
+        AclOp::Encrypt,
+        AclOp::Decrypt,
     ];
 
     /// Every operation, `manage_keys` included.
-    pub const ALL: [AclOp; 8] = [
+    pub const ALL: [AclOp; 10] = [
         AclOp::Wrap,
         AclOp::Unwrap,
         AclOp::GenerateDataKey,
@@ -53,6 +59,8 @@ impl AclOp {
         AclOp::Sign,
         AclOp::Verify,
         AclOp::GetPublicKey,
+        AclOp::Encrypt,
+        AclOp::Decrypt,
         AclOp::ManageKeys,
     ];
 
@@ -66,6 +74,8 @@ impl AclOp {
             AclOp::Sign => "sign",
             AclOp::Verify => "verify",
             AclOp::GetPublicKey => "get_public_key",
+            AclOp::Encrypt => "encrypt",
+            AclOp::Decrypt => "decrypt",
             AclOp::ManageKeys => "manage_keys",
         }
     }
@@ -75,14 +85,14 @@ impl AclOp {
         Self::ALL.into_iter().find(|op| op.name() == name)
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << self as u8
     }
 }
 
 /// A set of operations, one bit each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OpSet(u8);
+pub struct OpSet(u16);
 
 impl OpSet {
     /// Every operation on data (`"*"`); `manage_keys` is not among them.
@@ -130,7 +140,8 @@ impl FromIterator<AclOp> for OpSet {
 /// An operation name no rule may use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown operation {0:?}: wrap, unwrap, generate_data_key, rewrap, sign, verify, get_public_key, manage_keys or *"
+    "unknown operation {0:?}: wrap, unwrap, generate_data_key, rewrap, sign, verify, get_public_key, \
+     encrypt, decrypt, manage_keys or *"
 )]
 pub struct UnknownOp(pub String);
 
@@ -159,7 +170,10 @@ mod tests {
         assert!(set.contains(AclOp::Wrap) && set.contains(AclOp::Rewrap));
         assert!(!set.contains(AclOp::Unwrap));
         assert_eq!(OpSet::parse(["*"]).unwrap(), OpSet::all());
-        assert_eq!(OpSet::parse(["encrypt"]), Err(UnknownOp("encrypt".into())));
+        assert_eq!(OpSet::parse(["seal"]), Err(UnknownOp("seal".into())));
+        let raw = OpSet::parse(["encrypt"]).unwrap();
+        assert!(raw.contains(AclOp::Encrypt) && !raw.contains(AclOp::Decrypt));
+        assert!(OpSet::all().contains(AclOp::Decrypt), "* covers the raw AEAD");
         let signing = OpSet::parse(["sign", "verify", "get_public_key"]).unwrap();
         assert!(signing.contains(AclOp::Sign) && signing.contains(AclOp::GetPublicKey));
         assert!(!signing.contains(AclOp::Wrap));

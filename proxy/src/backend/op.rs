@@ -39,6 +39,31 @@ pub enum Op {
         /// Whether `input` is a digest.
         digest: bool,
     },
+    /// AES-256-GCM under a version of the key (the current one, unless the caller
+    /// named one) with the caller's AAD: the raw
+    /// AEAD, its IV, ciphertext and tag returned apart (no blob).
+    Encrypt {
+        /// The key version: 0 for the current one (the router has checked any other is
+        /// enabled).
+        version: u32,
+        /// Client AAD, the AEAD's associated data as it is.
+        aad: Vec<u8>,
+        /// The data to encrypt.
+        plaintext: SecretBytes,
+    },
+    /// AES-256-GCM decryption under version `version` of the key.
+    Decrypt {
+        /// The key version ENCRYPT named.
+        version: u32,
+        /// Client AAD.
+        aad: Vec<u8>,
+        /// The initialisation vector.
+        iv: Vec<u8>,
+        /// The ciphertext.
+        ciphertext: Vec<u8>,
+        /// The authentication tag.
+        tag: Vec<u8>,
+    },
     /// Unwrap a blob and wrap its key again under the key's current version.
     Rewrap {
         /// Client AAD.
@@ -57,6 +82,8 @@ impl Op {
             Op::Unwrap { .. } => "unwrap",
             Op::Rewrap { .. } => "rewrap",
             Op::Sign { .. } => "sign",
+            Op::Encrypt { .. } => "encrypt",
+            Op::Decrypt { .. } => "decrypt",
         }
     }
 }

@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn rules_are_validated() {
-        assert!(OpSet::parse(["encrypt"]).is_err(), "an unknown operation never makes a rule");
+        assert!(OpSet::parse(["seal"]).is_err(), "an unknown operation never makes a rule");
         assert_eq!(rule(Some("a"), &[], &["k"]).validate().unwrap_err().key, "ops");
         assert_eq!(rule(Some("a"), &["wrap"], &[]).validate().unwrap_err().key, "keys");
         let mut nobody = rule(Some("a"), &["wrap"], &["k"]);

@@ -42,7 +42,7 @@ impl Default for KeysConfig {
 impl KeysConfig {
     /// `max_staleness`, defaulting to five refresh intervals.
     pub fn max_staleness(&self) -> Duration {
-        self.max_staleness.unwrap_or(self.refresh_interval * 5)
+        self.max_staleness.unwrap_or(self.refresh_interval.saturating_mul(5))
     }
 
     /// Checks every value; keys are relative to `[keys]`.

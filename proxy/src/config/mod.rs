@@ -76,6 +76,8 @@ pub struct Config {
     pub vault: Option<crate::frontend::vault::VaultConfig>,
     /// The Kubernetes KMS v2 plugin. Absent: off.
     pub kubernetes_kms: Option<crate::frontend::kubernetes::KubernetesKmsConfig>,
+    /// The AWS KMS External Key Store (XKS) proxy API. Absent: off.
+    pub xks: Option<crate::frontend::xks::XksConfig>,
 }
 
 impl Config {
@@ -168,6 +170,9 @@ impl Config {
         self.audit.validate().map_err(|e| e.within("audit"))?;
         self.backend.validate().map_err(|e| e.within("backend"))?;
         self.keys.validate().map_err(|e| e.within("keys"))?;
+        if let Some(xks) = &self.xks {
+            xks.validate(self.tls.as_ref()).map_err(|e| e.within("xks"))?;
+        }
         if let Some(kubernetes) = &self.kubernetes_kms {
             kubernetes.validate().map_err(|e| e.within("kubernetes_kms"))?;
         }
@@ -298,7 +303,7 @@ mod tests {
         assert!(error.to_string().starts_with("tls.client_auth"), "{error}");
         let error = Config::parse(&format!("{MINIMAL}\n[quic]\nlisten = \"127.0.0.1:0\"\n")).unwrap_err();
         assert!(error.to_string().starts_with("quic"), "{error}");
-        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"encrypt\"]\nkeys = [\"k\"]\n";
+        let acl = "[[acl]]\ncn = \"a\"\nops = [\"wrap\"]\nkeys = [\"k\"]\n[[acl]]\ncn = \"b\"\nops = [\"seal\"]\nkeys = [\"k\"]\n";
         let error = Config::parse(&format!("{MINIMAL}\n{acl}")).unwrap_err();
         assert!(error.to_string().starts_with("acl[1].ops"), "{error}");
         let error = Config::parse(&format!("{MINIMAL}\n[quotas]\nrate = -1.0\n")).unwrap_err();

@@ -11,6 +11,7 @@
 pub mod http;
 pub mod kubernetes;
 pub mod vault;
+pub mod xks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

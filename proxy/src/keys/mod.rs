@@ -128,6 +128,16 @@ impl KeyInfo {
         }
         Ok(())
     }
+
+    /// The version an ENCRYPT asking for `version` uses: the current one for 0, else
+    /// `version` itself if it may be used (as [`KeyInfo::check_decryptable`]).
+    pub fn encryption_version(&self, version: u32) -> Result<u32, OpError> {
+        if version == 0 {
+            return self.current_version();
+        }
+        self.check_decryptable(version)?;
+        Ok(version)
+    }
 }
 
 /// Key `k` with one version per state, numbered from 1, for the modules' tests.

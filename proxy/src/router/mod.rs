@@ -98,6 +98,31 @@ impl Router {
                 responder.send(self.verify(peer, &key, version, &input, &signature, digest))
             }
             Request::GetPublicKey { key, version } => responder.send(self.public_key(peer, &key, version)),
+            Request::Encrypt { key, version, aad, plaintext } => {
+                let checked = self
+                    .authorize(peer, AclOp::Encrypt, &key)
+                    .and_then(|()| self.key_for_new_wraps(&key))
+                    .and_then(|info| if version == 0 { Ok(()) } else { info.check_decryptable(version) });
+                match checked {
+                    Ok(()) => {
+                        self.queues.submit(&key, job(Op::Encrypt { version, aad, plaintext }, responder))
+                    }
+                    Err(error) => responder.send(Err(error)),
+                }
+            }
+            Request::Decrypt { key, version, aad, iv, ciphertext, tag } => {
+                let checked = self
+                    .authorize(peer, AclOp::Decrypt, &key)
+                    .and_then(|()| self.wrapping_key(&key))
+                    .and_then(|info| info.check_decryptable(version));
+                match checked {
+                    Ok(()) => {
+                        let op = Op::Decrypt { version, aad, iv, ciphertext, tag };
+                        self.queues.submit(&key, job(op, responder));
+                    }
+                    Err(error) => responder.send(Err(error)),
+                }
+            }
             Request::Rewrap { aad, blob } => match self
                 .check_blob(blob, peer, AclOp::Rewrap)
                 .and_then(|blob| self.registry.check_fresh(self.info.max_staleness).map(|()| blob))

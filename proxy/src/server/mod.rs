@@ -77,6 +77,9 @@ pub enum StartError {
     /// The Vault Transit API could not start.
     #[error("vault: {0}")]
     Vault(#[from] crate::frontend::vault::VaultStartError),
+    /// The XKS API could not start.
+    #[error("xks: {0}")]
+    Xks(#[from] crate::frontend::xks::XksStartError),
     /// The audit log could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
@@ -95,6 +98,7 @@ pub struct RunningServer {
     tls_addr: Option<SocketAddr>,
     quic_addr: Option<SocketAddr>,
     vault_addr: Option<SocketAddr>,
+    xks_addr: Option<SocketAddr>,
     reloader: Option<Arc<CertReloader>>,
     audit: AuditLog,
     unix_socket: Option<PathBuf>,
@@ -318,6 +322,21 @@ pub async fn start_with_backend(
         }
         None => None,
     };
+    let xks_addr = match &config.xks {
+        Some(xks) => {
+            let wiring = crate::frontend::xks::Wiring {
+                front_door: front_door.clone(),
+                registry: Arc::clone(&registry),
+                backend_kind: backend.kind(),
+            };
+            let grace = config.server.shutdown_grace;
+            Some(
+                crate::frontend::xks::start(xks, wiring, reloader.as_ref(), &tasks, shutdown.clone(), grace)
+                    .await?,
+            )
+        }
+        None => None,
+    };
     if let Some(listener) = admin {
         tokio::spawn(admin_http::serve_admin(
             listener,
@@ -338,6 +357,7 @@ pub async fn start_with_backend(
         tls_addr,
         quic_addr,
         vault_addr,
+        xks_addr,
         reloader,
         audit,
         unix_socket: config.server.unix_socket.clone(),
@@ -378,6 +398,11 @@ impl RunningServer {
     /// The Vault Transit API's address, if `[vault]` is configured.
     pub fn vault_addr(&self) -> Option<SocketAddr> {
         self.vault_addr
+    }
+
+    /// The XKS proxy API's address, if `[xks]` is configured.
+    pub fn xks_addr(&self) -> Option<SocketAddr> {
+        self.xks_addr
     }
 
     /// The certificate reloader, when TLS is configured (`main.rs` calls it on SIGHUP).

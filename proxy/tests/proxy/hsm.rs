@@ -258,3 +258,72 @@ async fn a_key_made_again_behind_the_proxy_is_found_again_without_losing_session
     }
     assert_eq!(lost(), before, "a stale key handle is resolved again, not taken for a lost session");
 }
+
+/// The raw AEAD (ENCRYPT/DECRYPT, as the XKS front end uses it) on the token: AES-GCM
+/// with the caller's AAD, IV and tag apart; a changed AAD or tag does not verify; a named
+/// version is used; a token without CKM_AES_GCM (the CBC+HMAC scheme) answers UNSUPPORTED.
+#[tokio::test]
+async fn raw_aes_gcm_on_the_token() {
+    use keymux_protocol::{Reply, Request, RequestFrame, SecretBytes, Status};
+    let _turn = one_at_a_time().await;
+    let proxy = TestProxy::start_hsm(|config| {
+        config.backend = keymux_proxy::backend::BackendConfig::Pkcs11(token().config(2));
+    })
+    .await;
+    let key = unique_key("raw");
+    proxy.create_key(&key);
+    let mut raw = proxy.connect().await;
+    let encrypt = |version| Request::Encrypt {
+        key: key.clone(),
+        version,
+        aad: b"aad".to_vec(),
+        plaintext: SecretBytes::copy_from(&[7; 4096]),
+    };
+    let Ok(Reply::Encrypt { version, iv, ciphertext, tag }) =
+        raw.call(RequestFrame::new(1, encrypt(0))).await.result
+    else {
+        panic!("ENCRYPT failed")
+    };
+    assert_eq!((version, iv.len(), ciphertext.len(), tag.len()), (1, 12, 4096, 16));
+    let decrypt = |aad: &[u8], tag: Vec<u8>| Request::Decrypt {
+        key: key.clone(),
+        version,
+        aad: aad.to_vec(),
+        iv: iv.clone(),
+        ciphertext: ciphertext.clone(),
+        tag,
+    };
+    let Ok(Reply::Decrypt { plaintext }) =
+        raw.call(RequestFrame::new(2, decrypt(b"aad", tag.clone()))).await.result
+    else {
+        panic!("DECRYPT failed")
+    };
+    assert_eq!(plaintext.expose(), &[7; 4096]);
+    let wrong_aad = raw.call(RequestFrame::new(3, decrypt(b"other", tag.clone()))).await;
+    assert_eq!(wrong_aad.status(), Status::Integrity);
+    let mut bad_tag = tag.clone();
+    bad_tag[0] ^= 1;
+    assert_eq!(raw.call(RequestFrame::new(4, decrypt(b"aad", bad_tag))).await.status(), Status::Integrity);
+    assert_eq!(proxy.backend.rotate_key(&key).unwrap(), 2);
+    proxy.server.refresh_keys().unwrap();
+    let Ok(Reply::Encrypt { version: named, .. }) = raw.call(RequestFrame::new(5, encrypt(1))).await.result
+    else {
+        panic!("ENCRYPT under version 1 failed")
+    };
+    assert_eq!(named, 1, "a named, enabled version is used");
+    let Ok(Reply::Encrypt { version: current, .. }) = raw.call(RequestFrame::new(6, encrypt(0))).await.result
+    else {
+        panic!("ENCRYPT failed")
+    };
+    assert_eq!(current, 2);
+    drop(proxy);
+
+    let cbc = TestProxy::start_hsm(|config| {
+        let mut hsm = token().config(1);
+        hsm.mechanism = Pkcs11Mechanism::AesCbcHmacSha256;
+        config.backend = keymux_proxy::backend::BackendConfig::Pkcs11(hsm);
+    })
+    .await;
+    let mut raw = cbc.connect().await;
+    assert_eq!(raw.call(RequestFrame::new(7, encrypt(0))).await.status(), Status::Unsupported);
+}

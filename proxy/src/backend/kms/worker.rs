@@ -92,6 +92,8 @@ impl Shared {
     async fn run_op(&self, key: &KeyInfo, op: &Op, deadline: Instant) -> OpResult {
         match op {
             Op::Sign { input, digest } => self.sign(key, input, *digest, deadline).await,
+            // AWS KMS does not hand out its AES-GCM IV and tag apart: no raw AEAD here.
+            Op::Encrypt { .. } | Op::Decrypt { .. } => Err(OpError::Unsupported),
             Op::Wrap { aad, plaintext } => {
                 Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose(), deadline).await? })
             }

@@ -295,6 +295,57 @@ impl OpenSession {
         }
     }
 
+    /// The raw AEAD: CKM_AES_GCM under `version`'s key (0: the current one) with the caller's AAD
+    /// as it is, an IV from the session's sequence (or the token's own, read back).
+    /// Tokens without CKM_AES_GCM (scheme 2) cannot do it: UNSUPPORTED.
+    fn encrypt_raw(
+        &mut self,
+        key: &KeyInfo,
+        version: u32,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Reply, Fault> {
+        key.check_wraps()?;
+        if self.scheme != Scheme::Gcm {
+            return Err(OpError::Unsupported.into());
+        }
+        let version = key.encryption_version(version)?;
+        let handle = self.aes_key(&key.name, version)?;
+        let mut iv = self.next_iv()?;
+        let mut ciphertext = gcm::encrypt(&self.session, handle, &mut iv, aad, plaintext)
+            .map_err(|e| classify(e, &key.name, version))?;
+        if ciphertext.len() != plaintext.len() + GCM_TAG_LEN {
+            return Err(
+                OpError::Internal("the token's AES-GCM output has an unexpected length".into()).into()
+            );
+        }
+        let tag = ciphertext.split_off(plaintext.len());
+        Ok(Reply::Encrypt { version, iv: iv.to_vec(), ciphertext, tag })
+    }
+
+    /// The inverse of [`OpenSession::encrypt_raw`]: an IV or tag of the wrong length, like
+    /// any other mismatch, does not verify.
+    fn decrypt_raw(
+        &mut self,
+        key: &KeyInfo,
+        version: u32,
+        aad: &[u8],
+        iv: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<Reply, Fault> {
+        key.check_wraps()?;
+        key.check_decryptable(version)?;
+        if self.scheme != Scheme::Gcm {
+            return Err(OpError::Unsupported.into());
+        }
+        if iv.len() != GCM_IV_LEN || tag.len() != GCM_TAG_LEN {
+            return Err(OpError::Integrity.into());
+        }
+        let body = [iv, ciphertext, tag].concat();
+        Ok(Reply::Decrypt { plaintext: self.open_gcm(key, version, aad, &body)? })
+    }
+
     /// Random bytes for every GENERATE_DATA_KEY of the batch, in one HSM call.
     fn data_keys(&self, ops: &[&Op]) -> Result<SecretBytes, Fault> {
         let total: usize = ops
@@ -311,6 +362,12 @@ impl OpenSession {
     fn run(&mut self, key: &KeyInfo, op: &Op, pool: &mut &[u8]) -> Result<Reply, Fault> {
         match op {
             Op::Sign { input, digest } => self.sign(key, input, *digest),
+            Op::Encrypt { version, aad, plaintext } => {
+                self.encrypt_raw(key, *version, aad, plaintext.expose())
+            }
+            Op::Decrypt { version, aad, iv, ciphertext, tag } => {
+                self.decrypt_raw(key, *version, aad, iv, ciphertext, tag)
+            }
             Op::Wrap { aad, plaintext } => Ok(Reply::Wrap { blob: self.seal(key, aad, plaintext.expose())? }),
             Op::GenerateDataKey { aad, length } => {
                 let (dek, rest) = pool.split_at(usize::from(*length));

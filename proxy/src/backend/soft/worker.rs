@@ -4,7 +4,9 @@
 //!   ciphertext+tag`, the blob header and the client AAD as associated data (mode 1);
 //! - `ml-kem-768`: WRAP encapsulates to the version's public key, UNWRAP decapsulates
 //!   with its private key (mode 3, see `keymux_crypto::kem`), the same associated data;
-//! - signing keys: SIGN with the current version's private key.
+//! - signing keys: SIGN with the current version's private key;
+//! - ENCRYPT and DECRYPT: the raw AES-256-GCM on an `aes-256` key's KEK, a random IV,
+//!   the caller's AAD as it is, no blob.
 
 use std::sync::{Arc, RwLock};
 
@@ -18,6 +20,9 @@ use super::{NONCE_LEN, SoftState, VersionKey};
 use crate::backend::{BackendWorker, BatchOp, Completions, Op, OpResult, ParsedBlob};
 use crate::error::OpError;
 use crate::keys::KeyInfo;
+
+/// AES-GCM tag bytes.
+const TAG_LEN: usize = 16;
 
 /// An executor thread's handle on the soft keystore.
 pub(super) struct SoftWorker {
@@ -107,6 +112,59 @@ impl SoftWorker {
             .map_err(|_| OpError::Integrity)
     }
 
+    /// The AES key of `key` version `version`; an `ml-kem-768` key has none.
+    fn aes_cipher(state: &SoftState, key: &KeyInfo, version: u32) -> Result<Arc<VersionKey>, OpError> {
+        let version_key = Self::version_key(state, &key.name, version)?;
+        match &*version_key {
+            VersionKey::Aes(_) => Ok(version_key),
+            VersionKey::Private(_) => Err(OpError::BadRequest(format!(
+                "key {:?} is not an aes-256 key: ENCRYPT needs one",
+                key.name
+            ))),
+        }
+    }
+
+    /// The raw AEAD: AES-256-GCM under `version` (0: the current one), a fresh random IV, the
+    /// caller's AAD as it is.
+    fn encrypt(state: &SoftState, key: &KeyInfo, version: u32, aad: &[u8], plaintext: &[u8]) -> OpResult {
+        key.check_wraps()?;
+        let version = key.encryption_version(version)?;
+        let version_key = Self::aes_cipher(state, key, version)?;
+        let VersionKey::Aes(cipher) = &*version_key else { return Err(OpError::Unsupported) };
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let mut ciphertext = cipher
+            .encrypt(&nonce.into(), Payload { msg: plaintext, aad })
+            .map_err(|_| OpError::Internal("AES-GCM encryption failed".into()))?;
+        let tag = ciphertext.split_off(ciphertext.len() - TAG_LEN);
+        Ok(Reply::Encrypt { version, iv: nonce.to_vec(), ciphertext, tag })
+    }
+
+    /// The inverse of [`SoftWorker::encrypt`]; any IV or tag of the wrong length, like
+    /// any other mismatch, does not verify.
+    fn decrypt(
+        state: &SoftState,
+        key: &KeyInfo,
+        version: u32,
+        aad: &[u8],
+        iv: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> OpResult {
+        key.check_wraps()?;
+        key.check_decryptable(version)?;
+        let version_key = Self::aes_cipher(state, key, version)?;
+        let VersionKey::Aes(cipher) = &*version_key else { return Err(OpError::Unsupported) };
+        let nonce: [u8; NONCE_LEN] = iv.try_into().map_err(|_| OpError::Integrity)?;
+        if tag.len() != TAG_LEN {
+            return Err(OpError::Integrity);
+        }
+        let sealed = [ciphertext, tag].concat();
+        let plaintext =
+            cipher.decrypt(&nonce.into(), Payload { msg: &sealed, aad }).map_err(|_| OpError::Integrity)?;
+        Ok(Reply::Decrypt { plaintext: SecretBytes::new(plaintext) })
+    }
+
     /// Signs with `key`'s current version.
     fn sign(state: &SoftState, key: &KeyInfo, input: &[u8], digest: bool) -> OpResult {
         key.check_signs()?;
@@ -139,6 +197,12 @@ impl SoftWorker {
                 Ok(Reply::Rewrap { blob: Self::seal(state, key, aad, plaintext.expose())? })
             }
             Op::Sign { input, digest } => Self::sign(state, key, input, *digest),
+            Op::Encrypt { version, aad, plaintext } => {
+                Self::encrypt(state, key, *version, aad, plaintext.expose())
+            }
+            Op::Decrypt { version, aad, iv, ciphertext, tag } => {
+                Self::decrypt(state, key, *version, aad, iv, ciphertext, tag)
+            }
         }
     }
 }
