@@ -126,6 +126,8 @@ def test_ports_probes_and_secrets_agree_with_the_config():
     for name in ("Service/keymux", "Service/keymux-admin"):
         for port in resources[name]["spec"]["ports"]:
             assert port["targetPort"] in ports, name
+    policy = resources["NetworkPolicy/keymux"]["spec"]
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == set(ports)
     # The ServiceMonitor selects the admin Service by its labels, the kustomization's too.
     monitor = resources["ServiceMonitor/keymux"]["spec"]
     admin_service = resources["Service/keymux-admin"]

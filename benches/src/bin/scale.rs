@@ -343,3 +343,20 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Plan;
+
+    #[test]
+    fn a_large_machine_gets_its_cores_split_and_a_small_one_shared() {
+        let plan = Plan::new(32, 8);
+        assert_eq!(plan.loadgen.as_deref(), Some("0-7"));
+        assert_eq!(plan.haproxy.as_deref(), Some("8-8"));
+        // (32 - 8 - 1) / 8 = 2 cores for each of the 8 replicas.
+        assert_eq!(plan.replicas[0].as_deref(), Some("9-10"));
+        assert_eq!(plan.replicas[7].as_deref(), Some("23-24"));
+        let small = Plan::new(2, 3);
+        assert!(small.loadgen.is_none() && small.replicas.iter().all(Option::is_none));
+    }
+}
