@@ -124,17 +124,17 @@ ops = ["wrap", "unwrap"]
 keys = ["*"]
 
 [[acl]]
-cn = "xks:main"
+token = "xks:main"
 ops = ["encrypt", "decrypt"]
 keys = ["*"]
 
 [[acl]]
-cn = "xks:enc-only"
+token = "xks:enc-only"
 ops = ["encrypt"]
 keys = ["*"]
 
 [[acl]]
-cn = "xks:dec-only"
+token = "xks:dec-only"
 ops = ["decrypt"]
 keys = ["*"]
 

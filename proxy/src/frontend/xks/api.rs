@@ -141,11 +141,9 @@ impl XksService {
             tracing::debug!(%error, peer = %incoming.peer.addr, "xks: authentication failed");
             XksError::new(XksErrorName::AuthenticationFailedException, error.to_string())
         })?;
-        let identity = Identity {
-            common_names: vec![format!("xks:{name}")],
-            authenticated: true,
-            ..Identity::default()
-        };
+        // A credential, like a Vault token, is its own kind of identity: no client
+        // certificate's CN can pass for it.
+        let identity = Identity::token(&format!("xks:{name}"));
         let peer = self.door.peer(&identity, incoming.peer.addr.to_string()).map_err(|retry_after| {
             XksError::new(
                 XksErrorName::ThrottlingException,

@@ -59,8 +59,8 @@ pub struct XksConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct XksCredential {
-    /// The identity's name: its principal is `xks:<name>`, and `[[acl]]` rules match it
-    /// as `cn = "xks:<name>"`.
+    /// The identity's name: `[[acl]]` rules match it as `token = "xks:<name>"` (its
+    /// principal in quotas and the audit log is `token:xks:<name>`).
     pub name: String,
     /// Where the access key id is.
     pub access_key_id: SecretSource,

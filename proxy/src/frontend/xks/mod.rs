@@ -2,7 +2,8 @@
 //! with a key that lives in the operator's HSM behind keymux. See `docs/XKS.md`.
 //!
 //! A thin translation, as every front end is: a request is authenticated by SigV4
-//! ([`sigv4`]) to the identity `xks:<credential name>`, turned into the raw-AEAD router
+//! ([`sigv4`]) to the identity of its credential (`[[acl]]` rules:
+//! `token = "xks:<credential name>"`), turned into the raw-AEAD router
 //! requests ENCRYPT and DECRYPT through the [`FrontDoor`](super::FrontDoor), and the
 //! answers put into the specification's JSON. There is no crypto here beyond the AAD's
 //! framing and the integrity hash the specification defines ([`ciphertext`]).
