@@ -42,16 +42,17 @@ def b64(data: bytes) -> str:
 class Xks:
     """A proxy serving the XKS API, and curl calls to it."""
 
-    def __init__(self, proxy, port: int):
+    def __init__(self, proxy, port: int, scheme: str = "http", curl_args=()):
         self.proxy = proxy
-        self.base = f"http://127.0.0.1:{port}/{PREFIX}/kms/xks/v1"
+        self.base = f"{scheme}://localhost:{port}/{PREFIX}/kms/xks/v1"
+        self.curl_args = list(curl_args)
 
     def call(self, path: str, body, store: str = "main", region: str = REGION, secret: str | None = None,
              method: str = "POST", extra_headers=()):
         """(HTTP status, JSON body or None) of one curl --aws-sigv4 request."""
         access_key, store_secret = STORES[store]
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        command = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method,
+        command = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, *self.curl_args,
                    "--aws-sigv4", f"aws:amz:{region}:kms-xks-proxy",
                    "--user", f"{access_key}:{secret or store_secret}",
                    "-H", "Content-Type: application/json"]
@@ -100,9 +101,9 @@ class Xks:
         raise AssertionError(f"not within {seconds} s: {what}")
 
 
-@pytest.fixture
-def xks(keymux):
-    """A proxy with the XKS API: store `main` may do everything, the others as named."""
+def start_xks(keymux, extra: str = "", scheme: str = "http", curl_args=(), xks_extra: str = "") -> Xks:
+    """A proxy with the XKS API: store `main` may do everything, the others as named.
+    `extra` goes before `[xks]` (a `[tls]` table), `xks_extra` into it."""
     port = free_port()
     credentials = "".join(
         f"""
@@ -114,7 +115,7 @@ secret_access_key = {{ env = "XKS_SK_{i}" }}
     env = {}
     for i, (access_key, secret) in enumerate(STORES.values()):
         env[f"XKS_AK_{i}"], env[f"XKS_SK_{i}"] = access_key, secret
-    proxy = keymux(f"""
+    proxy = keymux(f"""{extra}
 [keys]
 refresh_interval = "200ms"
 
@@ -143,8 +144,15 @@ listen = "127.0.0.1:{port}"
 uri_prefix = "{PREFIX}"
 region = "{REGION}"
 health_key = "default"
+{xks_extra}
 {credentials}""", env)
-    return Xks(proxy, port)
+    return Xks(proxy, port, scheme, curl_args)
+
+
+@pytest.fixture
+def xks(keymux):
+    """The XKS API on plain HTTP."""
+    return start_xks(keymux)
 
 
 def test_health(xks):
@@ -281,3 +289,82 @@ def test_rotation_and_disabled_versions(xks):
     body = {"requestMetadata": dict(METADATA, kmsOperation="DescribeKey")}
     xks.wait_for(lambda: xks.call("keys/default/metadata", body)[1]["keyStatus"] == "DISABLED", "key disabled")
     assert xks.encrypt("default", b"x")[1]["errorName"] == "InvalidStateException"
+
+
+def make_pki(directory):
+    """A CA, a server certificate for localhost and two client certificates (AWS KMS's
+    CN, and another), made by the openssl command line."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=keymux test CA", "-days", "2")
+    for name, cn, usage in [("server", "localhost", "serverAuth"),
+                            ("kms", "cks.kms.us-east-1.amazonaws.com", "clientAuth"),
+                            ("other", "someone-else", "clientAuth")]:
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        (directory / f"{name}.ext").write_text(
+            f"subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return directory
+
+
+HEALTH = {"requestMetadata": {"kmsRequestId": "1", "kmsOperation": "KmsHealthCheck"}}
+
+
+def tls_version(xks, *flags):
+    """The TLS version curl negotiated for a signed health request, and the status."""
+    access_key, secret = STORES["main"]
+    out = subprocess.run(["curl", "-sv", "-o", "/dev/null", "-w", "%{http_code}", *xks.curl_args, *flags,
+                          "--aws-sigv4", f"aws:amz:{REGION}:kms-xks-proxy", "--user", f"{access_key}:{secret}",
+                          "-X", "POST", "--data", json.dumps(HEALTH), f"{xks.base}/health"],
+                         capture_output=True, text=True, check=True)
+    used = [line for line in out.stderr.splitlines() if "SSL connection using" in line]
+    return out.stdout, used[0] if used else out.stderr[-500:]
+
+
+def test_https_with_tls_1_3_and_1_2(keymux, tmp_path):
+    pki = make_pki(tmp_path)
+    xks = start_xks(keymux, f"""
+[tls]
+cert = "{pki / 'server.pem'}"
+key = "{pki / 'server.key'}"
+""", scheme="https", curl_args=["--cacert", str(pki / "ca.pem")], xks_extra="""
+[xks.http]
+tls = true
+allow_tls12 = true
+""")
+    status, used = tls_version(xks, "--tlsv1.3")
+    assert status == "200" and "TLSv1.3" in used, used
+    status, used = tls_version(xks, "--tlsv1.2", "--tls-max", "1.2")
+    assert status == "200" and "TLSv1.2" in used, used
+    status, encrypted = xks.encrypt("default", b"over https")
+    assert status == 200 and base64.b64decode(xks.decrypt("default", encrypted)[1]["plaintext"]) == b"over https"
+
+
+def test_mutual_tls_and_the_client_certificates_cn(keymux, tmp_path):
+    pki = make_pki(tmp_path)
+    tls = f"""
+[tls]
+cert = "{pki / 'server.pem'}"
+key = "{pki / 'server.key'}"
+client_ca = "{pki / 'ca.pem'}"
+"""
+    xks_extra = """client_cn = "cks.kms.us-east-1.amazonaws.com"
+[xks.http]
+tls = true
+allow_tls12 = true
+client_auth = "required"
+"""
+    ca = ["--cacert", str(pki / "ca.pem")]
+    kms = start_xks(keymux, tls, "https", ca + ["--cert", str(pki / "kms.pem"), "--key", str(pki / "kms.key")],
+                    xks_extra)
+    assert kms.call("health", HEALTH)[0] == 200
+    other = Xks(kms.proxy, int(kms.base.split(":")[2].split("/")[0]), "https",
+                ca + ["--cert", str(pki / "other.pem"), "--key", str(pki / "other.key")])
+    assert other.error("health", HEALTH) == (401, "AuthenticationFailedException")
+    anonymous = Xks(kms.proxy, int(kms.base.split(":")[2].split("/")[0]), "https", ca)
+    with pytest.raises(subprocess.CalledProcessError):
+        anonymous.call("health", HEALTH)  # no client certificate: the handshake fails

@@ -158,7 +158,8 @@ impl Config {
         self.limits.validate().map_err(|e| e.within("limits"))?;
         self.batch.validate().map_err(|e| e.within("batch"))?;
         self.cache.validate().map_err(|e| e.within("cache"))?;
-        let https = self.vault.as_ref().is_some_and(|vault| vault.http.tls);
+        let https = self.vault.as_ref().is_some_and(|vault| vault.http.tls)
+            || self.xks.as_ref().is_some_and(|xks| xks.http.tls);
         TlsConfig::validate(self.tls.as_ref(), self.quic.as_ref(), https)?;
         if let Some(vault) = &self.vault {
             vault.validate(self.tls.as_ref()).map_err(|e| e.within("vault"))?;
