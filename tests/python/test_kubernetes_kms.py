@@ -121,6 +121,14 @@ def test_the_socket_is_private_to_the_proxy_user(plugin):
     assert stat.S_IMODE(mode) == 0o600
 
 
+def test_a_configured_group_may_connect(plugin):
+    gid = os.getgid()
+    p = plugin(f"socket_group = {gid}\n")
+    info = os.stat(p.socket)
+    assert stat.S_IMODE(info.st_mode) == 0o660 and info.st_gid == gid
+    assert p.status().healthz == "ok"
+
+
 def test_encrypt_then_decrypt_round_trips_with_annotations(plugin):
     p = plugin()
     for plaintext in [os.urandom(32), b"x", os.urandom(1024)]:
