@@ -12,10 +12,18 @@ use crate::frame::{HEADER_LEN, Header, LENGTH_PREFIX_LEN, PROTOCOL_VERSION};
 /// waits for the 4-byte length and checks it against `max_frame` *before* any of the
 /// body is buffered; in `Body(n)` it waits for `n` bytes. It never allocates more than
 /// one frame's worth beyond what the caller already holds.
+///
+/// Frames may carry plaintext keys, so no copy is left behind: each frame is wiped
+/// once parsed ([`FrameSplitter::wipe`]), and when the buffer's contents moved since
+/// the last call (`BytesMut` reclaims the consumed front of its block by moving the
+/// unread bytes down, leaving the old copy in place), the spare capacity is wiped.
+/// A block freed by growing is wiped by the binary's allocator (`keymux_proxy::memory`).
 #[derive(Debug, Clone)]
 pub struct FrameSplitter {
     max_frame: u32,
     state: State,
+    /// Where the buffer's contents started after the last call.
+    last_start: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +35,7 @@ enum State {
 impl FrameSplitter {
     /// A splitter that refuses frames over `max_frame` bytes.
     pub fn new(max_frame: u32) -> Self {
-        Self { max_frame, state: State::Head }
+        Self { max_frame, state: State::Head, last_start: 0 }
     }
 
     /// The limit this splitter enforces.
@@ -48,11 +56,32 @@ impl FrameSplitter {
     /// The returned buffer holds the frame alone: callers parse it and then call
     /// [`FrameSplitter::wipe`] so that key material does not linger in memory.
     pub fn split(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        Self::wipe_if_moved(buf, self.last_start);
+        let split = self.split_frame(buf);
+        self.last_start = buf.as_ptr() as usize;
+        split
+    }
+
+    /// Wipes `buf`'s spare capacity if its contents no longer start at `start`.
+    fn wipe_if_moved(buf: &mut BytesMut, start: usize) {
+        if buf.as_ptr() as usize != start {
+            buf.spare_capacity_mut().fill(std::mem::MaybeUninit::new(0));
+        }
+    }
+
+    /// Reserves room for `additional` more bytes, wiping what a move left behind.
+    fn reserve(buf: &mut BytesMut, additional: usize) {
+        let start = buf.as_ptr() as usize;
+        buf.reserve(additional);
+        Self::wipe_if_moved(buf, start);
+    }
+
+    fn split_frame(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
         let len = match self.state {
             State::Body(len) => len,
             State::Head => {
                 if buf.len() < LENGTH_PREFIX_LEN {
-                    buf.reserve(LENGTH_PREFIX_LEN);
+                    Self::reserve(buf, LENGTH_PREFIX_LEN);
                     return Ok(None);
                 }
                 let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -68,7 +97,7 @@ impl FrameSplitter {
             }
         };
         if buf.len() < len {
-            buf.reserve(len - buf.len());
+            Self::reserve(buf, len - buf.len());
             return Ok(None);
         }
         self.state = State::Head;

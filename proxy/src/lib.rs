@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod frontend;
 pub mod keys;
+pub mod memory;
 pub mod router;
 #[cfg(unix)]
 pub mod sd_notify;

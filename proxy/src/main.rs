@@ -5,6 +5,10 @@ use clap::Parser;
 use keymux_proxy::cli::{self, AuditCommand, Cli, Command};
 use keymux_proxy::{server, telemetry};
 
+/// Every freed block is wiped (see `keymux_proxy::memory`).
+#[global_allocator]
+static ALLOCATOR: keymux_proxy::memory::WipingAllocator = keymux_proxy::memory::WIPING_ALLOCATOR;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {

@@ -19,6 +19,7 @@
 //! | [`metrics`] | samples read from a Prometheus metrics page |
 //! | [`audit`] | events an audit log accounts for, floods' summaries included |
 //! | [`openssl`] | signatures checked by the `openssl` command line, an independent judge |
+//! | [`heap`] | an allocator that tracks and quarantines blocks, to scan the heap for secrets |
 //! | [`wait`] | waiting on an observable condition, with a timeout, instead of a sleep |
 //!
 //! Unpublished (`publish = false`). `keymux-proxy` takes it as a dev-dependency while it
@@ -33,6 +34,7 @@ pub mod certs;
 pub mod forwarder;
 pub mod gate;
 pub mod haproxy;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 pub mod moto;
