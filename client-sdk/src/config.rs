@@ -180,7 +180,11 @@ pub struct ClientConfig {
     pub default_timeout: Duration,
     /// Longest wait for one TCP/Unix connect plus the HELLO exchange. Default 2 s.
     pub connect_timeout: Duration,
-    /// Retries after the first attempt, on retryable failures. Default 3.
+    /// Retries after the first attempt, on retryable failures. Default 32: with the
+    /// default backoff (10 ms doubling to 1 s, full jitter) that outlasts any deadline of
+    /// a few seconds, so it is the call's deadline that ends the retries, and a call
+    /// that fails had no time left to try again (a proxy restarting, a queue full of
+    /// another client's requests). Lower it to fail sooner than the deadline.
     pub max_retries: u32,
     /// Base of the full-jitter exponential backoff: retry `n` (from 0) sleeps a random
     /// time in `0..=min(backoff_cap, backoff_base * 2^n)`, and never less than the
@@ -203,7 +207,7 @@ impl ClientConfig {
     /// Default for [`ClientConfig::connect_timeout`].
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default for [`ClientConfig::max_retries`].
-    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+    pub const DEFAULT_MAX_RETRIES: u32 = 32;
     /// Default for [`ClientConfig::backoff_base`].
     pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(10);
     /// Default for [`ClientConfig::backoff_cap`].

@@ -25,18 +25,9 @@ async fn proxy_with_key(prefix: &str) -> (TestProxy, String) {
     (proxy, key)
 }
 
-/// Calls `C_CloseAllSessions` through a second handle on the module, closing every
-/// session this process has on the token, as a token reset would.
-#[allow(unsafe_code)]
+/// Closes every session this process has on the test token, as a token reset would.
 fn close_all_sessions_behind_the_proxys_back(slot: u64) {
-    type CloseAll = unsafe extern "C" fn(std::os::raw::c_ulong) -> std::os::raw::c_ulong;
-    // SAFETY: the module is already loaded and initialised by the proxy; loading it
-    // again returns the same instance, and C_CloseAllSessions takes a slot id only.
-    unsafe {
-        let module = libloading::Library::new(&token().module).unwrap();
-        let close_all: libloading::Symbol<'_, CloseAll> = module.get(b"C_CloseAllSessions").unwrap();
-        assert_eq!(close_all(slot as std::os::raw::c_ulong), 0, "CKR_OK");
-    }
+    keymux_test_support::pkcs11::close_all_sessions(&token().module, slot);
 }
 
 #[tokio::test]

@@ -85,6 +85,21 @@ pub fn token() -> &'static TestToken {
     })
 }
 
+/// Calls `C_CloseAllSessions` on `slot` through a second handle on `module`, closing
+/// every session this process has on that token, as a token reset would. The module
+/// must already be loaded and initialised in this process (by a proxy).
+#[allow(unsafe_code)]
+pub fn close_all_sessions(module: &Path, slot: u64) {
+    type CloseAll = unsafe extern "C" fn(std::os::raw::c_ulong) -> std::os::raw::c_ulong;
+    // SAFETY: the module is already loaded and initialised; loading it again returns
+    // the same instance, and C_CloseAllSessions takes a slot id only.
+    unsafe {
+        let module = libloading::Library::new(module).unwrap();
+        let close_all: libloading::Symbol<'_, CloseAll> = module.get(b"C_CloseAllSessions").unwrap();
+        assert_eq!(close_all(slot as std::os::raw::c_ulong), 0, "CKR_OK");
+    }
+}
+
 /// HSM tests take turns. SoftHSM2 2.6 occasionally fails `C_GenerateKey` with
 /// CKR_GENERAL_ERROR while other sessions of the same process are busy encrypting (in
 /// production the admin CLI is its own process), and the recovery tests reset every

@@ -41,13 +41,7 @@ impl Replica {
     ) -> io::Result<Self> {
         let (port, admin_port) = (free_port(), free_port());
         let path = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\nallow_anonymous = true\n{server}\n\
-                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{config}"
-            ),
-        )?;
+        std::fs::write(&path, config_text(port, admin_port, server, config))?;
         let mut replica = Self {
             binary: binary.to_owned(),
             config: path,
@@ -60,6 +54,21 @@ impl Replica {
         };
         replica.restart()?;
         Ok(replica)
+    }
+
+    /// Its config file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// SIGHUP: the certificates are reloaded.
+    pub fn reload(&self) -> io::Result<()> {
+        let Some(child) = &self.child else { return Ok(()) };
+        let status = Command::new("kill").args(["-HUP", &child.id().to_string()]).status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!("kill -HUP failed: {status}")));
+        }
+        Ok(())
     }
 
     /// The plain TCP address.
@@ -165,6 +174,16 @@ pub fn pinned(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Comma
         }
         None => Command::new(program),
     }
+}
+
+/// A config file's text: `[server]` on plain TCP `port` (anonymous clients allowed)
+/// with the `server` lines added, `[admin]` on `admin_port`, then `config` (the
+/// `[backend]` table and whatever else).
+pub fn config_text(port: u16, admin_port: u16, server: &str, config: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nallow_anonymous = true\n{server}\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{config}"
+    )
 }
 
 /// A minimal blocking HTTP/1.1 GET: the status code and the body.
