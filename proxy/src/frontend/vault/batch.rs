@@ -8,33 +8,48 @@
 //! Retry-After when the key was busy, 503 when the backend is down, 500), and
 //! `partial_failure_response_code` instead when some items succeeded. The body holds
 //! every item's result either way.
+//!
+//! Bodies are read without serde's `flatten` (which buffers every field of every item
+//! before reading it again): the batch part and a single item are each read from the
+//! body by their own struct, unknown fields skipped.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keymux_protocol::{Reply, Request};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::VaultState;
 use super::auth::Caller;
 use super::error::VaultError;
-use super::reply::{envelope, wrapped};
+use super::reply::{Envelope, parse_json};
 use crate::frontend::CallOptions;
-
-/// A request body as every batching endpoint takes it: the fields of one item at the
-/// top level, or a `batch_input` list of items (the top-level fields then ignored).
-#[derive(Debug, Deserialize)]
-pub(super) struct Batchable<T> {
-    #[serde(flatten)]
-    single: T,
-    batch_input: Option<Vec<T>>,
-    partial_failure_response_code: Option<u16>,
-}
 
 /// An item that may carry a `reference`, echoed in its result.
 pub(super) trait Referenced {
     /// The item's `reference`, if it has one.
     fn reference(&self) -> Option<&str>;
+}
+
+/// What an item's success looks like in Vault's output.
+pub(super) trait ItemOutput: Serialize {
+    /// The fields a failed item still carries (Vault's decrypt gives an empty
+    /// plaintext); none by default.
+    fn on_failure() -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+}
+
+/// The batch part of a body.
+#[derive(Debug, Deserialize)]
+struct BatchPart<T> {
+    #[serde(default = "Option::default")]
+    batch_input: Option<Vec<T>>,
+    #[serde(default)]
+    partial_failure_response_code: Option<u16>,
 }
 
 /// The items of a request and how to answer them.
@@ -45,10 +60,12 @@ pub(super) struct Items<T> {
     partial_failure_code: Option<StatusCode>,
 }
 
-impl<T> Batchable<T> {
-    /// The items, at most `max` of them.
-    pub(super) fn into_items(self, max: usize) -> Result<Items<T>, VaultError> {
-        let partial_failure_code = match self.partial_failure_response_code {
+impl<T: DeserializeOwned> Items<T> {
+    /// The items of `body`: its `batch_input` (at most `max` items), or the body itself
+    /// as one item.
+    pub(super) fn parse(body: &[u8], max: usize) -> Result<Self, VaultError> {
+        let part: BatchPart<T> = parse_json(body)?;
+        let partial_failure_code = match part.partial_failure_response_code {
             None => None,
             Some(code) => Some(
                 StatusCode::from_u16(code)
@@ -57,8 +74,8 @@ impl<T> Batchable<T> {
                     .ok_or_else(|| VaultError::BadRequest("invalid partial_failure_response_code".into()))?,
             ),
         };
-        match self.batch_input {
-            None => Ok(Items { items: vec![self.single], batch: false, partial_failure_code }),
+        match part.batch_input {
+            None => Ok(Items { items: vec![parse_json(body)?], batch: false, partial_failure_code }),
             Some(items) if items.is_empty() => {
                 Err(VaultError::BadRequest("missing batch input to process".into()))
             }
@@ -71,23 +88,40 @@ impl<T> Batchable<T> {
     }
 }
 
+/// One item's result in `batch_results`.
+#[derive(Serialize)]
+struct BatchItem<O> {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    output: Option<O>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: String,
+}
+
+/// `data` of a batch answer.
+#[derive(Serialize)]
+struct BatchResults<O> {
+    batch_results: Vec<BatchItem<O>>,
+}
+
 impl<T: Referenced> Items<T> {
     /// Prepares every item with `prepare`, runs the prepared ones through the router
-    /// together, and turns each answer into its JSON fields with `render`. `failed`
-    /// adds the fields a failed item still carries in Vault's output.
-    pub(super) async fn run(
+    /// together, and turns each answer into its output with `render`.
+    pub(super) async fn run<O: ItemOutput>(
         self,
         state: &VaultState,
         caller: &Caller,
         prepare: impl Fn(&T) -> Result<Request, VaultError>,
-        render: impl Fn(Reply) -> Result<Map<String, Value>, VaultError>,
-        failed: fn(&mut Map<String, Value>),
+        render: impl Fn(Reply) -> Result<O, VaultError>,
     ) -> Response {
-        let references: Vec<String> =
-            self.items.iter().map(|item| item.reference().unwrap_or_default().to_owned()).collect();
+        let references: Vec<String> = if self.batch {
+            self.items.iter().map(|item| item.reference().unwrap_or_default().to_owned()).collect()
+        } else {
+            Vec::new()
+        };
         let prepared: Vec<Result<Request, VaultError>> = self.items.iter().map(prepare).collect();
         drop(self.items);
-        let mut slots: Vec<Option<Result<Reply, VaultError>>> = Vec::with_capacity(prepared.len());
+        let mut slots: Vec<Option<VaultError>> = Vec::with_capacity(prepared.len());
         let mut requests = Vec::with_capacity(prepared.len());
         for item in prepared {
             match item {
@@ -95,61 +129,51 @@ impl<T: Referenced> Items<T> {
                     slots.push(None);
                     requests.push(request);
                 }
-                Err(error) => slots.push(Some(Err(error))),
+                Err(error) => slots.push(Some(error)),
             }
         }
         let options = CallOptions { timeout: Some(state.request_timeout), bypass_cache: false };
         let mut answers =
             state.wiring.front_door.call_many(&caller.peer, requests, options).await.into_iter();
-        let results: Vec<Result<Map<String, Value>, VaultError>> = slots
+        let results: Vec<Result<O, VaultError>> = slots
             .into_iter()
-            .map(|slot| {
-                let answer = slot.unwrap_or_else(|| match answers.next() {
-                    Some(answer) => answer.map_err(VaultError::from),
+            .map(|slot| match slot {
+                Some(error) => Err(error),
+                None => match answers.next() {
+                    Some(answer) => answer.map_err(VaultError::from).and_then(&render),
                     None => Err(VaultError::Internal("an item went unanswered".into())),
-                });
-                answer.and_then(&render)
+                },
             })
             .collect();
         if !self.batch {
             return match results.into_iter().next() {
-                Some(Ok(data)) => envelope(Value::Object(data)),
+                Some(Ok(data)) => Envelope::new(data).into_response(),
                 Some(Err(error)) => error.into_response(),
                 None => VaultError::Internal("no answer".into()).into_response(),
             };
         }
-        respond_batch(results, references, self.partial_failure_code, failed)
+        respond_batch(results, references, self.partial_failure_code)
     }
 }
 
-fn respond_batch(
-    results: Vec<Result<Map<String, Value>, VaultError>>,
+fn respond_batch<O: ItemOutput>(
+    results: Vec<Result<O, VaultError>>,
     references: Vec<String>,
     partial_failure_code: Option<StatusCode>,
-    failed: fn(&mut Map<String, Value>),
 ) -> Response {
     let succeeded = results.iter().filter(|result| result.is_ok()).count();
     let first_error = results.iter().find_map(|result| result.as_ref().err()).cloned();
     let any_user_error =
         results.iter().any(|result| result.as_ref().err().is_some_and(VaultError::is_user_error));
-    let items: Vec<Value> = results
+    let batch_results = results
         .into_iter()
         .zip(references)
-        .map(|(result, reference)| {
-            let mut fields = match result {
-                Ok(fields) => fields,
-                Err(error) => {
-                    let mut fields = Map::new();
-                    failed(&mut fields);
-                    fields.insert("error".into(), json!(error.to_string()));
-                    fields
-                }
-            };
-            fields.insert("reference".into(), json!(reference));
-            Value::Object(fields)
+        .map(|(result, reference)| match result {
+            Ok(output) => BatchItem { output: Some(output), error: None, reference },
+            Err(error) => BatchItem { output: O::on_failure(), error: Some(error.to_string()), reference },
         })
         .collect();
-    let body = axum::Json(wrapped(json!({ "batch_results": items })));
+    let body = Envelope::new(BatchResults { batch_results });
     let Some(error) = first_error else { return body.into_response() };
     if succeeded > 0 {
         if let Some(code) = partial_failure_code {

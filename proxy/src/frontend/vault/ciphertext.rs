@@ -57,7 +57,12 @@ pub(super) fn parse_prefixed(what: &'static str, text: &str) -> Result<Prefixed,
 
 /// `vault:v<version>:<base64 of bytes>`.
 pub(super) fn format_prefixed(version: u32, bytes: &[u8]) -> String {
-    format!("vault:v{version}:{}", encode(bytes))
+    let mut text = String::with_capacity(16 + bytes.len().div_ceil(3) * 4);
+    text.push_str("vault:v");
+    text.push_str(&version.to_string());
+    text.push(':');
+    general_purpose::STANDARD.encode_string(bytes, &mut text);
+    text
 }
 
 /// The ciphertext Vault clients get for a keymux blob.

@@ -85,15 +85,27 @@ pub struct Wiring {
     pub metrics: Arc<Metrics>,
 }
 
-/// The handlers' shared state.
+/// The handlers' shared state: one `Arc`, so each extractor's clone of it is one
+/// atomic increment.
 #[derive(Clone)]
-pub(crate) struct VaultState {
+pub(crate) struct VaultState(Arc<Shared>);
+
+/// What [`VaultState`] shares.
+pub(crate) struct Shared {
     wiring: Wiring,
-    tokens: Arc<Tokens>,
-    peers: Arc<auth::Peers>,
+    tokens: Tokens,
+    peers: auth::Peers,
     shutdown: CancellationToken,
     request_timeout: Duration,
     max_batch_items: usize,
+}
+
+impl std::ops::Deref for VaultState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Vault writes with POST or PUT alike.
@@ -130,14 +142,14 @@ pub fn router(config: &VaultConfig, wiring: Wiring, tokens: Tokens, shutdown: Ca
         .route(&at("/random/{a}/{b}"), random)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(VaultState {
+        .with_state(VaultState(Arc::new(Shared {
             wiring,
-            tokens: Arc::new(tokens),
-            peers: Arc::default(),
+            tokens,
+            peers: auth::Peers::default(),
             shutdown,
             request_timeout: config.http.request_timeout,
             max_batch_items: config.max_batch_items,
-        })
+        })))
 }
 
 async fn not_found() -> VaultError {

@@ -8,17 +8,16 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use keymux_protocol::{Reply, Request};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::VaultState;
 use super::auth::Caller;
-use super::batch::{Batchable, Referenced};
+use super::batch::{ItemOutput, Items, Referenced};
 use super::ciphertext::{decode, format_prefixed, parse_prefixed};
 use super::error::VaultError;
 use super::keys::{hash_of, vault_type_name};
-use super::reply::VaultJson;
-use super::transit::{fields, missing, unexpected};
+use super::reply::{RawBody, parse_json};
+use super::transit::{missing, unexpected};
 use crate::keys::KeyType;
 
 /// The options of a sign or verify request, from its body and path.
@@ -96,14 +95,22 @@ impl SigningOptions {
     }
 }
 
-/// A sign or verify body: options once, then items.
-#[derive(Debug, Deserialize)]
-pub(super) struct SigningBody<T> {
-    #[serde(flatten)]
-    options: SigningOptions,
-    #[serde(flatten)]
-    items: Batchable<T>,
+/// `sign`'s output.
+#[derive(Debug, Serialize)]
+pub(super) struct SignatureOut {
+    signature: String,
+    key_version: u32,
 }
+
+impl ItemOutput for SignatureOut {}
+
+/// `verify`'s output.
+#[derive(Debug, Serialize)]
+pub(super) struct VerdictOut {
+    valid: bool,
+}
+
+impl ItemOutput for VerdictOut {}
 
 /// One `sign` item.
 #[derive(Debug, Default, Deserialize)]
@@ -119,24 +126,24 @@ pub(super) async fn sign(
     State(state): State<VaultState>,
     Path(path): Path<Vec<String>>,
     caller: Caller,
-    VaultJson(body): VaultJson<SigningBody<SignItem>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
     let (name, hash) = split_path(path)?;
-    body.options.check(&state, &name, hash.as_deref())?;
-    let digest = body.options.prehashed;
-    let items = body.items.into_items(state.max_batch_items)?;
+    let options: SigningOptions = parse_json(&body)?;
+    options.check(&state, &name, hash.as_deref())?;
+    let digest = options.prehashed;
+    let items = Items::<SignItem>::parse(&body, state.max_batch_items)?;
     let prepare = |item: &SignItem| {
         let input = decode("input", item.input.as_deref().ok_or_else(|| missing("input"))?)?;
         Ok(Request::Sign { key: name.clone(), input, digest })
     };
     let render = |reply: Reply| match reply {
-        Reply::Sign { version, signature } => Ok(fields([
-            ("signature", json!(format_prefixed(version, &signature))),
-            ("key_version", json!(version)),
-        ])),
+        Reply::Sign { version, signature } => {
+            Ok(SignatureOut { signature: format_prefixed(version, &signature), key_version: version })
+        }
         other => Err(unexpected(&other)),
     };
-    Ok(items.run(&state, &caller, prepare, render, |_| {}).await)
+    Ok(items.run(&state, &caller, prepare, render).await)
 }
 
 /// One `verify` item.
@@ -155,12 +162,13 @@ pub(super) async fn verify(
     State(state): State<VaultState>,
     Path(path): Path<Vec<String>>,
     caller: Caller,
-    VaultJson(body): VaultJson<SigningBody<VerifyItem>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
     let (name, hash) = split_path(path)?;
-    body.options.check(&state, &name, hash.as_deref())?;
-    let digest = body.options.prehashed;
-    let items = body.items.into_items(state.max_batch_items)?;
+    let options: SigningOptions = parse_json(&body)?;
+    options.check(&state, &name, hash.as_deref())?;
+    let digest = options.prehashed;
+    let items = Items::<VerifyItem>::parse(&body, state.max_batch_items)?;
     let prepare = |item: &VerifyItem| {
         let input = decode("input", item.input.as_deref().ok_or_else(|| missing("input"))?)?;
         let signature =
@@ -174,10 +182,10 @@ pub(super) async fn verify(
         })
     };
     let render = |reply: Reply| match reply {
-        Reply::Verify { valid } => Ok(fields([("valid", json!(valid))])),
+        Reply::Verify { valid } => Ok(VerdictOut { valid }),
         other => Err(unexpected(&other)),
     };
-    Ok(items.run(&state, &caller, prepare, render, |_| {}).await)
+    Ok(items.run(&state, &caller, prepare, render).await)
 }
 
 /// `[name]` or `[name, hash_algorithm]`.

@@ -6,43 +6,65 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use keymux_protocol::{Reply, Request};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use super::VaultState;
 use super::auth::Caller;
-use super::batch::{Batchable, Referenced};
+use super::batch::{ItemOutput, Items, Referenced};
 use super::ciphertext::{blob_of, ciphertext_of, decode, encode};
 use super::error::VaultError;
-use super::reply::VaultJson;
+use super::reply::{RawBody, SecretText};
 
-/// Fields keymux has no use for but Vault clients send: accepted when empty.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Unsupported {
-    #[serde(default)]
-    context: Option<String>,
-    #[serde(default)]
-    nonce: Option<String>,
-}
-
-impl Unsupported {
-    fn check(&self) -> Result<(), VaultError> {
-        if self.context.as_deref().is_some_and(|c| !c.is_empty()) {
-            return Err(VaultError::BadRequest(
-                "context: keymux keys are not derived; bind a ciphertext to its context with associated_data"
-                    .into(),
-            ));
-        }
-        if self.nonce.as_deref().is_some_and(|n| !n.is_empty()) {
-            return Err(VaultError::BadRequest("nonce: keymux never takes a caller's nonce".into()));
-        }
-        Ok(())
+/// Refuses `context` and `nonce`, which keymux has no use for, unless empty.
+fn check_unsupported(context: &Option<String>, nonce: &Option<String>) -> Result<(), VaultError> {
+    if context.as_deref().is_some_and(|c| !c.is_empty()) {
+        return Err(VaultError::BadRequest(
+            "context: keymux keys are not derived; bind a ciphertext to its context with associated_data"
+                .into(),
+        ));
     }
+    if nonce.as_deref().is_some_and(|n| !n.is_empty()) {
+        return Err(VaultError::BadRequest("nonce: keymux never takes a caller's nonce".into()));
+    }
+    Ok(())
 }
 
 fn aad(associated_data: &Option<String>) -> Result<Vec<u8>, VaultError> {
     associated_data.as_deref().map_or(Ok(Vec::new()), |text| decode("associated_data", text))
 }
+
+/// `encrypt`'s and `rewrap`'s output.
+#[derive(Debug, Serialize)]
+pub(super) struct CiphertextOut {
+    ciphertext: String,
+    key_version: u32,
+}
+
+impl ItemOutput for CiphertextOut {}
+
+/// `decrypt`'s output; a failed item has an empty plaintext, as in Vault.
+#[derive(Debug, Serialize)]
+pub(super) struct PlaintextOut {
+    plaintext: SecretText,
+}
+
+impl ItemOutput for PlaintextOut {
+    fn on_failure() -> Option<Self> {
+        Some(PlaintextOut { plaintext: SecretText(Zeroizing::default()) })
+    }
+}
+
+/// `datakey`'s output.
+#[derive(Debug, Serialize)]
+pub(super) struct DataKeyOut {
+    ciphertext: String,
+    key_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<SecretText>,
+}
+
+impl ItemOutput for DataKeyOut {}
 
 /// One `encrypt` item.
 #[derive(Debug, Default, Deserialize)]
@@ -55,8 +77,10 @@ pub(super) struct EncryptItem {
     key_version: Option<u32>,
     #[serde(default)]
     reference: Option<String>,
-    #[serde(flatten)]
-    unsupported: Unsupported,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// `POST /v1/<mount>/encrypt/:name`.
@@ -64,11 +88,11 @@ pub(super) async fn encrypt(
     State(state): State<VaultState>,
     Path(name): Path<String>,
     caller: Caller,
-    VaultJson(body): VaultJson<Batchable<EncryptItem>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
-    let items = body.into_items(state.max_batch_items)?;
+    let items = Items::<EncryptItem>::parse(&body, state.max_batch_items)?;
     let prepare = |item: &EncryptItem| {
-        item.unsupported.check()?;
+        check_unsupported(&item.context, &item.nonce)?;
         check_key_version(&state, &name, item.key_version)?;
         let plaintext = item.plaintext.as_deref().ok_or_else(|| missing("plaintext"))?;
         Ok(Request::Wrap {
@@ -77,7 +101,7 @@ pub(super) async fn encrypt(
             plaintext: decode("plaintext", plaintext)?.into(),
         })
     };
-    Ok(items.run(&state, &caller, prepare, render_ciphertext, |_| {}).await)
+    Ok(items.run(&state, &caller, prepare, render_ciphertext).await)
 }
 
 /// One `decrypt` item.
@@ -89,13 +113,15 @@ pub(super) struct DecryptItem {
     associated_data: Option<String>,
     #[serde(default)]
     reference: Option<String>,
-    #[serde(flatten)]
-    unsupported: Unsupported,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 impl DecryptItem {
     fn blob_and_aad(&self, key: &str) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
-        self.unsupported.check()?;
+        check_unsupported(&self.context, &self.nonce)?;
         let ciphertext = self.ciphertext.as_deref().ok_or_else(|| missing("ciphertext"))?;
         Ok((blob_of(key, ciphertext)?, aad(&self.associated_data)?))
     }
@@ -106,29 +132,33 @@ pub(super) async fn decrypt(
     State(state): State<VaultState>,
     Path(name): Path<String>,
     caller: Caller,
-    VaultJson(body): VaultJson<Batchable<DecryptItem>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
-    let items = body.into_items(state.max_batch_items)?;
+    let items = Items::<DecryptItem>::parse(&body, state.max_batch_items)?;
     let prepare = |item: &DecryptItem| {
         let (blob, aad) = item.blob_and_aad(&name)?;
         Ok(Request::Unwrap { aad, blob })
     };
     let render = |reply: Reply| match reply {
-        Reply::Unwrap { plaintext } => Ok(fields([("plaintext", json!(encode(plaintext.expose())))])),
+        Reply::Unwrap { plaintext } => Ok(PlaintextOut { plaintext: secret_base64(plaintext.expose()) }),
         other => Err(unexpected(&other)),
     };
-    // Vault's failed decrypt items carry an empty plaintext.
-    let failed = |fields: &mut Map<String, Value>| {
-        fields.insert("plaintext".into(), json!(""));
-    };
-    Ok(items.run(&state, &caller, prepare, render, failed).await)
+    Ok(items.run(&state, &caller, prepare, render).await)
 }
 
-/// One `rewrap` item.
+/// One `rewrap` item: a `decrypt` item and the version asked for.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RewrapItem {
-    #[serde(flatten)]
-    ciphertext: DecryptItem,
+    #[serde(default)]
+    ciphertext: Option<String>,
+    #[serde(default)]
+    associated_data: Option<String>,
+    #[serde(default)]
+    reference: Option<String>,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
     #[serde(default)]
     key_version: Option<u32>,
 }
@@ -139,15 +169,16 @@ pub(super) async fn rewrap(
     State(state): State<VaultState>,
     Path(name): Path<String>,
     caller: Caller,
-    VaultJson(body): VaultJson<Batchable<RewrapItem>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
-    let items = body.into_items(state.max_batch_items)?;
+    let items = Items::<RewrapItem>::parse(&body, state.max_batch_items)?;
     let prepare = |item: &RewrapItem| {
         check_key_version(&state, &name, item.key_version)?;
-        let (blob, aad) = item.ciphertext.blob_and_aad(&name)?;
-        Ok(Request::Rewrap { aad, blob })
+        check_unsupported(&item.context, &item.nonce)?;
+        let ciphertext = item.ciphertext.as_deref().ok_or_else(|| missing("ciphertext"))?;
+        Ok(Request::Rewrap { aad: aad(&item.associated_data)?, blob: blob_of(&name, ciphertext)? })
     };
-    Ok(items.run(&state, &caller, prepare, render_ciphertext, |_| {}).await)
+    Ok(items.run(&state, &caller, prepare, render_ciphertext).await)
 }
 
 /// One `datakey` item.
@@ -159,8 +190,10 @@ pub(super) struct DataKeyItem {
     associated_data: Option<String>,
     #[serde(default)]
     reference: Option<String>,
-    #[serde(flatten)]
-    unsupported: Unsupported,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// `POST /v1/<mount>/datakey/plaintext|wrapped/:name`: a new data key, wrapped, and in
@@ -169,16 +202,16 @@ pub(super) async fn datakey(
     State(state): State<VaultState>,
     Path((kind, name)): Path<(String, String)>,
     caller: Caller,
-    VaultJson(body): VaultJson<Batchable<DataKeyItem>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
     let with_plaintext = match kind.as_str() {
         "plaintext" => true,
         "wrapped" => false,
         _ => return Err(VaultError::BadRequest("invalid type: plaintext or wrapped".into())),
     };
-    let items = body.into_items(state.max_batch_items)?;
+    let items = Items::<DataKeyItem>::parse(&body, state.max_batch_items)?;
     let prepare = |item: &DataKeyItem| {
-        item.unsupported.check()?;
+        check_unsupported(&item.context, &item.nonce)?;
         let length = match item.bits.unwrap_or(256) {
             bits @ (128 | 256 | 512) => (bits / 8) as u16,
             _ => return Err(VaultError::BadRequest("invalid bit length: 128, 256 or 512".into())),
@@ -187,26 +220,27 @@ pub(super) async fn datakey(
     };
     let render = |reply: Reply| match reply {
         Reply::GenerateDataKey { plaintext, blob } => {
-            let (ciphertext, version) = ciphertext_of(&blob)?;
-            let mut out = fields([("ciphertext", json!(ciphertext)), ("key_version", json!(version))]);
-            if with_plaintext {
-                out.insert("plaintext".into(), json!(encode(plaintext.expose())));
-            }
-            Ok(out)
+            let (ciphertext, key_version) = ciphertext_of(&blob)?;
+            let plaintext = with_plaintext.then(|| secret_base64(plaintext.expose()));
+            Ok(DataKeyOut { ciphertext, key_version, plaintext })
         }
         other => Err(unexpected(&other)),
     };
-    Ok(items.run(&state, &caller, prepare, render, |_| {}).await)
+    Ok(items.run(&state, &caller, prepare, render).await)
 }
 
-fn render_ciphertext(reply: Reply) -> Result<Map<String, Value>, VaultError> {
+fn render_ciphertext(reply: Reply) -> Result<CiphertextOut, VaultError> {
     match reply {
         Reply::Wrap { blob } | Reply::Rewrap { blob } => {
-            let (ciphertext, version) = ciphertext_of(&blob)?;
-            Ok(fields([("ciphertext", json!(ciphertext)), ("key_version", json!(version))]))
+            let (ciphertext, key_version) = ciphertext_of(&blob)?;
+            Ok(CiphertextOut { ciphertext, key_version })
         }
         other => Err(unexpected(&other)),
     }
+}
+
+fn secret_base64(bytes: &[u8]) -> SecretText {
+    SecretText(Zeroizing::new(encode(bytes)))
 }
 
 /// keymux wraps under a key's current version only: a `key_version` naming another is
@@ -231,10 +265,6 @@ pub(super) fn unexpected(reply: &Reply) -> VaultError {
     VaultError::Internal(format!("unexpected answer from the router: {:?}", std::mem::discriminant(reply)))
 }
 
-pub(super) fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
-}
-
 impl Referenced for EncryptItem {
     fn reference(&self) -> Option<&str> {
         self.reference.as_deref()
@@ -249,7 +279,7 @@ impl Referenced for DecryptItem {
 
 impl Referenced for RewrapItem {
     fn reference(&self) -> Option<&str> {
-        self.ciphertext.reference.as_deref()
+        self.reference.as_deref()
     }
 }
 
