@@ -378,3 +378,65 @@ async fn a_request_over_the_identitys_rate_answers_429_with_retry_after() {
     let retry_after: u64 = second.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
 }
+
+#[tokio::test]
+async fn encrypt_creates_a_missing_key_only_when_configured_and_allowed() {
+    let vault = Vault::start(|config| config.vault.as_mut().unwrap().create_keys_on_encrypt = true).await;
+    let sealed = vault.root("POST", "encrypt/fresh", json!({ "plaintext": b64(b"x") })).await;
+    assert_eq!(sealed.status, 200, "{}", sealed.text);
+    assert_eq!(vault.root("GET", "keys/fresh", Value::Null).await.json["data"]["type"], "aes256-gcm96");
+    let signing =
+        vault.root("POST", "encrypt/fresh-2", json!({ "plaintext": b64(b"x"), "type": "ed25519" })).await;
+    assert_eq!(signing.status, 400, "encrypt creates wrapping keys only");
+    let mut client = vault.client().await;
+    let app = Some(vault.app.token.as_str());
+    let refused =
+        client.call("POST", "/v1/transit/encrypt/app-new", app, json!({ "plaintext": b64(b"x") })).await;
+    assert_eq!(refused.status, 404, "no manage_keys: no key made ({})", refused.text);
+
+    let off = Vault::start(|_| {}).await;
+    assert_eq!(
+        off.root("POST", "encrypt/fresh", json!({ "plaintext": b64(b"x") })).await.status,
+        404,
+        "off by default"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_authenticates_without_a_token_under_mtls() {
+    use keymux_proxy::config::ClientAuth;
+    use keymux_test_support::certs::Pki;
+
+    let pki = Pki::new("ca");
+    let proxy = TestProxy::start(|config| {
+        let mut tls = pki.server_config(ClientAuth::Optional);
+        tls.listen = None;
+        config.tls = Some(tls);
+        let vault = enable_vault(config);
+        vault.http.tls = true;
+        vault.http.client_auth = Some(ClientAuth::Optional);
+        config.acl = vec![AclRule {
+            cn: Some("billing".into()),
+            ops: OpSet::parse(["wrap", "unwrap"]).unwrap(),
+            keys: vec!["default".into()],
+            ..AclRule::default()
+        }];
+    })
+    .await;
+    let addr = proxy.server.vault_addr().unwrap();
+    let me = pki.client_cn("billing");
+    let tls13 = &rustls::version::TLS13;
+    let body = json!({ "plaintext": b64(b"x") });
+    for version in [Version::Http1, Version::Http2] {
+        let mut client = HttpClient::connect_tls(addr, version, &pki, Some(&me), tls13).await.unwrap();
+        let sealed = client.call("POST", "/v1/transit/encrypt/default", None, body.clone()).await;
+        assert_eq!(sealed.status, 200, "{version:?}: {}", sealed.text);
+        let me_too = client.call("GET", "/v1/auth/token/lookup-self", None, Value::Null).await;
+        assert_eq!(me_too.json["data"]["meta"]["principal"], "billing");
+        let mut anonymous = HttpClient::connect_tls(addr, version, &pki, None, tls13).await.unwrap();
+        assert_eq!(
+            anonymous.call("POST", "/v1/transit/encrypt/default", None, body.clone()).await.status,
+            403
+        );
+    }
+}

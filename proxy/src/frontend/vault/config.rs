@@ -22,6 +22,9 @@ pub struct VaultConfig {
     pub http: HttpConfig,
     /// Most items in one `batch_input`; more are refused (400). Default 10000.
     pub max_batch_items: usize,
+    /// `encrypt` on a missing key creates it, as Vault's upsert does, when the caller
+    /// may `manage_keys` on it. Default false: 404, so a typo never mints a key.
+    pub create_keys_on_encrypt: bool,
     /// The tokens clients send as `X-Vault-Token` or `Authorization: Bearer`.
     pub tokens: Vec<TokenConfig>,
 }
@@ -33,6 +36,7 @@ impl Default for VaultConfig {
             mount: "transit".to_owned(),
             http: HttpConfig::default(),
             max_batch_items: 10_000,
+            create_keys_on_encrypt: false,
             tokens: Vec::new(),
         }
     }

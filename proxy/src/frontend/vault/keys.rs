@@ -266,25 +266,60 @@ pub(super) async fn create(
         }
     }
     let key_type = key_type_of(body.key_type.as_deref().unwrap_or("aes256-gcm96"))?;
-    if let Ok(existing) = state.wiring.registry.get(&name) {
+    create_key(&state, &caller, &name, key_type).await?;
+    read_response(&state, &name)
+}
+
+/// Creates `name` of `key_type` unless it exists with that type (another type is 400).
+async fn create_key(
+    state: &VaultState,
+    caller: &Caller,
+    name: &str,
+    key_type: KeyType,
+) -> Result<(), VaultError> {
+    if let Ok(existing) = state.wiring.registry.get(name) {
         if existing.key_type != key_type {
             return Err(VaultError::BadRequest(format!(
                 "key {name:?} exists with type {}",
                 vault_type_name(existing.key_type)
             )));
         }
-        return read_response(&state, &name);
+        return Ok(());
     }
-    let target = name.clone();
+    let target = name.to_owned();
     let detail = format!(" created, type {}", key_type.name());
-    change(&state, &caller, "key_create", &name, detail, move |store| {
+    change(state, caller, "key_create", name, detail, move |store| {
         match store.create_key(&target, key_type) {
             Ok(_) | Err(KeyAdminError::AlreadyExists(_)) => Ok(()),
             Err(error) => Err(error),
         }
     })
-    .await?;
-    read_response(&state, &name)
+    .await
+}
+
+/// `encrypt` on a key that does not exist, with `vault.create_keys_on_encrypt`: creates
+/// it (of the request's `type`, default `aes256-gcm96`) when the caller may manage it,
+/// as Vault's upsert does. Otherwise nothing: the encrypt then answers 404.
+pub(super) async fn create_on_encrypt(
+    state: &VaultState,
+    caller: &Caller,
+    name: &str,
+    key_type: Option<&str>,
+) -> Result<(), VaultError> {
+    if !state.create_keys_on_encrypt || state.wiring.registry.get(name).is_ok() {
+        return Ok(());
+    }
+    if !caller.peer.permissions.allows(AclOp::ManageKeys, name) {
+        return Ok(());
+    }
+    let key_type = key_type_of(key_type.unwrap_or("aes256-gcm96"))?;
+    if !key_type.is_wrapping() {
+        return Err(VaultError::BadRequest(format!(
+            "type {}: encrypt needs a wrapping key",
+            vault_type_name(key_type)
+        )));
+    }
+    create_key(state, caller, name, key_type).await
 }
 
 /// `POST /v1/<mount>/keys/:name/rotate`: a new version, current from now on.

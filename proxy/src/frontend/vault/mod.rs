@@ -98,6 +98,7 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     request_timeout: Duration,
     max_batch_items: usize,
+    create_keys_on_encrypt: bool,
 }
 
 impl std::ops::Deref for VaultState {
@@ -149,6 +150,7 @@ pub fn router(config: &VaultConfig, wiring: Wiring, tokens: Tokens, shutdown: Ca
             shutdown,
             request_timeout: config.http.request_timeout,
             max_batch_items: config.max_batch_items,
+            create_keys_on_encrypt: config.create_keys_on_encrypt,
         })))
 }
 

@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::batch::{ItemOutput, Items, Referenced};
 use super::ciphertext::{blob_of, ciphertext_of, decode, encode};
 use super::error::VaultError;
+use super::keys;
 use super::reply::{RawBody, SecretText};
 
 /// Refuses `context` and `nonce`, which keymux has no use for, unless empty.
@@ -66,6 +67,13 @@ pub(super) struct DataKeyOut {
 
 impl ItemOutput for DataKeyOut {}
 
+/// `encrypt`'s `type`: the key type Vault creates a missing key with.
+#[derive(Debug, Default, Deserialize)]
+struct KeyTypeField {
+    #[serde(default, rename = "type")]
+    key_type: Option<String>,
+}
+
 /// One `encrypt` item.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct EncryptItem {
@@ -91,6 +99,8 @@ pub(super) async fn encrypt(
     RawBody(body): RawBody,
 ) -> Result<Response, VaultError> {
     let items = Items::<EncryptItem>::parse(&body, state.max_batch_items)?;
+    let upsert: KeyTypeField = super::reply::parse_json(&body)?;
+    keys::create_on_encrypt(&state, &caller, &name, upsert.key_type.as_deref()).await?;
     let prepare = |item: &EncryptItem| {
         check_unsupported(&item.context, &item.nonce)?;
         check_key_version(&state, &name, item.key_version)?;
