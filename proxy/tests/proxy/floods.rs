@@ -16,12 +16,18 @@ use keymux_test_support::proxy::TestProxy;
 use rustls_pki_types::pem::PemObject;
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-/// Small budgets, and handshakes that may take far longer than the test waits.
-fn flood_limits(config: &mut Config) {
-    config.server.handshake_timeout = Duration::from_secs(30);
-    config.server.max_connections = 64;
-    config.server.max_handshakes = 32;
-    config.server.max_connections_per_source = 16;
+/// A proxy with TLS and QUIC, small budgets, and handshakes that may take far longer
+/// than the test waits; `tweak` adjusts the rest.
+async fn flood_target(pki: &Pki, tweak: impl FnOnce(&mut Config)) -> TestProxy {
+    TestProxy::start(|config| {
+        pki.enable(config);
+        config.server.handshake_timeout = Duration::from_secs(30);
+        config.server.max_connections = 64;
+        config.server.max_handshakes = 32;
+        config.server.max_connections_per_source = 16;
+        tweak(config);
+    })
+    .await
 }
 
 /// A loopback address other than 127.0.0.1: a source of its own.
@@ -53,11 +59,7 @@ async fn served_meanwhile(pki: &Pki, endpoint: Endpoint) {
 #[tokio::test]
 async fn half_open_tls_connections_from_one_address_stop_at_its_limit() {
     let pki = Pki::new("ca");
-    let proxy = TestProxy::start(|config| {
-        pki.enable(config);
-        flood_limits(config);
-    })
-    .await;
+    let proxy = flood_target(&pki, |_| {}).await;
     let _flood = half_open(loopback(2), proxy.server.tls_addr().unwrap(), 300).await;
     served_meanwhile(&pki, proxy.tls_endpoint()).await;
     let refused = proxy.sample("keymux_refused_connections_total{reason=\"per_source\"}");
@@ -67,11 +69,7 @@ async fn half_open_tls_connections_from_one_address_stop_at_its_limit() {
 #[tokio::test]
 async fn a_flood_from_many_addresses_loses_its_oldest_handshakes_first() {
     let pki = Pki::new("ca");
-    let proxy = TestProxy::start(|config| {
-        pki.enable(config);
-        flood_limits(config);
-    })
-    .await;
+    let proxy = flood_target(&pki, |_| {}).await;
     let mut flood = Vec::new();
     for source in 2..12 {
         flood.push(half_open(loopback(source), proxy.server.tls_addr().unwrap(), 16).await);
@@ -116,12 +114,7 @@ fn quic_client(pki: &Pki) -> quinn::Endpoint {
 #[tokio::test]
 async fn quic_initials_that_never_continue_are_met_with_a_retry() {
     let pki = Pki::new("ca");
-    let proxy = TestProxy::start(|config| {
-        pki.enable(config);
-        flood_limits(config);
-        config.server.max_connections_per_source = 0;
-    })
-    .await;
+    let proxy = flood_target(&pki, |config| config.server.max_connections_per_source = 0).await;
     let (relay, relay_task) = one_way_relay(proxy.server.quic_addr().unwrap()).await;
     let flooder = quic_client(&pki);
     let pending: Vec<_> = (0..200).map(|_| flooder.connect(relay, "localhost").unwrap()).collect();
