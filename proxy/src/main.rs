@@ -41,6 +41,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Reload(args)) => {
+            println!("{}", cli::reload::run(&args)?);
+            Ok(())
+        }
         Some(Command::Key(args)) => {
             println!("{}", cli::keys::run(&args)?);
             Ok(())
@@ -60,8 +64,10 @@ fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
         // that came before them would kill it (their default action), not reload or drain.
         let stop = stop_signal();
         // Installed with or without TLS: SIGHUP's default action would end the process
-        // (`systemctl reload` sends one).
-        tokio::spawn(reload_on_sighup(running.reloader(), hangup_signal()));
+        // (`systemctl reload` sends one). It reloads the whole config (server/live.rs).
+        let overrides = args.clone();
+        running.live().set_overlay(Box::new(move |config| overrides.apply_overrides(config)));
+        tokio::spawn(reload_on_sighup(std::sync::Arc::clone(running.live()), hangup_signal()));
         println!("{}", cli::banner(&config, &running));
         #[cfg(unix)]
         keymux_proxy::sd_notify::notify("READY=1");
@@ -85,7 +91,7 @@ fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
     let hangup = signal(SignalKind::hangup());
     if hangup.is_err() {
-        tracing::warn!("cannot install the SIGHUP handler; certificates reload on file change only");
+        tracing::warn!("cannot install the SIGHUP handler; reload with `keymux reload` or the file watch");
     }
     hangup.ok()
 }
@@ -95,29 +101,23 @@ fn hangup_signal() -> Option<()> {
     None
 }
 
-/// Reloads the TLS certificates on every SIGHUP; without TLS there is nothing to reload.
+/// Reloads the config file (and the TLS certificates) on every SIGHUP. Signals that
+/// arrive during a reload fold into one more reload after it.
 #[cfg(unix)]
 async fn reload_on_sighup(
-    reloader: Option<std::sync::Arc<keymux_proxy::server::CertReloader>>,
+    live: std::sync::Arc<keymux_proxy::server::LiveConfig>,
     hangup: Option<tokio::signal::unix::Signal>,
 ) {
     let Some(mut hangup) = hangup else { return };
     while hangup.recv().await.is_some() {
-        match &reloader {
-            Some(reloader) => {
-                let _ = reloader.reload("sighup");
-            }
-            None => tracing::info!("SIGHUP: no [tls] certificates to reload"),
-        }
+        let live = std::sync::Arc::clone(&live);
+        // The outcome is logged and audited by the reload itself.
+        let _ = tokio::task::spawn_blocking(move || live.reload("sighup")).await;
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(
-    _reloader: Option<std::sync::Arc<keymux_proxy::server::CertReloader>>,
-    _hangup: Option<()>,
-) {
-}
+async fn reload_on_sighup(_live: std::sync::Arc<keymux_proxy::server::LiveConfig>, _hangup: Option<()>) {}
 
 /// Installs the SIGINT (Ctrl-C) and SIGTERM handlers now; the future resolves on either.
 #[cfg(unix)]

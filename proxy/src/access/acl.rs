@@ -2,10 +2,18 @@
 //! globs. With no rules every client may do everything; once any rule exists, whatever
 //! no rule allows is FORBIDDEN.
 //!
-//! Rules are resolved against an identity once, when its connection is set up
+//! Rules are resolved against an identity when its connection is set up
 //! ([`Acl::permissions`]); a request then only checks the few rules that matched.
+//!
+//! The rules can be replaced while the proxy serves ([`Acl::replace`], on a config
+//! reload): each rule set carries a generation, and a connection's [`Permissions`]
+//! re-resolve themselves on the first request that sees a newer one, so a changed rule
+//! applies from the next request on, with no lock on the request path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 
 use super::glob::glob_match;
 use super::identity::Identity;
@@ -24,22 +32,17 @@ impl Grant {
     }
 }
 
-/// The configured rules.
+/// One generation of the rules.
 #[derive(Debug, Default)]
-pub struct Acl {
+struct RuleSet {
+    generation: u64,
     rules: Vec<AclRule>,
 }
 
-impl Acl {
-    /// The ACL of validated `rules`.
-    pub fn new(rules: Vec<AclRule>) -> Self {
-        Self { rules }
-    }
-
-    /// What `identity` may do: the grants of every rule that matches it.
-    pub fn permissions(&self, identity: &Identity) -> Permissions {
+impl RuleSet {
+    fn grants(&self, identity: &Identity) -> Option<Arc<Vec<Grant>>> {
         if self.rules.is_empty() {
-            return Permissions { grants: None };
+            return None;
         }
         let grants = self
             .rules
@@ -47,7 +50,81 @@ impl Acl {
             .filter(|rule| matches(rule, identity))
             .map(|rule| Grant { ops: rule.ops, keys: rule.keys.clone() })
             .collect();
-        Permissions { grants: Some(Arc::new(grants)) }
+        Some(Arc::new(grants))
+    }
+}
+
+/// The configured rules, replaceable while serving.
+#[derive(Debug, Default)]
+pub struct Acl {
+    current: Arc<ArcSwap<RuleSet>>,
+    generations: AtomicU64,
+}
+
+impl Acl {
+    /// The ACL of validated `rules`.
+    pub fn new(rules: Vec<AclRule>) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(RuleSet { generation: 0, rules })),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the rules; every connection's permissions follow from its next request.
+    pub fn replace(&self, rules: Vec<AclRule>) {
+        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
+        self.current.store(Arc::new(RuleSet { generation, rules }));
+    }
+
+    /// What `identity` may do: the grants of every rule that matches it, kept up to
+    /// date with [`Acl::replace`].
+    pub fn permissions(&self, identity: &Identity) -> Permissions {
+        let rules = self.current.load();
+        let resolved = Resolved { generation: rules.generation, grants: rules.grants(identity) };
+        Permissions {
+            grants: resolved.grants.clone(),
+            live: Some(Arc::new(LivePermissions {
+                acl: Arc::clone(&self.current),
+                identity: identity.clone(),
+                resolved: ArcSwap::from_pointee(resolved),
+            })),
+        }
+    }
+}
+
+/// Grants resolved against one generation of the rules.
+#[derive(Debug)]
+struct Resolved {
+    generation: u64,
+    grants: Option<Arc<Vec<Grant>>>,
+}
+
+/// What lets [`Permissions`] follow a replaced rule set.
+#[derive(Debug)]
+struct LivePermissions {
+    acl: Arc<ArcSwap<RuleSet>>,
+    identity: Identity,
+    resolved: ArcSwap<Resolved>,
+}
+
+impl LivePermissions {
+    fn allows(&self, op: AclOp, key: &str) -> bool {
+        let rules = self.acl.load();
+        let resolved = self.resolved.load();
+        if resolved.generation == rules.generation {
+            return allowed(resolved.grants.as_deref(), op, key);
+        }
+        let fresh = Resolved { generation: rules.generation, grants: rules.grants(&self.identity) };
+        let answer = allowed(fresh.grants.as_deref(), op, key);
+        self.resolved.store(Arc::new(fresh));
+        answer
+    }
+}
+
+fn allowed(grants: Option<&Vec<Grant>>, op: AclOp, key: &str) -> bool {
+    match grants {
+        None => true,
+        Some(grants) => grants.iter().any(|grant| grant.allows(op, key)),
     }
 }
 
@@ -72,21 +149,23 @@ fn matches(rule: &AclRule, identity: &Identity) -> bool {
 /// What one connection's identity may do.
 #[derive(Debug, Clone)]
 pub struct Permissions {
-    /// `None`: no ACL is configured and everything is allowed.
+    /// Fixed grants (`None`: everything allowed), used when `live` is absent.
     grants: Option<Arc<Vec<Grant>>>,
+    /// The live rules these permissions follow, when they came from an [`Acl`].
+    live: Option<Arc<LivePermissions>>,
 }
 
 impl Permissions {
-    /// Everything allowed (no ACL configured).
+    /// Everything allowed, whatever the rules say later.
     pub fn allow_all() -> Self {
-        Self { grants: None }
+        Self { grants: None, live: None }
     }
 
-    /// Whether `op` on `key` is allowed.
+    /// Whether `op` on `key` is allowed under the current rules.
     pub fn allows(&self, op: AclOp, key: &str) -> bool {
-        match &self.grants {
-            None => true,
-            Some(grants) => grants.iter().any(|grant| grant.allows(op, key)),
+        match &self.live {
+            Some(live) => live.allows(op, key),
+            None => allowed(self.grants.as_deref(), op, key),
         }
     }
 }
@@ -129,5 +208,18 @@ mod tests {
         let anonymous = acl.permissions(&Identity::anonymous());
         assert!(!anonymous.allows(AclOp::Wrap, "pay-1"));
         assert!(anonymous.allows(AclOp::GenerateDataKey, "public"));
+    }
+
+    #[test]
+    fn replaced_rules_apply_to_permissions_already_resolved() {
+        let cn = Identity { common_names: vec!["svc-a".into()], authenticated: true, ..Identity::default() };
+        let acl = Acl::new(vec![rule(Some("svc-*"), &["wrap"], &["pay"])]);
+        let svc = acl.permissions(&cn);
+        assert!(svc.allows(AclOp::Wrap, "pay"));
+        acl.replace(vec![rule(Some("svc-*"), &["unwrap"], &["pay"])]);
+        assert!(!svc.allows(AclOp::Wrap, "pay"), "the next request sees the new rules");
+        assert!(svc.allows(AclOp::Unwrap, "pay"));
+        acl.replace(Vec::new());
+        assert!(svc.allows(AclOp::Rewrap, "anything"), "no rules: everything allowed");
     }
 }

@@ -6,12 +6,19 @@
 //! `IdentityQuota`. Over a quota the answer is BUSY with a retry-after at once;
 //! nothing queues. The rate is a GCRA token bucket on one atomic, so checking it
 //! takes no lock.
+//!
+//! The quotas can be replaced while serving ([`QuotaRegistry::replace`]): each
+//! identity's rate bucket and in-flight slots are rebuilt from the new settings on its
+//! next request (the bucket starts full, slots held under the old settings are not
+//! counted against the new ones), and `max_connections` applies to the next connection.
+//! Connections that were opened while no quota was configured stay unlimited.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::QuotaConfig;
@@ -20,20 +27,38 @@ use crate::config::QuotaConfig;
 /// its last connection closes.
 #[derive(Debug)]
 pub struct QuotaRegistry {
-    config: QuotaConfig,
+    settings: Arc<ArcSwap<Settings>>,
     epoch: Instant,
     identities: Mutex<HashMap<String, Weak<IdentityQuota>>>,
+}
+
+/// One generation of the `[quotas]` settings.
+#[derive(Debug)]
+struct Settings {
+    generation: u64,
+    config: QuotaConfig,
 }
 
 impl QuotaRegistry {
     /// A registry applying `config`.
     pub fn new(config: QuotaConfig) -> Self {
-        Self { config, epoch: Instant::now(), identities: Mutex::new(HashMap::new()) }
+        Self {
+            settings: Arc::new(ArcSwap::from_pointee(Settings { generation: 0, config })),
+            epoch: Instant::now(),
+            identities: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the settings (a config reload); see the module docs for when each
+    /// quota takes effect.
+    pub fn replace(&self, config: QuotaConfig) {
+        let generation = self.settings.load().generation + 1;
+        self.settings.store(Arc::new(Settings { generation, config }));
     }
 
     /// Whether any quota is configured at all.
     pub fn enabled(&self) -> bool {
-        self.config.enabled()
+        self.settings.load().config.enabled()
     }
 
     /// Admits a new connection of `principal`, or says how long to wait if it already
@@ -46,18 +71,26 @@ impl QuotaRegistry {
                 existing
             } else {
                 identities.retain(|_, weak| weak.strong_count() > 0);
-                let fresh = Arc::new(IdentityQuota::new(&self.config, self.epoch));
+                let settings = self.settings.load();
+                let limits = RequestLimits::new(&settings, self.epoch);
+                let fresh = Arc::new(IdentityQuota {
+                    connections: AtomicU32::new(0),
+                    settings: Arc::clone(&self.settings),
+                    epoch: self.epoch,
+                    limits: ArcSwap::from_pointee(limits),
+                });
                 identities.insert(principal.to_owned(), Arc::downgrade(&fresh));
                 fresh
             }
         };
-        let max = self.config.max_connections;
+        let settings = self.settings.load();
+        let max = settings.config.max_connections;
         let admitted = quota.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
             (max == 0 || open < max).then_some(open + 1)
         });
         match admitted {
             Ok(_) => Ok(ConnectionQuota { quota }),
-            Err(_) => Err(self.config.retry_after),
+            Err(_) => Err(settings.config.retry_after),
         }
     }
 }
@@ -66,20 +99,45 @@ impl QuotaRegistry {
 #[derive(Debug)]
 struct IdentityQuota {
     connections: AtomicU32,
+    settings: Arc<ArcSwap<Settings>>,
+    epoch: Instant,
+    limits: ArcSwap<RequestLimits>,
+}
+
+/// An identity's per-request limits, built from one generation of the settings.
+#[derive(Debug)]
+struct RequestLimits {
+    generation: u64,
     in_flight: Option<Arc<Semaphore>>,
     rate: Option<Gcra>,
     retry_after: Duration,
 }
 
-impl IdentityQuota {
-    fn new(config: &QuotaConfig, epoch: Instant) -> Self {
+impl RequestLimits {
+    fn new(settings: &Settings, epoch: Instant) -> Self {
+        let config = &settings.config;
         Self {
-            connections: AtomicU32::new(0),
+            generation: settings.generation,
             in_flight: (config.max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_in_flight as usize))),
             rate: (config.rate > 0.0).then(|| Gcra::new(config.rate, config.burst, epoch)),
             retry_after: config.retry_after,
         }
+    }
+}
+
+impl IdentityQuota {
+    /// The limits of the current settings, rebuilt on the first request after a reload.
+    fn limits(&self) -> Arc<RequestLimits> {
+        let limits = self.limits.load_full();
+        let settings = self.settings.load();
+        if limits.generation == settings.generation {
+            return limits;
+        }
+        let fresh = Arc::new(RequestLimits::new(&settings, self.epoch));
+        // Another request may have rebuilt them first: keep whichever got in.
+        let previous = self.limits.compare_and_swap(&limits, Arc::clone(&fresh));
+        if Arc::ptr_eq(&previous, &limits) { fresh } else { arc_swap::Guard::into_inner(previous) }
     }
 }
 
@@ -94,13 +152,14 @@ impl ConnectionQuota {
     /// Admits one request: takes a token and an in-flight slot (held until the
     /// response is written), or says how long to wait.
     pub fn admit(&self, now: Instant) -> Result<Option<OwnedSemaphorePermit>, Duration> {
-        if let Some(rate) = &self.quota.rate {
+        let limits = self.quota.limits();
+        if let Some(rate) = &limits.rate {
             rate.take(now)?;
         }
-        match &self.quota.in_flight {
+        match &limits.in_flight {
             None => Ok(None),
             Some(semaphore) => {
-                Arc::clone(semaphore).try_acquire_owned().map(Some).map_err(|_| self.quota.retry_after)
+                Arc::clone(semaphore).try_acquire_owned().map(Some).map_err(|_| limits.retry_after)
             }
         }
     }
@@ -181,6 +240,18 @@ mod tests {
         let wait = gcra.take(now).unwrap_err();
         assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
         gcra.take(now + Duration::from_millis(100)).unwrap();
+    }
+
+    #[test]
+    fn replaced_quotas_apply_to_open_connections() {
+        let registry = QuotaRegistry::new(config(0, 1, 0.0, 1));
+        let connection = registry.connect("a").unwrap();
+        let _slot = connection.admit(Instant::now()).unwrap();
+        assert!(connection.admit(Instant::now()).is_err());
+        registry.replace(config(1, 3, 0.0, 1));
+        let _second = connection.admit(Instant::now()).unwrap();
+        let _third = connection.admit(Instant::now()).unwrap();
+        assert!(registry.connect("a").is_err(), "max_connections = 1 now, and one is open");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use super::queue::{KeyQueue, Ready};
 use super::{Job, KeyQueues};
 use crate::backend::{Backend, BackendWorker, BatchOp, OpResult};
@@ -13,7 +15,7 @@ use crate::error::OpError;
 use crate::keys::KeyRegistry;
 
 /// Batching settings an executor needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSettings {
     /// Most jobs per batch.
     pub max_batch: usize,
@@ -28,13 +30,14 @@ pub struct Executors {
 }
 
 impl Executors {
-    /// Starts `count` threads, each opening its own worker on `backend`.
+    /// Starts `count` threads, each opening its own worker on `backend`. Each batch
+    /// reads `settings` afresh, so a config reload may change them while serving.
     pub fn start(
         count: usize,
         backend: Arc<dyn Backend>,
         queues: Arc<KeyQueues>,
         registry: Arc<KeyRegistry>,
-        settings: BatchSettings,
+        settings: Arc<ArcSwap<BatchSettings>>,
     ) -> std::io::Result<Self> {
         let threads = (0..count)
             .map(|index| {
@@ -42,7 +45,7 @@ impl Executors {
                     backend: Arc::clone(&backend),
                     queues: Arc::clone(&queues),
                     registry: Arc::clone(&registry),
-                    settings,
+                    settings: Arc::clone(&settings),
                 };
                 std::thread::Builder::new()
                     .name(format!("keymux-{}-{index}", backend.kind()))
@@ -65,7 +68,7 @@ struct Executor {
     backend: Arc<dyn Backend>,
     queues: Arc<KeyQueues>,
     registry: Arc<KeyRegistry>,
-    settings: BatchSettings,
+    settings: Arc<ArcSwap<BatchSettings>>,
 }
 
 impl Executor {
@@ -85,7 +88,7 @@ impl Executor {
 
     fn run(self) {
         let mut worker = self.open_worker();
-        let mut jobs = Vec::with_capacity(self.settings.max_batch);
+        let mut jobs = Vec::with_capacity(self.settings.load().max_batch);
         while let Ok(Ready::Key(queue)) = self.queues.ready().recv() {
             self.take_batch(&queue, &mut jobs);
             self.queues.release(&queue);
@@ -103,12 +106,13 @@ impl Executor {
 
     /// Drains up to `max_batch` jobs, lingering up to `max_delay` for a partial batch.
     fn take_batch(&self, queue: &KeyQueue, jobs: &mut Vec<Job>) {
-        let max = self.settings.max_batch;
+        let settings = **self.settings.load();
+        let max = settings.max_batch;
         queue.drain_into(jobs, max);
-        if self.settings.max_delay.is_zero() || jobs.len() >= max {
+        if settings.max_delay.is_zero() || jobs.len() >= max {
             return;
         }
-        let until = Instant::now() + self.settings.max_delay;
+        let until = Instant::now() + settings.max_delay;
         while jobs.len() < max {
             let now = Instant::now();
             if now >= until {

@@ -2,7 +2,7 @@
 
 // Operator-chosen key names: a fast hasher, no flooding to fear.
 use foldhash::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -50,14 +50,30 @@ pub struct KeyQueues {
     ready_tx: Sender<Ready>,
     ready_rx: Receiver<Ready>,
     capacity: usize,
-    busy_retry_after: Duration,
+    /// Nanoseconds; replaceable on a config reload.
+    busy_retry_after: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl KeyQueues {
+    /// The retry-after hint sent with BUSY (`batch.busy_retry_after`).
+    pub fn busy_retry_after(&self) -> Duration {
+        Duration::from_nanos(self.busy_retry_after.load(Ordering::Relaxed))
+    }
+
+    /// Changes the BUSY retry-after hint (a config reload).
+    pub fn set_busy_retry_after(&self, retry_after: Duration) {
+        self.busy_retry_after.store(nanos(retry_after), Ordering::Relaxed);
+    }
+
     /// A queues whose per-key queues hold `capacity` jobs each.
     pub fn new(capacity: usize, busy_retry_after: Duration, metrics: Arc<Metrics>) -> Self {
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let busy_retry_after = AtomicU64::new(nanos(busy_retry_after));
         Self { queues: RwLock::default(), ready_tx, ready_rx, capacity, busy_retry_after, metrics }
     }
 
@@ -89,7 +105,7 @@ impl KeyQueues {
             }
             Err(job) => job
                 .completion
-                .complete(Err(OpError::Busy { key: key.to_owned(), retry_after: self.busy_retry_after })),
+                .complete(Err(OpError::Busy { key: key.to_owned(), retry_after: self.busy_retry_after() })),
         }
     }
 

@@ -17,6 +17,7 @@ mod store;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use keymux_protocol::SecretBytes;
 
 pub use single_flight::{CacheFill, Join};
@@ -27,7 +28,8 @@ use crate::telemetry::Metrics;
 
 /// The unwrap cache: its store and its single-flight table.
 pub struct UnwrapCache {
-    store: store::Store,
+    /// Replaced (empty) when a config reload changes the bounds.
+    store: ArcSwap<store::Store>,
     flights: single_flight::Flights,
     metrics: Arc<Metrics>,
 }
@@ -35,7 +37,15 @@ pub struct UnwrapCache {
 impl UnwrapCache {
     /// A cache bounded as `config` says.
     pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Self {
-        Self { store: store::Store::new(config, Arc::clone(&metrics)), flights: Default::default(), metrics }
+        let store = ArcSwap::from_pointee(store::Store::new(config, Arc::clone(&metrics)));
+        Self { store, flights: Default::default(), metrics }
+    }
+
+    /// Applies new bounds (entries, time to live, time to idle) from a config reload:
+    /// moka cannot change them in place, so the cache starts over empty; the old
+    /// entries are dropped (and zeroized) once the requests reading them finish.
+    pub fn reconfigure(&self, config: &CacheConfig) {
+        self.store.store(Arc::new(store::Store::new(config, Arc::clone(&self.metrics))));
     }
 
     /// The entry key for `blob` under `aad` (see [`entry_key`]).
@@ -45,7 +55,7 @@ impl UnwrapCache {
 
     /// The cached DEK, if present; counts a hit or a miss.
     pub fn get(&self, key: &[u8]) -> Option<SecretBytes> {
-        let found = self.store.get(key);
+        let found = self.store.load().get(key);
         match found {
             Some(_) => self.metrics.cache_hit(),
             None => self.metrics.cache_miss(),
@@ -55,11 +65,11 @@ impl UnwrapCache {
 
     /// Drops every entry of `key` at `version` (a version was disabled or destroyed).
     pub fn invalidate_version(&self, key: &str, version: u32) {
-        self.store.invalidate_version(key, version);
+        self.store.load().invalidate_version(key, version);
     }
 
     /// Entries currently held (approximate, as moka counts lazily).
     pub fn entry_count(&self) -> u64 {
-        self.store.entry_count()
+        self.store.load().entry_count()
     }
 }

@@ -76,7 +76,7 @@ impl UnwrapCache {
     /// If a leader filled the entry since the caller's miss, answers from it at once.
     pub fn join(&self, key: Vec<u8>, name: &str, version: u32, responder: Responder) -> Join {
         let mut pending = self.flights.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(dek) = self.store.get(key.as_slice()) {
+        if let Some(dek) = self.store.load().get(key.as_slice()) {
             drop(pending);
             responder.send(Ok(Reply::Unwrap { plaintext: dek }));
             return Join::Wait;
@@ -105,7 +105,12 @@ impl UnwrapCache {
         // Cache before the entry leaves the table (both under its lock), so a request
         // arriving in between finds one or the other, never neither.
         if let Ok(Reply::Unwrap { plaintext }) = &result {
-            self.store.insert(key.clone(), Arc::clone(&pending.key), pending.version, plaintext.clone());
+            self.store.load().insert(
+                key.clone(),
+                Arc::clone(&pending.key),
+                pending.version,
+                plaintext.clone(),
+            );
         }
         drop(table);
         for responder in pending.waiters {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod keys;
+pub mod reload;
 
 use crate::backend::BackendConfig;
 use crate::config::{Config, ConfigError};
@@ -38,6 +39,9 @@ pub enum Command {
     },
     /// Manage keys and their versions, on whatever backend the config names.
     Key(keys::KeyArgs),
+    /// Ask a running keymux to reload its config file (`POST /reload` on the admin
+    /// listener, with the operator token).
+    Reload(reload::ReloadArgs),
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.
@@ -79,14 +83,20 @@ impl ServeArgs {
             Some(path) => Config::load(path)?,
             None => Config::development(),
         };
+        self.apply_overrides(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the command-line overrides to `config` (also to every config a reload
+    /// reads, so they stay in force).
+    pub fn apply_overrides(&self, config: &mut Config) {
         if let Some(listen) = self.listen {
             config.server.listen = listen;
         }
         if let Some(listen) = self.admin_listen {
             config.admin.listen = listen;
         }
-        config.validate()?;
-        Ok(config)
     }
 }
 

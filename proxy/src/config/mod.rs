@@ -24,6 +24,7 @@ pub mod access;
 pub mod batch;
 pub mod error;
 pub mod keys;
+pub mod operator;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,12 @@ pub struct Config {
     pub kubernetes_kms: Option<crate::frontend::kubernetes::KubernetesKmsConfig>,
     /// The AWS KMS External Key Store (XKS) proxy API. Absent: off.
     pub xks: Option<crate::frontend::xks::XksConfig>,
+    /// Config reload, audit queries and exports on the admin listener.
+    pub operator: operator::OperatorConfig,
+    /// The file this config was loaded from (set by [`Config::load`]; a reload reads it
+    /// again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -102,12 +109,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|error| match error {
-            ConfigError::Parse { key, message, .. } => {
-                ConfigError::Parse { path: path.to_owned(), key, message }
-            }
-            other => other,
-        })
+        Self::parse(&text)
+            .map_err(|error| match error {
+                ConfigError::Parse { key, message, .. } => {
+                    ConfigError::Parse { path: path.to_owned(), key, message }
+                }
+                other => other,
+            })
+            .map(|config| Self { source: Some(path.to_owned()), ..config })
     }
 
     /// Parses and validates TOML text.
@@ -169,6 +178,7 @@ impl Config {
         }
         self.quotas.validate().map_err(|e| e.within("quotas"))?;
         self.audit.validate().map_err(|e| e.within("audit"))?;
+        self.operator.validate().map_err(|e| e.within("operator"))?;
         self.backend.validate().map_err(|e| e.within("backend"))?;
         self.keys.validate().map_err(|e| e.within("keys"))?;
         if let Some(xks) = &self.xks {

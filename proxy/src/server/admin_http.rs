@@ -1,5 +1,6 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` (liveness)
-//! and `/readyz` (readiness, see [`super::readiness`]).
+//! and `/readyz` (readiness, see [`super::readiness`]), plus the operator's endpoints
+//! (see [`super::operator_http`]).
 
 use std::sync::Arc;
 
@@ -52,13 +53,15 @@ pub(super) async fn serve_admin(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    operator: Router,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { metrics, readiness });
+        .with_state(AdminState { metrics, readiness })
+        .merge(operator);
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     if let Err(error) = result {
         tracing::warn!(%error, "admin listener failed");

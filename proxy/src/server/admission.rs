@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_util::sync::CancellationToken;
@@ -93,7 +94,9 @@ impl Drop for HandshakeSlot {
 
 /// Connections per source (handshaking or open), at most `per_source` each.
 pub(crate) struct SourceLimits {
-    per_source: usize,
+    /// Replaceable on a config reload (connections admitted while it was 0 are not
+    /// counted afterwards).
+    per_source: AtomicUsize,
     open: Mutex<HashMap<Source, usize>>,
 }
 
@@ -129,17 +132,23 @@ pub(crate) struct SourceSlot {
 impl SourceLimits {
     /// At most `per_source` connections per source; 0: no limit.
     pub(crate) fn new(per_source: usize) -> Arc<Self> {
-        Arc::new(Self { per_source, open: Mutex::default() })
+        Arc::new(Self { per_source: AtomicUsize::new(per_source), open: Mutex::default() })
+    }
+
+    /// Changes the limit for connections admitted from now on.
+    pub(crate) fn set_per_source(&self, per_source: usize) {
+        self.per_source.store(per_source, Ordering::Relaxed);
     }
 
     /// A slot for a connection from `ip` (`None`, a Unix socket peer, is not counted),
     /// or `Err` when that source is at its limit.
     pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Option<SourceSlot>, SourceFull> {
-        let Some(ip) = ip.filter(|_| self.per_source > 0) else { return Ok(None) };
+        let per_source = self.per_source.load(Ordering::Relaxed);
+        let Some(ip) = ip.filter(|_| per_source > 0) else { return Ok(None) };
         let source = Source::of(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(source).or_insert(0);
-        if *count >= self.per_source {
+        if *count >= per_source {
             return Err(SourceFull);
         }
         *count += 1;

@@ -8,6 +8,8 @@ mod admin_http;
 mod admission;
 pub(crate) mod connection;
 mod listener;
+mod live;
+mod operator_http;
 pub mod peer;
 pub mod readiness;
 mod reload;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connection::{ConnectionContext, serve};
+pub use live::{LiveConfig, Overlay, ReloadError, ReloadOutcome};
 pub use readiness::{Drain, NotReady, Readiness};
 pub use reload::CertReloader;
 pub(crate) use reload::HttpTlsTarget;
@@ -29,7 +32,7 @@ use crate::access::acl::Acl;
 use crate::access::quota::QuotaRegistry;
 use crate::audit::{AuditLog, Event};
 use crate::backend::{Backend, BackendFault, OpenError};
-use crate::batch::{BatchSettings, Executors, KeyQueues};
+use crate::batch::{Executors, KeyQueues};
 use crate::cache::UnwrapCache;
 use crate::config::{ClientAuth, Config};
 use crate::frontend::FrontDoor;
@@ -100,6 +103,7 @@ pub struct RunningServer {
     vault_addr: Option<SocketAddr>,
     xks_addr: Option<SocketAddr>,
     reloader: Option<Arc<CertReloader>>,
+    live: Arc<LiveConfig>,
     audit: AuditLog,
     unix_socket: Option<PathBuf>,
     admin_addr: Option<SocketAddr>,
@@ -238,13 +242,13 @@ pub async fn start_with_backend(
     let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
     let quic_addr = quic_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let settings = BatchSettings { max_batch: config.batch.max_batch, max_delay: config.batch.max_delay };
+    let settings = Arc::new(arc_swap::ArcSwap::from_pointee(live::LiveConfig::batch_settings(config)));
     let executors = Executors::start(
         backend.preferred_workers().unwrap_or_else(|| config.batch.threads()),
         Arc::clone(&backend),
         Arc::clone(&queues),
         Arc::clone(&registry),
-        settings,
+        Arc::clone(&settings),
     )
     .map_err(StartError::Threads)?;
 
@@ -258,10 +262,26 @@ pub async fn start_with_backend(
     ));
     let tasks = TaskTracker::new();
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
+    let sources = admission::SourceLimits::new(config.server.max_connections_per_source);
+    let live = Arc::new(LiveConfig::new(
+        config.clone(),
+        live::LiveParts {
+            ctx: Arc::clone(&ctx),
+            batch: settings,
+            queues: Arc::clone(&queues),
+            cache: cache.clone(),
+            sources: Arc::clone(&sources),
+            certs: reloader.clone(),
+            audit: audit.clone(),
+        },
+    ));
+    if config.source.is_some() {
+        tasks.spawn(Arc::clone(&live).watch(shutdown.clone()));
+    }
     let listeners = listener::ListenerSet {
         ctx: Arc::clone(&ctx),
         connections,
-        sources: admission::SourceLimits::new(config.server.max_connections_per_source),
+        sources,
         max_handshakes: config.server.max_handshakes,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
@@ -342,6 +362,7 @@ pub async fn start_with_backend(
             listener,
             Arc::clone(&metrics),
             Arc::clone(&readiness),
+            operator_http::routes(Arc::clone(&live)),
             admin_shutdown.clone(),
         ));
     }
@@ -359,6 +380,7 @@ pub async fn start_with_backend(
         vault_addr,
         xks_addr,
         reloader,
+        live,
         audit,
         unix_socket: config.server.unix_socket.clone(),
         admin_addr,
@@ -408,6 +430,11 @@ impl RunningServer {
     /// The certificate reloader, when TLS is configured (`main.rs` calls it on SIGHUP).
     pub fn reloader(&self) -> Option<Arc<CertReloader>> {
         self.reloader.clone()
+    }
+
+    /// The live config: what SIGHUP, `POST /reload` and the file watch reload.
+    pub fn live(&self) -> &Arc<LiveConfig> {
+        &self.live
     }
 
     /// Re-reads the TLS certificates now; a no-op without TLS.

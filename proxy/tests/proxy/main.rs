@@ -15,6 +15,7 @@ mod lifecycle;
 mod overload;
 mod pipelining;
 mod quic;
+mod reload;
 mod roundtrip;
 mod sdk;
 mod signing;

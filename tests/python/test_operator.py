@@ -1,0 +1,134 @@
+"""The operator's surface on the real binary: config reload by SIGHUP, by `keymux
+reload` (POST /reload on the admin listener, with the operator token) and by the file
+watch; a bad file or a restart-only change keeps the old config and names the key;
+every reload is audited."""
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+TOKEN = "operator-test-token"
+
+
+def operator_config(tmp: str, watch: str = "0s") -> str:
+    return f"""
+[audit]
+path = "{tmp}/audit.jsonl"
+
+[operator]
+token = {{ env = "KEYMUX_OPERATOR_TOKEN" }}
+watch_interval = "{watch}"
+"""
+
+
+def reload_records(proxy) -> list[dict]:
+    """The audit log's config reload records, applied or refused."""
+    path = proxy.workdir / "audit.jsonl"
+    records = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "config_reload" in json.dumps(record):
+            records.append(record)
+    return records
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def edit(proxy, old: str, new: str) -> None:
+    text = proxy.config_path.read_text()
+    assert old in text, old
+    proxy.config_path.write_text(text.replace(old, new))
+
+
+def post_reload(proxy, token: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{proxy.admin_port}/reload", method="POST", data=b"")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture
+def operator_proxy(keymux, tmp_path):
+    def start(watch: str = "0s"):
+        workdir = tmp_path / "keymux0"
+        return keymux(
+            operator_config(str(workdir), watch) + "\n[batch]\nmax_batch = 64\n",
+            env={"KEYMUX_OPERATOR_TOKEN": TOKEN},
+        )
+
+    return start
+
+
+def test_sighup_and_keymux_reload_apply_live_settings_and_refuse_the_rest(operator_proxy):
+    proxy = operator_proxy()
+
+    # SIGHUP reloads the whole file, not just certificates.
+    edit(proxy, "max_batch = 64", "max_batch = 8")
+    proxy.process.send_signal(signal.SIGHUP)
+    record = wait_for(lambda: [r for r in reload_records(proxy) if "max_batch: 64 -> 8" in json.dumps(r)], "SIGHUP reload")
+    assert "sighup" in json.dumps(record)
+
+    # `keymux reload`: the CLI reads admin.listen and operator.token from the same file.
+    edit(proxy, "max_batch = 8", "max_batch = 16")
+    done = proxy.cli("reload")
+    assert "batch.max_batch: 8 -> 16" in done.stdout, done
+
+    # A bad value keeps the old config and names the key.
+    edit(proxy, "max_batch = 16", "max_batch = 0")
+    refused = proxy.cli("reload", check=False)
+    assert refused.returncode != 0
+    assert "batch.max_batch" in refused.stderr, refused
+
+    # A restart-only setting is named in the refusal; nothing else applies either.
+    edit(proxy, "max_batch = 0", "max_batch = 32")
+    edit(proxy, f'listen = "127.0.0.1:{proxy.port}"', 'listen = "127.0.0.1:1"')
+    refused = proxy.cli("reload", check=False)
+    assert refused.returncode != 0 and "server.listen" in refused.stderr, refused
+    assert "max_batch" not in refused.stderr
+
+    # The endpoint wants the token: 401 without it or with another one.
+    assert post_reload(proxy, None)[0] == 401
+    assert post_reload(proxy, "wrong")[0] == 401
+    status, body = post_reload(proxy, TOKEN)
+    assert status == 409 and "server.listen" in body, body
+
+    # Every attempt is in the audit log, and no token is.
+    wait_for(lambda: len(reload_records(proxy)) >= 5, f"five audited reloads: {reload_records(proxy)}")
+    log = (proxy.workdir / "audit.jsonl").read_text()
+    assert TOKEN not in log
+    assert proxy.process.poll() is None, "the proxy still serves"
+
+
+def test_a_storm_of_sighups_leaves_one_consistent_config(operator_proxy):
+    proxy = operator_proxy()
+    edit(proxy, "max_batch = 64", "max_batch = 12")
+    for _ in range(100):
+        proxy.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: any("max_batch: 64 -> 12" in json.dumps(r) for r in reload_records(proxy)), "a reload")
+    edit(proxy, "max_batch = 12", "max_batch = 13")
+    done = proxy.cli("reload")
+    assert "batch.max_batch: 12 -> 13" in done.stdout, done
+    assert proxy.process.poll() is None
+
+
+def test_the_file_watch_reloads_a_changed_file(operator_proxy):
+    proxy = operator_proxy(watch="200ms")
+    time.sleep(0.3)
+    edit(proxy, "max_batch = 64", "max_batch = 2")
+    wait_for(lambda: any("file change" in json.dumps(r) and "64 -> 2" in json.dumps(r) for r in reload_records(proxy)), "the watch")
