@@ -47,7 +47,8 @@ impl Default for VaultConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
-    /// The identity's name: the principal `token:<name>` in quotas and the audit log.
+    /// The identity's name (no `:`): the principal `token:<name>` in quotas and the
+    /// audit log.
     pub name: String,
     /// Where the token itself is (an environment variable or a file): it is read at
     /// start, hashed, and the plain text dropped (zeroized).
@@ -87,8 +88,10 @@ impl VaultConfig {
 impl TokenConfig {
     /// Checks the entry; keys are relative to it.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        if self.name.is_empty() || self.name.chars().any(char::is_control) {
-            return invalid("name", "a non-empty name without control characters");
+        if self.name.is_empty() || self.name.chars().any(|c| c.is_control() || c == ':') {
+            // ':' is kept for other front ends' token identities (`xks:<name>`), so a
+            // Vault token can never pass for one of them in [[acl]] rules.
+            return invalid("name", "a non-empty name without control characters or ':'");
         }
         match (&self.token, &self.sha256) {
             (Some(source), None) => source.validate().map_err(|m| InvalidSetting::new("token", m)),
@@ -139,6 +142,11 @@ mod tests {
         };
         let twice = VaultConfig { tokens: vec![token("a"), token("a")], ..VaultConfig::default() };
         assert_eq!(twice.validate(None).unwrap_err().key, "tokens[1].name");
+        assert_eq!(
+            token("xks:store").validate().unwrap_err().key,
+            "name",
+            "never another front end's identity"
+        );
         let neither = TokenConfig { token: None, ..token("a") };
         assert_eq!(neither.validate().unwrap_err().key, "token");
     }
