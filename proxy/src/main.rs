@@ -40,6 +40,14 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Some(Command::Audit { command: AuditCommand::Query(args) }) => {
+            println!("{}", cli::audit::query(&args)?);
+            Ok(())
+        }
+        Some(Command::Audit { command: AuditCommand::Reindex { config } }) => {
+            println!("{}", cli::audit::reindex(&config)?);
+            Ok(())
+        }
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Reload(args)) => {
             println!("{}", cli::reload::run(&args)?);

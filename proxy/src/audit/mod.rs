@@ -44,6 +44,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 mod chain;
+pub mod export;
+pub mod index;
 mod rotation;
 
 pub use chain::{ChainError, Verified, verify};

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod keys;
 pub mod reload;
 
@@ -58,6 +59,14 @@ pub enum AuditCommand {
     Verify {
         /// The JSON-lines audit log.
         file: PathBuf,
+    },
+    /// Query the audit log's index (brought up to date from the log first).
+    Query(audit::QueryArgs),
+    /// Rebuild the audit log's index from the log.
+    Reindex {
+        /// The config file: gives `audit.path` and `operator.audit_index`.
+        #[arg(long, short = 'c', env = "KEYMUX_CONFIG")]
+        config: PathBuf,
     },
 }
 

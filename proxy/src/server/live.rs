@@ -140,6 +140,11 @@ impl LiveConfig {
         BatchSettings { max_batch: config.batch.max_batch, max_delay: config.batch.max_delay }
     }
 
+    /// The audit log reloads are recorded in.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     /// The config in service.
     pub fn current(&self) -> Arc<Config> {
         self.current.load_full()

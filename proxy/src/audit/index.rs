@@ -1,0 +1,302 @@
+//! The audit log's query index: the records of the JSON-lines log (the source of
+//! truth, with its hash chain) copied into SQLite, by time, principal, key, operation
+//! and outcome, for `GET /audit/query` and `keymux audit query`.
+//!
+//! The index holds nothing the log does not: [`AuditIndex::sync`] adds the records
+//! past the last one indexed (reading every file rotation kept, oldest first) and
+//! [`AuditIndex::rebuild`] starts it over, so it can be deleted or rebuilt at any time
+//! (`keymux audit reindex`). Each row keeps the record's line as written, so a query
+//! answers with the records themselves. The file is in WAL mode, so the CLI may read it
+//! while the proxy updates it.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params, params_from_iter};
+use serde_json::Value;
+
+use super::rotation::files_oldest_first;
+
+/// Most records one query returns.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Records a query returns when it names no limit.
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// Why the index could not be read or updated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// SQLite failed.
+    #[error("audit index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The log could not be read.
+    #[error("audit log: {0}")]
+    Log(#[from] io::Error),
+}
+
+/// What a query selects; every filter given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Records at or after this time (RFC 3339, as the log writes it).
+    pub from: Option<String>,
+    /// Records before this time.
+    pub to: Option<String>,
+    /// The principal (exact).
+    pub principal: Option<String>,
+    /// The key name (exact).
+    pub key: Option<String>,
+    /// The operation or admin action (`wrap`, `config_reload`, `handshake`, ...).
+    pub op: Option<String>,
+    /// `denied`, `failed`, `refused`, `ok` or `info`.
+    pub outcome: Option<String>,
+    /// Most records returned (at most [`MAX_LIMIT`]); newest first.
+    pub limit: u32,
+}
+
+/// The fields a record is indexed by.
+#[derive(Debug, PartialEq, Eq)]
+struct Row {
+    seq: u64,
+    time: String,
+    event: String,
+    principal: Option<String>,
+    peer: Option<String>,
+    key: Option<String>,
+    op: Option<String>,
+    outcome: &'static str,
+}
+
+impl Row {
+    fn of(record: &Value) -> Option<Self> {
+        let text = |field: &str| record.get(field).and_then(Value::as_str).map(str::to_owned);
+        let event = text("event")?;
+        let (op, outcome) = match event.as_str() {
+            "denied" => (text("op"), "denied"),
+            "handshake_failed" => (Some("handshake".to_owned()), "failed"),
+            "connection_refused" => (Some("connect".to_owned()), "refused"),
+            "admin" => {
+                let action = text("action");
+                let failed =
+                    action.as_deref().is_some_and(|a| a.ends_with("_failed") || a.ends_with("_refused"));
+                (action, if failed { "failed" } else { "ok" })
+            }
+            "repeated" => match record.get("of").and_then(Value::as_str) {
+                Some("denied") => (None, "denied"),
+                _ => (Some("handshake".to_owned()), "failed"),
+            },
+            _ => (None, "info"),
+        };
+        Some(Self {
+            seq: record.get("seq")?.as_u64()?,
+            time: text("time")?,
+            event,
+            principal: text("principal").filter(|p| !p.is_empty()),
+            peer: text("peer"),
+            key: text("key"),
+            op,
+            outcome,
+        })
+    }
+}
+
+/// The SQLite index of one audit log.
+pub struct AuditIndex {
+    db: Connection,
+    log: PathBuf,
+}
+
+impl AuditIndex {
+    /// The default index file of `log`: `<log>.index.sqlite`.
+    pub fn default_path(log: &Path) -> PathBuf {
+        let mut name = log.as_os_str().to_owned();
+        name.push(".index.sqlite");
+        PathBuf::from(name)
+    }
+
+    /// Opens (creating if needed) the index at `path` of the log at `log`.
+    pub fn open(path: &Path, log: &Path) -> Result<Self, IndexError> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS records (
+                seq INTEGER PRIMARY KEY,
+                time TEXT NOT NULL,
+                event TEXT NOT NULL,
+                principal TEXT,
+                peer TEXT,
+                key TEXT,
+                op TEXT,
+                outcome TEXT NOT NULL,
+                line TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS records_time ON records(time);
+            CREATE INDEX IF NOT EXISTS records_principal ON records(principal, time);
+            CREATE INDEX IF NOT EXISTS records_key ON records(key, time);",
+        )?;
+        Ok(Self { db, log: log.to_owned() })
+    }
+
+    /// Indexes the records past the last one indexed; returns how many were added. A
+    /// log that starts over (seq below the last indexed, a new log) is indexed anew.
+    pub fn sync(&mut self) -> Result<u64, IndexError> {
+        let last: u64 =
+            self.db.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |row| row.get(0))?;
+        let newest = newest_seq(&self.log)?;
+        if newest < last {
+            return self.rebuild();
+        }
+        if newest == last {
+            return Ok(0);
+        }
+        self.add_from(last)
+    }
+
+    /// Drops every row and indexes the whole log again; returns the records indexed.
+    pub fn rebuild(&mut self) -> Result<u64, IndexError> {
+        self.db.execute("DELETE FROM records", [])?;
+        self.add_from(0)
+    }
+
+    fn add_from(&mut self, after: u64) -> Result<u64, IndexError> {
+        let tx = self.db.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR REPLACE INTO records (seq, time, event, principal, peer, key, op, outcome, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for file in files_oldest_first(&self.log) {
+                let Ok(opened) = File::open(&file) else { continue };
+                for line in BufReader::new(opened).lines() {
+                    let line = line?;
+                    // Skip what is indexed without parsing the JSON.
+                    if seq_of(&line).is_none_or(|seq| seq <= after) {
+                        continue;
+                    }
+                    let Ok(record) = serde_json::from_str::<Value>(&line) else { continue };
+                    let Some(row) = Row::of(&record) else { continue };
+                    insert.execute(params![
+                        row.seq as i64,
+                        row.time,
+                        row.event,
+                        row.principal,
+                        row.peer,
+                        row.key,
+                        row.op,
+                        row.outcome,
+                        line
+                    ])?;
+                    added += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// The records `query` selects, newest first, as the log's lines.
+    pub fn query(&self, query: &Query) -> Result<Vec<String>, IndexError> {
+        let mut sql = String::from("SELECT line FROM records WHERE 1 = 1");
+        let mut args: Vec<String> = Vec::new();
+        let filters = [
+            ("time >= ?", &query.from),
+            ("time < ?", &query.to),
+            ("principal = ?", &query.principal),
+            ("key = ?", &query.key),
+            ("op = ?", &query.op),
+            ("outcome = ?", &query.outcome),
+        ];
+        for (clause, value) in filters {
+            if let Some(value) = value {
+                sql.push_str(" AND ");
+                sql.push_str(clause);
+                args.push(value.clone());
+            }
+        }
+        let limit = if query.limit == 0 { DEFAULT_LIMIT } else { query.limit.min(MAX_LIMIT) };
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {limit}"));
+        let mut statement = self.db.prepare(&sql)?;
+        let lines = statement.query_map(params_from_iter(args.iter()), |row| row.get::<_, String>(0))?;
+        Ok(lines.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The `seq` a line starts with (`{"seq":N,`), as the log writes every record.
+fn seq_of(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let end = rest.find(',')?;
+    rest[..end].parse().ok()
+}
+
+/// The newest record's `seq` in the log (0 for none).
+fn newest_seq(log: &Path) -> io::Result<u64> {
+    for file in files_oldest_first(log).iter().rev() {
+        let Ok(opened) = File::open(file) else { continue };
+        let mut newest = None;
+        for line in BufReader::new(opened).lines() {
+            if let Some(seq) = seq_of(&line?) {
+                newest = Some(seq);
+            }
+        }
+        if let Some(seq) = newest {
+            return Ok(seq);
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditHealth, AuditLog, Event, Rotation};
+
+    fn denied(principal: &str, key: &str) -> Event {
+        Event::Denied { principal: principal.into(), peer: "127.0.0.1:1".into(), op: "wrap", key: key.into() }
+    }
+
+    #[test]
+    fn records_are_indexed_queried_and_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&log_path, Rotation::default(), AuditHealth::default()).unwrap();
+        log.record(denied("alice", "pay"));
+        log.record(denied("bob", "hr"));
+        log.record(Event::Admin { action: "config_reload".into(), detail: "test".into() });
+        log.sync();
+        let index_path = AuditIndex::default_path(&log_path);
+        let mut index = AuditIndex::open(&index_path, &log_path).unwrap();
+        assert_eq!(index.sync().unwrap(), 3);
+        assert_eq!(index.sync().unwrap(), 0, "nothing new");
+
+        let alice = index.query(&Query { principal: Some("alice".into()), ..Query::default() }).unwrap();
+        assert_eq!(alice.len(), 1);
+        assert!(alice[0].contains("\"key\":\"pay\""), "{}", alice[0]);
+        let denials = index.query(&Query { outcome: Some("denied".into()), ..Query::default() }).unwrap();
+        assert_eq!(denials.len(), 2);
+        assert!(denials[0].contains("bob"), "newest first");
+        let reloads = index.query(&Query { op: Some("config_reload".into()), ..Query::default() }).unwrap();
+        assert_eq!(reloads.len(), 1);
+        let one = index.query(&Query { limit: 1, ..Query::default() }).unwrap();
+        assert_eq!(one.len(), 1);
+        let future =
+            index.query(&Query { from: Some("2999-01-01T00:00:00.000Z".into()), ..Query::default() });
+        assert!(future.unwrap().is_empty());
+
+        log.record(denied("carol", "pay"));
+        log.sync();
+        assert_eq!(index.sync().unwrap(), 1, "only the new record");
+        drop(index);
+        std::fs::remove_file(&index_path).unwrap();
+        let mut index = AuditIndex::open(&index_path, &log_path).unwrap();
+        assert_eq!(index.rebuild().unwrap(), 4, "rebuilt from the log alone");
+    }
+
+    #[test]
+    fn seq_is_read_without_parsing() {
+        assert_eq!(seq_of("{\"seq\":42,\"time\":\"x\"}"), Some(42));
+        assert_eq!(seq_of("garbage"), None);
+    }
+}
