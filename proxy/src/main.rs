@@ -49,6 +49,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Report(args)) => {
+            println!("{}", cli::report::run(&args)?);
+            Ok(())
+        }
         Some(Command::Reload(args)) => {
             println!("{}", cli::reload::run(&args)?);
             Ok(())

@@ -190,3 +190,29 @@ def test_audit_query_export_and_reindex(operator_proxy):
     assert len(out.stdout.strip().splitlines()) == 3, out
     bad = proxy.cli("audit", "query", "--from", "nope", check=False)
     assert bad.returncode != 0 and "--from" in bad.stderr
+
+
+def test_compliance_reports_as_json_and_html(operator_proxy):
+    proxy = operator_proxy()
+    proxy.cli("key", "create", "payments")
+    proxy.cli("key", "rotate", "payments")
+    edit(proxy, "max_batch = 64", "max_batch = 5")
+    proxy.cli("reload")
+
+    keys = json.loads(proxy.cli("report", "pci-dss-3.6.4", "--cryptoperiod", "90d").stdout)
+    assert keys["report"] == "pci-dss-3.6.4" and keys["cryptoperiod_days"] == 90
+    payments = next(k for k in keys["keys"] if k["key"] == "payments")
+    assert payments["current_version"] == 2 and payments["decryptable_versions"] == [1, 2]
+    assert payments["last_rotation"] and not payments["overdue"] and keys["overdue"] == []
+    page = proxy.cli("report", "pci-dss-3.6.4", "--format", "html").stdout
+    assert page.startswith("<!DOCTYPE html>") and "<td>payments</td>" in page
+
+    trail = json.loads(proxy.cli("report", "pci-dss-10.2").stdout)
+    assert trail["report"] == "pci-dss-10.2"
+    actions = [record["action"] for record in trail["admin_actions"]]
+    assert "start" in actions and "config_reload" in actions, actions
+    page = proxy.cli("report", "pci-dss-10.2", "--format", "html").stdout
+    assert "Admin actions" in page and "config_reload" in page
+    bad = proxy.cli("report", "pci-dss-10.2", "--from", "last week", check=False)
+    assert bad.returncode != 0 and "--from" in bad.stderr
+    assert proxy.cli("report", "sox", check=False).returncode != 0

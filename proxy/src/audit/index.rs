@@ -65,6 +65,8 @@ struct Row {
     key: Option<String>,
     op: Option<String>,
     outcome: &'static str,
+    /// How many events the record stands for (a `repeated` record's `count`).
+    count: u64,
 }
 
 impl Row {
@@ -96,8 +98,38 @@ impl Row {
             key: text("key"),
             op,
             outcome,
+            count: if event_is_repeated(record) {
+                record.get("count").and_then(Value::as_u64).unwrap_or(1)
+            } else {
+                1
+            },
         })
     }
+}
+
+fn event_is_repeated(record: &Value) -> bool {
+    record.get("event").and_then(Value::as_str) == Some("repeated")
+}
+
+/// The index's schema version (`PRAGMA user_version`); an index of another version is
+/// dropped and rebuilt from the log.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Events of one kind, per principal, key, operation and outcome, over a period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// `denied`, `handshake_failed`, `admin`, ...
+    pub event: String,
+    /// Who (absent for handshakes).
+    pub principal: Option<String>,
+    /// The key named.
+    pub key: Option<String>,
+    /// The operation or admin action.
+    pub op: Option<String>,
+    /// The outcome.
+    pub outcome: String,
+    /// How many events (a flood's summarised repeats included).
+    pub count: u64,
 }
 
 /// The SQLite index of one audit log.
@@ -120,6 +152,11 @@ impl AuditIndex {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version != SCHEMA_VERSION {
+            db.execute_batch("DROP TABLE IF EXISTS records;")?;
+            db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS records (
                 seq INTEGER PRIMARY KEY,
@@ -130,6 +167,7 @@ impl AuditIndex {
                 key TEXT,
                 op TEXT,
                 outcome TEXT NOT NULL,
+                count INTEGER NOT NULL,
                 line TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS records_time ON records(time);
@@ -165,8 +203,8 @@ impl AuditIndex {
         let mut added = 0;
         {
             let mut insert = tx.prepare(
-                "INSERT OR REPLACE INTO records (seq, time, event, principal, peer, key, op, outcome, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO records (seq, time, event, principal, peer, key, op, outcome, count, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for file in files_oldest_first(&self.log) {
                 let Ok(opened) = File::open(&file) else { continue };
@@ -187,6 +225,7 @@ impl AuditIndex {
                         row.key,
                         row.op,
                         row.outcome,
+                        row.count as i64,
                         line
                     ])?;
                     added += 1;
@@ -220,6 +259,38 @@ impl AuditIndex {
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT {limit}"));
         let mut statement = self.db.prepare(&sql)?;
         let lines = statement.query_map(params_from_iter(args.iter()), |row| row.get::<_, String>(0))?;
+        Ok(lines.collect::<Result<_, _>>()?)
+    }
+}
+
+impl AuditIndex {
+    /// Events in `[from, to)` counted by event, principal, key, operation and outcome,
+    /// most frequent first.
+    pub fn tally(&self, from: &str, to: &str) -> Result<Vec<Tally>, IndexError> {
+        let mut statement = self.db.prepare(
+            "SELECT event, principal, key, op, outcome, SUM(count) AS n FROM records
+             WHERE time >= ?1 AND time < ?2
+             GROUP BY event, principal, key, op, outcome ORDER BY n DESC, event, principal, key",
+        )?;
+        let rows = statement.query_map(params![from, to], |row| {
+            Ok(Tally {
+                event: row.get(0)?,
+                principal: row.get(1)?,
+                key: row.get(2)?,
+                op: row.get(3)?,
+                outcome: row.get(4)?,
+                count: row.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The admin records in `[from, to)`, oldest first, at most `limit`.
+    pub fn admin_actions(&self, from: &str, to: &str, limit: u32) -> Result<Vec<String>, IndexError> {
+        let mut statement = self.db.prepare(
+            "SELECT line FROM records WHERE event = 'admin' AND time >= ?1 AND time < ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let lines = statement.query_map(params![from, to, limit], |row| row.get::<_, String>(0))?;
         Ok(lines.collect::<Result<_, _>>()?)
     }
 }
@@ -292,6 +363,15 @@ mod tests {
         std::fs::remove_file(&index_path).unwrap();
         let mut index = AuditIndex::open(&index_path, &log_path).unwrap();
         assert_eq!(index.rebuild().unwrap(), 4, "rebuilt from the log alone");
+        let tally = index.tally("2000-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z").unwrap();
+        let pay_denials: u64 = tally
+            .iter()
+            .filter(|t| t.event == "denied" && t.key.as_deref() == Some("pay"))
+            .map(|t| t.count)
+            .sum();
+        assert_eq!(pay_denials, 2);
+        let admin = index.admin_actions("2000-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z", 10).unwrap();
+        assert!(admin.iter().any(|line| line.contains("config_reload")), "{admin:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod audit;
 pub mod keys;
 pub mod reload;
+pub mod report;
 
 use crate::backend::BackendConfig;
 use crate::config::{Config, ConfigError};
@@ -43,6 +44,8 @@ pub enum Command {
     /// Ask a running keymux to reload its config file (`POST /reload` on the admin
     /// listener, with the operator token).
     Reload(reload::ReloadArgs),
+    /// A compliance report (`pci-dss-3.6.4`, `pci-dss-10.2`) as JSON or HTML.
+    Report(report::ReportArgs),
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.
