@@ -305,6 +305,10 @@ mod tests {
         assert_eq!(config.quotas.max_connections, 64);
         assert_eq!(config.server.handshake_timeout, Duration::from_secs(5));
         assert!(config.audit.path.is_some());
+        assert_eq!(config.operator.token, Some(SecretSource::Env("KEYMUX_OPERATOR_TOKEN".into())));
+        assert_eq!(config.source.as_deref(), Some(path.as_path()), "a reload reads the same file");
+        let error = Config::parse(&format!("{MINIMAL}\n[operator]\nwatch_interval = \"1ms\"\n")).unwrap_err();
+        assert!(error.to_string().starts_with("operator.watch_interval"), "{error}");
     }
 
     #[test]
