@@ -13,6 +13,8 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod dashboards;
 pub mod error;
 pub mod frontend;
 pub mod keys;
