@@ -10,12 +10,13 @@
 //! while the proxy updates it.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
+use super::chain::last_record;
 use super::rotation::files_oldest_first;
 
 /// Most records one query returns.
@@ -113,7 +114,7 @@ fn event_is_repeated(record: &Value) -> bool {
 
 /// The index's schema version (`PRAGMA user_version`); an index of another version is
 /// dropped and rebuilt from the log.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Events of one kind, per principal, key, operation and outcome, over a period.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,7 +155,7 @@ impl AuditIndex {
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version != SCHEMA_VERSION {
-            db.execute_batch("DROP TABLE IF EXISTS records;")?;
+            db.execute_batch("DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS position;")?;
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         db.execute_batch(
@@ -172,7 +173,13 @@ impl AuditIndex {
             );
             CREATE INDEX IF NOT EXISTS records_time ON records(time);
             CREATE INDEX IF NOT EXISTS records_principal ON records(principal, time);
-            CREATE INDEX IF NOT EXISTS records_key ON records(key, time);",
+            CREATE INDEX IF NOT EXISTS records_key ON records(key, time);
+            CREATE TABLE IF NOT EXISTS position (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                offset INTEGER NOT NULL,
+                seq INTEGER NOT NULL,
+                first_seq INTEGER NOT NULL
+            );",
         )?;
         Ok(Self { db, log: log.to_owned() })
     }
@@ -195,26 +202,45 @@ impl AuditIndex {
     /// Drops every row and indexes the whole log again; returns the records indexed.
     pub fn rebuild(&mut self) -> Result<u64, IndexError> {
         self.db.execute("DELETE FROM records", [])?;
+        self.db.execute("DELETE FROM position", [])?;
         self.add_from(0)
     }
 
     fn add_from(&mut self, after: u64) -> Result<u64, IndexError> {
+        // Where the last sync stopped in the current file, if the log has only grown
+        // since: then only the new lines are read. Otherwise (rotated, rebuilt) every
+        // file is read, skipping what is indexed.
+        let files: Vec<(PathBuf, u64)> = match self.resume_point(after)? {
+            Some(offset) => vec![(self.log.clone(), offset)],
+            None => files_oldest_first(&self.log).into_iter().map(|file| (file, 0)).collect(),
+        };
         let tx = self.db.transaction()?;
         let mut added = 0;
+        let mut newest = after;
+        let mut position = None;
         {
             let mut insert = tx.prepare(
                 "INSERT OR REPLACE INTO records (seq, time, event, principal, peer, key, op, outcome, count, line)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for file in files_oldest_first(&self.log) {
-                let Ok(opened) = File::open(&file) else { continue };
-                for line in BufReader::new(opened).lines() {
-                    let line = line?;
-                    // Skip what is indexed without parsing the JSON.
-                    if seq_of(&line).is_none_or(|seq| seq <= after) {
-                        continue;
+            for (file, start) in files {
+                let Ok(mut opened) = File::open(&file) else { continue };
+                opened.seek(SeekFrom::Start(start))?;
+                let mut reader = BufReader::new(opened);
+                let mut offset = start;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let read = reader.read_line(&mut line)?;
+                    // Stop before a line still being written (no newline yet).
+                    if read == 0 || !line.ends_with('\n') {
+                        break;
                     }
-                    let Ok(record) = serde_json::from_str::<Value>(&line) else { continue };
+                    offset += read as u64;
+                    let text = line.trim_end();
+                    // Skip what is indexed without parsing the JSON.
+                    let Some(seq) = seq_of(text).filter(|seq| *seq > after) else { continue };
+                    let Ok(record) = serde_json::from_str::<Value>(text) else { continue };
                     let Some(row) = Row::of(&record) else { continue };
                     insert.execute(params![
                         row.seq as i64,
@@ -226,14 +252,51 @@ impl AuditIndex {
                         row.op,
                         row.outcome,
                         row.count as i64,
-                        line
+                        text
                     ])?;
+                    newest = newest.max(seq);
                     added += 1;
                 }
+                if file == self.log {
+                    position = Some((offset, first_seq(&file)?));
+                }
+            }
+            if let Some((offset, first)) = position {
+                tx.execute(
+                    "INSERT OR REPLACE INTO position (id, offset, seq, first_seq) VALUES (1, ?1, ?2, ?3)",
+                    params![offset as i64, newest as i64, first as i64],
+                )?;
             }
         }
         tx.commit()?;
         Ok(added)
+    }
+
+    /// The offset in the current log file where the last sync stopped, if it stopped
+    /// after record `after`, the file still starts with the same record (rotation has
+    /// not replaced it), and the next line there is record `after + 1` (or nothing
+    /// yet): the file has only grown since.
+    fn resume_point(&self, after: u64) -> Result<Option<u64>, IndexError> {
+        let stored: Option<(i64, i64, i64)> = self
+            .db
+            .query_row("SELECT offset, seq, first_seq FROM position WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let Some((offset, seq, first)) = stored else { return Ok(None) };
+        let offset = offset as u64;
+        if seq as u64 != after || first_seq(&self.log)? != first as u64 {
+            return Ok(None);
+        }
+        let Ok(mut file) = File::open(&self.log) else { return Ok(None) };
+        if file.metadata()?.len() < offset {
+            return Ok(None);
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        let mut next = String::new();
+        BufReader::new(file).read_line(&mut next)?;
+        let continues = next.is_empty() || seq_of(&next) == Some(after + 1);
+        Ok(continues.then_some(offset))
     }
 
     /// The records `query` selects, newest first, as the log's lines.
@@ -302,8 +365,22 @@ fn seq_of(line: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// The newest record's `seq` in the log (0 for none).
+/// The `seq` of a file's first record (0 for an empty or missing file): which file a
+/// stored position belongs to.
+fn first_seq(file: &Path) -> io::Result<u64> {
+    let Ok(opened) = File::open(file) else { return Ok(0) };
+    let mut first = String::new();
+    BufReader::new(opened).read_line(&mut first)?;
+    Ok(seq_of(&first).unwrap_or(0))
+}
+
+/// The newest record's `seq` in the log (0 for none): the current file's last record,
+/// read from its tail; the rotated files only when the current one is still empty.
 fn newest_seq(log: &Path) -> io::Result<u64> {
+    let (seq, _, _) = last_record(log)?;
+    if seq > 0 {
+        return Ok(seq);
+    }
     for file in files_oldest_first(log).iter().rev() {
         let Ok(opened) = File::open(file) else { continue };
         let mut newest = None;
@@ -372,6 +449,27 @@ mod tests {
         assert_eq!(pay_denials, 2);
         let admin = index.admin_actions("2000-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z", 10).unwrap();
         assert!(admin.iter().any(|line| line.contains("config_reload")), "{admin:?}");
+    }
+
+    #[test]
+    fn syncs_resume_where_they_stopped_and_follow_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("audit.jsonl");
+        let rotation = Rotation { max_bytes: 1200, keep: 10 };
+        let log = AuditLog::open(&log_path, rotation, AuditHealth::default()).unwrap();
+        let mut index = AuditIndex::open(&AuditIndex::default_path(&log_path), &log_path).unwrap();
+        let mut total = 0;
+        for round in 0..6 {
+            for n in 0..3 {
+                log.record(denied(&format!("p{round}-{n}"), "pay"));
+            }
+            log.sync();
+            total += index.sync().unwrap();
+        }
+        assert!(log_path.with_extension("jsonl.1").exists(), "the log rotated");
+        let verified = crate::audit::verify(&log_path).unwrap().unwrap();
+        assert_eq!(total, verified.records, "every record indexed once, across rotations");
+        assert_eq!(index.query(&Query { limit: MAX_LIMIT, ..Query::default() }).unwrap().len() as u64, total);
     }
 
     #[test]
