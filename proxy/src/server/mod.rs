@@ -7,6 +7,7 @@
 mod admin_http;
 mod admission;
 pub(crate) mod connection;
+mod console;
 mod listener;
 mod live;
 mod operator_http;
@@ -362,7 +363,8 @@ pub async fn start_with_backend(
             listener,
             Arc::clone(&metrics),
             Arc::clone(&readiness),
-            operator_http::routes(Arc::clone(&live)),
+            operator_http::routes(Arc::clone(&live))
+                .merge(console::routes(Arc::clone(&live), Arc::clone(&registry))),
             admin_shutdown.clone(),
         ));
     }

@@ -47,7 +47,7 @@ fn parse_time(name: &str, value: &str) -> Result<String, Refusal> {
 }
 
 /// The query parameters as an [`audit::index::Query`], or 400 naming the bad one.
-fn parse_query(params: &HashMap<String, String>) -> Result<Query, Refusal> {
+pub(super) fn parse_query(params: &HashMap<String, String>) -> Result<Query, Refusal> {
     let mut query = Query::default();
     for (name, value) in params {
         match name.as_str() {
@@ -76,7 +76,7 @@ fn parse_query(params: &HashMap<String, String>) -> Result<Query, Refusal> {
 }
 
 /// The audit log and its index file, or 404 when no audit log is configured.
-fn audit_files(live: &LiveConfig) -> Result<(PathBuf, PathBuf), Refusal> {
+pub(super) fn audit_files(live: &LiveConfig) -> Result<(PathBuf, PathBuf), Refusal> {
     let config = live.current();
     let Some(log) = config.audit.path.clone() else {
         return Err(Refusal(StatusCode::NOT_FOUND, "no audit log: set audit.path\n".into()));
@@ -172,7 +172,7 @@ async fn audit_export(
 }
 
 /// Why an operator request was turned away.
-pub(super) struct Refusal(StatusCode, String);
+pub(super) struct Refusal(pub(super) StatusCode, String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
