@@ -216,3 +216,18 @@ def test_compliance_reports_as_json_and_html(operator_proxy):
     bad = proxy.cli("report", "pci-dss-10.2", "--from", "last week", check=False)
     assert bad.returncode != 0 and "--from" in bad.stderr
     assert proxy.cli("report", "sox", check=False).returncode != 0
+
+
+def test_healthz_verbose_gives_the_backend_detail(operator_proxy):
+    proxy = operator_proxy()
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/healthz?verbose", timeout=10) as response:
+        assert response.status == 200
+        detail = json.loads(response.read())
+    assert detail["status"] == "ok" and detail["ready"] is True and detail["not_ready"] is None
+    assert detail["audit"] == {"failing": False}
+    backend = detail["backends"][0]
+    assert backend["kind"] == "soft"
+    assert 0 <= backend["last_successful_probe_ms_ago"] < 60_000
+    assert backend["errors"] == 0 and backend["error_ratio"] == 0.0
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/healthz", timeout=10) as response:
+        assert response.read() == b"ok\n", "without ?verbose, the plain answer"

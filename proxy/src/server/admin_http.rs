@@ -1,13 +1,14 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` (liveness)
+//! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` (liveness;
+//! `?verbose` for the JSON detail of [`super::health`])
 //! and `/readyz` (readiness, see [`super::readiness`]), plus the operator's endpoints
 //! (see [`super::operator_http`]).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,7 @@ use crate::telemetry::Metrics;
 struct AdminState {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    backend: &'static str,
 }
 
 async fn metrics_page(State(state): State<AdminState>) -> impl IntoResponse {
@@ -28,7 +30,14 @@ async fn metrics_page(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
+async fn healthz(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Response {
+    if query
+        .is_some_and(|query| query.split('&').any(|pair| pair == "verbose" || pair.starts_with("verbose=")))
+    {
+        let detail = super::health::detail(&state.metrics, &state.readiness, state.backend);
+        let code = if detail["status"] == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        return (code, axum::Json(detail)).into_response();
+    }
     if state.readiness.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if state.metrics.audit_failing() {
@@ -37,6 +46,7 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ok\n")
     }
+    .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -53,6 +63,7 @@ pub(super) async fn serve_admin(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    backend: &'static str,
     operator: Router,
     shutdown: CancellationToken,
 ) {
@@ -60,7 +71,7 @@ pub(super) async fn serve_admin(
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { metrics, readiness })
+        .with_state(AdminState { metrics, readiness, backend })
         .merge(operator);
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     if let Err(error) = result {

@@ -8,6 +8,7 @@ mod admin_http;
 mod admission;
 pub(crate) mod connection;
 mod console;
+mod health;
 mod listener;
 mod live;
 mod operator_http;
@@ -363,6 +364,7 @@ pub async fn start_with_backend(
             listener,
             Arc::clone(&metrics),
             Arc::clone(&readiness),
+            backend.kind(),
             operator_http::routes(Arc::clone(&live))
                 .merge(console::routes(Arc::clone(&live), Arc::clone(&registry))),
             admin_shutdown.clone(),

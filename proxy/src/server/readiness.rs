@@ -84,6 +84,11 @@ impl Readiness {
         Ok(())
     }
 
+    /// How long ago the backend last answered the key list read (its health probe).
+    pub fn key_list_age(&self) -> Duration {
+        self.registry.age()
+    }
+
     /// Whether a shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
