@@ -93,14 +93,14 @@ impl Drop for Inside<'_> {
 }
 
 /// A real backend, with a [`Gate`] in front of every batch.
-pub(crate) struct GatedBackend {
+pub struct GatedBackend {
     inner: Arc<dyn Backend>,
     gate: Gate,
 }
 
 impl GatedBackend {
     /// `inner`, its batches behind `gate`.
-    pub(crate) fn new(inner: Arc<dyn Backend>, gate: Gate) -> Self {
+    pub fn new(inner: Arc<dyn Backend>, gate: Gate) -> Self {
         Self { inner, gate }
     }
 }

@@ -68,7 +68,12 @@ pub(crate) async fn run(cluster: &mut Cluster, duration: Duration) -> ChaosLog {
                 "SIGKILL proxy B, restart"
             }
             1 => {
+                // Requests keep arriving and queueing; the next batches find their
+                // sessions gone (see `Cluster::a_gate`).
+                cluster.a_gate.close();
+                cluster.a_gate.wait_until_quiet().await;
                 close_all_sessions(&token().module, cluster.slot);
+                cluster.a_gate.open();
                 "C_CloseAllSessions under proxy A"
             }
             2 => {

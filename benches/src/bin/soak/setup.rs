@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +14,7 @@ use keymux_proxy::backend::pkcs11::Pkcs11Backend;
 use keymux_proxy::config::Config;
 use keymux_proxy::server::{self, RunningServer};
 use keymux_test_support::certs::Pki;
+use keymux_test_support::gate::{Gate, GatedBackend};
 use keymux_test_support::pkcs11::token;
 use keymux_test_support::replica::{self, Replica};
 
@@ -24,6 +26,11 @@ pub(crate) struct Cluster {
     pub(crate) pki: Pki,
     _dir: tempfile::TempDir,
     pub(crate) a: Option<RunningServer>,
+    /// In front of A's backend: SoftHSM2 frees a session that `C_CloseAllSessions`
+    /// closes even while another thread is inside a call on it (a use after free that
+    /// crashes the process; a real HSM fences this), so the soak holds A's executors
+    /// outside their batches for the instant of the reset, as the recovery test does.
+    pub(crate) a_gate: Gate,
     pub(crate) a_plain: SocketAddr,
     pub(crate) a_tls: SocketAddr,
     pub(crate) b: Replica,
@@ -97,7 +104,11 @@ impl Cluster {
             SERVER,
             &tables(a_tls, &a_cert, &ca, &audit_dir.join("a.jsonl")),
         );
-        let a = server::start(&Config::parse(&a_text)?).await?;
+        let a_config = Config::parse(&a_text)?;
+        let gate = Gate::default();
+        let backend = keymux_proxy::backend::open(&a_config.backend)?;
+        let a =
+            server::start_with_backend(&a_config, Arc::new(GatedBackend::new(backend, gate.clone()))).await?;
         let admin = Pkcs11Backend::open(&token().config(1))?;
         let slot = admin.slot().id();
         // Both proxies see the key within a refresh interval.
@@ -106,6 +117,7 @@ impl Cluster {
             pki,
             _dir: dir,
             a: Some(a),
+            a_gate: gate,
             a_plain,
             a_tls,
             b,
