@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use keymux_client::Error;
 use keymux_protocol::BlobHeader;
-use keymux_proxy::backend::pkcs11::Pkcs11Mechanism;
+use keymux_proxy::backend::pkcs11::{Pkcs11Backend, Pkcs11Mechanism};
 use keymux_proxy::keys::{KeyLifecycle, VersionState};
 use keymux_test_support::pkcs11::{one_at_a_time, own_iv_module, token};
 use keymux_test_support::proxy::{TestProxy, client_for};
@@ -259,6 +259,16 @@ async fn a_key_made_again_behind_the_proxy_is_found_again_without_losing_session
     assert_eq!(lost(), before, "a stale key handle is resolved again, not taken for a lost session");
 }
 
+/// Whether the test token offers CKM_AES_GCM (SoftHSM2 does, opencryptoki 3.8 does not).
+fn token_offers_aes_gcm() -> bool {
+    let admin = Pkcs11Backend::open(&token().config(1)).unwrap();
+    admin
+        .context()
+        .get_mechanism_list(admin.slot())
+        .unwrap()
+        .contains(&cryptoki::mechanism::MechanismType::AES_GCM)
+}
+
 /// The raw AEAD (ENCRYPT/DECRYPT, as the XKS front end uses it) on the token: AES-GCM
 /// with the caller's AAD, IV and tag apart; a changed AAD or tag does not verify; a named
 /// version is used; a token without CKM_AES_GCM (the CBC+HMAC scheme) answers UNSUPPORTED.
@@ -279,10 +289,15 @@ async fn raw_aes_gcm_on_the_token() {
         aad: b"aad".to_vec(),
         plaintext: SecretBytes::copy_from(&[7; 4096]),
     };
-    let Ok(Reply::Encrypt { version, iv, ciphertext, tag }) =
-        raw.call(RequestFrame::new(1, encrypt(0))).await.result
-    else {
-        panic!("ENCRYPT failed")
+    let first = raw.call(RequestFrame::new(1, encrypt(0))).await.result;
+    if !token_offers_aes_gcm() {
+        // opencryptoki 3.8's soft token: the proxy seals with CBC+HMAC, which has no raw
+        // AEAD to offer.
+        assert_eq!(first.map(|_| ()).map_err(|failure| failure.status), Err(Status::Unsupported));
+        return;
+    }
+    let Ok(Reply::Encrypt { version, iv, ciphertext, tag }) = first else {
+        panic!("ENCRYPT failed: {first:?}")
     };
     assert_eq!((version, iv.len(), ciphertext.len(), tag.len()), (1, 12, 4096, 16));
     let decrypt = |aad: &[u8], tag: Vec<u8>| Request::Decrypt {
