@@ -89,18 +89,10 @@ async fn audit_query(
     State(live): State<Arc<LiveConfig>>,
     headers: HeaderMap,
     Query_(params): Query_<HashMap<String, String>>,
-) -> Response {
-    if let Err(refusal) = authorize(&live, &headers) {
-        return refusal.into_response();
-    }
-    let query = match parse_query(&params) {
-        Ok(query) => query,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let (log, index) = match audit_files(&live) {
-        Ok(files) => files,
-        Err(refusal) => return refusal.into_response(),
-    };
+) -> Result<Response, Refusal> {
+    authorize(&live, &headers)?;
+    let query = parse_query(&params)?;
+    let (log, index) = audit_files(&live)?;
     let result = tokio::task::spawn_blocking(move || {
         live.audit().sync();
         let mut index = AuditIndex::open(&index, &log)?;
@@ -108,7 +100,7 @@ async fn audit_query(
         index.query(&query)
     })
     .await;
-    match result {
+    Ok(match result {
         Ok(Ok(lines)) => {
             let records: Vec<serde_json::Value> =
                 lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
@@ -119,7 +111,7 @@ async fn audit_query(
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "audit query task failed\n").into_response(),
-    }
+    })
 }
 
 /// Lines in flight between the reading thread and the client, at most.
@@ -129,27 +121,17 @@ async fn audit_export(
     State(live): State<Arc<LiveConfig>>,
     headers: HeaderMap,
     Query_(params): Query_<HashMap<String, String>>,
-) -> Response {
-    if let Err(refusal) = authorize(&live, &headers) {
-        return refusal.into_response();
-    }
+) -> Result<Response, Refusal> {
+    authorize(&live, &headers)?;
     let name = params.get("format").map_or("jsonl", String::as_str);
-    let Some(format) = ExportFormat::parse(name) else {
-        return bad_parameter("format", "expected jsonl or cef").into_response();
-    };
-    let query = match parse_query(&params) {
-        Ok(query) => query,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let format = ExportFormat::parse(name).ok_or_else(|| bad_parameter("format", "expected jsonl or cef"))?;
+    let query = parse_query(&params)?;
     if let Some(name) =
         ["principal", "key", "op", "outcome", "limit"].iter().find(|name| params.contains_key(**name))
     {
-        return bad_parameter(name, "export takes only format, from and to").into_response();
+        return Err(bad_parameter(name, "export takes only format, from and to"));
     }
-    let (log, _) = match audit_files(&live) {
-        Ok(files) => files,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let (log, _) = audit_files(&live)?;
     // A bounded channel: the reading thread waits while the client is slow, so the
     // export never holds more than EXPORT_BUFFER lines.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(EXPORT_BUFFER);
@@ -168,7 +150,7 @@ async fn audit_export(
         ExportFormat::JsonLines => "application/x-ndjson",
         ExportFormat::Cef => "text/plain; charset=utf-8",
     };
-    ([(header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(stream)).into_response()
+    Ok(([(header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(stream)).into_response())
 }
 
 /// Why an operator request was turned away.
