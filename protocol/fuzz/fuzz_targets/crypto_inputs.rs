@@ -9,19 +9,12 @@ use std::sync::OnceLock;
 use keymux_crypto::{KeyType, PrivateKey, PublicKey, kem};
 use libfuzzer_sys::fuzz_target;
 
-const TYPES: [KeyType; 7] = [
-    KeyType::EcP256,
-    KeyType::EcP384,
-    KeyType::Ed25519,
-    KeyType::Rsa3072Pss,
-    KeyType::Rsa3072Pkcs1,
-    KeyType::MlDsa65,
-    KeyType::MlKem768,
-];
+/// Every asymmetric type: all but AES-256, which comes first.
+const TYPES: &[KeyType] = KeyType::ALL.split_at(1).1;
 
 /// One key per type, made on first use.
 fn key(at: usize) -> &'static PrivateKey {
-    static KEYS: [OnceLock<PrivateKey>; 7] = [const { OnceLock::new() }; 7];
+    static KEYS: [OnceLock<PrivateKey>; TYPES.len()] = [const { OnceLock::new() }; TYPES.len()];
     KEYS[at].get_or_init(|| PrivateKey::generate(TYPES[at]).expect("every asymmetric type generates"))
 }
 
